@@ -1,0 +1,222 @@
+"""Build, start and stop the two servers the benchmark compares: llama-server and `lmdock serve`.
+
+llama-server is built from the llama.cpp source vendored in the llama-cpp-python sdist that lmdock depends
+on, so both servers run the same ggml kernels. The build lives outside the repository, in
+~/.cache/lmdock-bench/llama-server-<version>/ (override with LMDOCK_BENCH_CACHE), and is reused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("LMDOCK_BENCH_CACHE", Path.home() / ".cache" / "lmdock-bench"))
+BUILD_ROOT = CACHE / f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
+LLAMA_SERVER = BUILD_ROOT / "build" / "bin" / "llama-server"
+DEFAULT_MODEL = (
+    Path(os.environ.get("LMDOCK_MODELS_DIR", Path.home() / ".lmdock" / "models"))
+    / "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+)
+
+# The flags asked for, plus what llama-cpp-python's own CMakeLists forces (shared libraries, LLAMA_CURL
+# OFF); GGML_NATIVE, GGML_OPENMP and the Release build type are also its defaults (scikit-build-core builds
+# Release). Tests, examples and OpenSSL are left out only to shorten the build.
+CMAKE_FLAGS = [
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_CURL=OFF",
+    "-DGGML_NATIVE=ON",
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+]
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    print(f"  $ {' '.join(cmd)}  (log: {log})", file=sys.stderr)
+    with log.open("a") as out:
+        subprocess.run(["nice", "-n", "10", *cmd], stdout=out, stderr=subprocess.STDOUT, check=True)
+
+
+def build_llama_server() -> Path:
+    """Return the cached llama-server binary, building it first (several minutes on 2 cores) if needed."""
+    if LLAMA_SERVER.exists():
+        return LLAMA_SERVER
+    print(
+        f"building llama-server from llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} into {BUILD_ROOT}",
+        file=sys.stderr,
+    )
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    log = BUILD_ROOT / "build.log"
+    src = BUILD_ROOT / "src"
+    if not (src / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
+        sdist_dir = BUILD_ROOT / "sdist"
+        sdist = sdist_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+        if not sdist.exists():
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+                    "-d",
+                    str(sdist_dir),
+                ],
+                log,
+            )
+        with tarfile.open(sdist) as tar:
+            tar.extractall(BUILD_ROOT, filter="data")
+        (BUILD_ROOT / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}").rename(src)
+    build = BUILD_ROOT / "build"
+    _run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), *CMAKE_FLAGS], log)
+    _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 1)], log)
+    return LLAMA_SERVER
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    kids = [int(p) for p in text.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM (peak resident set) of a process plus its descendants, in MiB."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+@dataclass
+class ServerSpec:
+    """How to start one server; `ctx`, `threads` and `parallel` are the same for both."""
+
+    name: str
+    ctx: int
+    threads: int = 2
+    parallel: int = 4
+    cache_dir: Path | None = None  # lmdock only: its on-disk prompt cache
+
+    def argv(self, port: int) -> list[str]:
+        if self.name == "llama-server":
+            # -kvu: one KV buffer shared by all slots, as lmdock shares its context among sequences
+            # (without it each of the 4 slots would get ctx/4 tokens, too few for a 6k system prompt).
+            return [
+                str(build_llama_server()),
+                "-m",
+                str(DEFAULT_MODEL),
+                "-t",
+                str(self.threads),
+                "-tb",
+                str(self.threads),
+                "-c",
+                str(self.ctx),
+                "-np",
+                str(self.parallel),
+                "-kvu",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-webui",
+            ]
+        assert self.cache_dir is not None
+        return [
+            str(VENV_BIN / "lmdock"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--threads",
+            str(self.threads),
+            "--ctx-size",
+            str(self.ctx),
+            "--parallel",
+            str(self.parallel),
+            "--cache-dir",
+            str(self.cache_dir),
+        ]
+
+
+@dataclass
+class Server:
+    spec: ServerSpec
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    peak_rss: float = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 300.0) -> Server:
+        argv = self.spec.argv(self.port)
+        with self.log_path.open("a") as log:
+            log.write(f"\n### {' '.join(argv)}\n")
+            log.flush()
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.spec.name} exited with {self.proc.returncode}; see {self.log_path}"
+                )
+            try:
+                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.spec.name} not ready after {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM, so lmdock can flush its disk cache), recording the peak RSS first."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.peak_rss = max(self.peak_rss, peak_rss_mib(self.proc.pid))
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,51 @@
+"""The model list in a shape both SDKs parse: Anthropic's ModelInfo page plus OpenAI's list fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from anthropic.types import ModelInfo
+
+from lmdock.core.errors import InvalidRequest
+from lmdock.models.manager import ModelManager
+from lmdock.models.store import ModelRecord
+
+
+def model_info(manager: ModelManager, record: ModelRecord) -> dict:
+    mtime = int(record.path.stat().st_mtime)
+    loaded = manager.loaded.get(record.key)
+    info = ModelInfo(
+        type="model",
+        id=record.key,
+        display_name=record.metadata.name or record.key,
+        created_at=datetime.fromtimestamp(mtime, tz=UTC),
+        max_input_tokens=loaded.n_ctx if loaded else (record.metadata.context_length or None),
+    ).model_dump(mode="json", exclude_none=True)
+    # OpenAI's Model fields, so `openai.models.list()` parses the same endpoint
+    info.update(object="model", created=mtime, owned_by=record.publisher or "lmdock")
+    return info
+
+
+def list_models_page(
+    manager: ModelManager, *, limit: int = 20, after_id: str | None = None, before_id: str | None = None
+) -> dict:
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit: must be between 1 and 1000", param="limit")
+    records = manager.records()
+    ids = [r.key for r in records]
+    start, end = 0, len(records)
+    if after_id is not None:
+        start = ids.index(after_id) + 1 if after_id in ids else len(ids)
+    if before_id is not None:
+        end = ids.index(before_id) if before_id in ids else 0
+    if before_id is not None and after_id is None:
+        start = max(0, end - limit)
+    page = records[start : min(end, start + limit)]
+    data = [model_info(manager, r) for r in page]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": start + len(page) < end if before_id is None else start > 0,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }

@@ -1,0 +1,90 @@
+"""Routes of the Anthropic API: /v1/messages, /v1/messages/count_tokens, /v1/models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from lmdock.api.anthropic.convert import to_chat_request
+from lmdock.api.anthropic.encode import MessageEncoder, sse
+from lmdock.api.anthropic.models import list_models_page, model_info
+from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
+from lmdock.chat.session import PreparedChat
+from lmdock.core.errors import InvalidRequest
+from lmdock.models.manager import ModelManager
+from lmdock.server.errors import stream_error_event
+from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
+
+router = APIRouter()
+
+
+def _manager(request: Request) -> ModelManager:
+    return request.app.state.manager
+
+
+async def read_json(request: Request):
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+
+
+@router.post("/v1/messages")
+async def create_message(request: Request):
+    params = parse(MessageCreateParams, await read_json(request))
+    chat = to_chat_request(params)
+    model = await _manager(request).get(params.model)
+    prepared = await model.session.prepare(chat)
+    encoder = MessageEncoder(params.model, prepared.input_tokens)
+    if params.stream:
+        return StreamingResponse(
+            _stream(prepared, encoder),
+            media_type="text/event-stream; charset=utf-8",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    async def run() -> dict:
+        async for event in prepared.events():
+            for _ in encoder.feed(event):
+                pass
+        return encoder.message().model_dump(mode="json")
+
+    return JSONResponse(await unless_disconnected(request, run))
+
+
+async def _stream(prepared: PreparedChat, encoder: MessageEncoder) -> AsyncIterator[str]:
+    yield sse(encoder.start_event())
+    try:
+        async for event in with_pings(prepared.events(), ping_interval()):
+            if event is None:
+                yield sse({"type": "ping"})
+                continue
+            for wire in encoder.feed(event):
+                yield sse(wire)
+    except Exception as exc:
+        yield sse(stream_error_event(exc))
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request):
+    params = parse(CountTokensParams, await read_json(request))
+    model = await _manager(request).get(params.model)
+    n = await model.session.count_tokens(to_chat_request(params))
+    return {"input_tokens": n}
+
+
+@router.get("/v1/models")
+async def list_models(
+    request: Request, limit: int = 20, after_id: str | None = None, before_id: str | None = None
+):
+    return list_models_page(_manager(request), limit=limit, after_id=after_id, before_id=before_id)
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(request: Request, model_id: str):
+    manager = _manager(request)
+    return model_info(manager, manager.resolve(model_id))

@@ -1,0 +1,98 @@
+"""Runs one chat request through a model: render -> tokenize -> engine -> parse -> core events.
+
+`prepare()` does everything that can fail with a client error (rendering, the context check, queue
+admission) before the API layer commits to a 200, so errors keep their status and envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from lmdock.chat.formatter import ChatFormatter, RenderedPrompt
+
+from lmdock.core.errors import LmdockError
+from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
+from lmdock.core.request import ChatRequest
+from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
+
+
+class GenerationFailed(LmdockError):
+    """The engine failed after the response started (surfaces as a stream `error` event)."""
+
+
+_REASONS: dict[str, StopReason] = {
+    "eog": "end_turn",
+    "grammar": "end_turn",
+    "length": "max_tokens",
+    "stop": "stop_sequence",
+    "context": "context_window",
+}
+
+
+@dataclass
+class PreparedChat:
+    """An admitted request: its prompt size is known and its events can be consumed."""
+
+    input_tokens: int
+    rendered: RenderedPrompt
+    user_stops: list[str]
+    _stream: AsyncIterator[EngineEvent]
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        parser = self.rendered.new_parser()
+        async for event in self._stream:
+            if isinstance(event, TextChunk):
+                for out in parser.feed(event.text):
+                    yield out
+                continue
+            for out in parser.finish():
+                yield out
+            yield self._done(event, parser.tool_calls)
+
+    def _done(self, fin: Finished, tool_calls: int) -> Done:
+        if fin.reason in ("error", "cancelled"):
+            raise GenerationFailed(fin.error or f"generation {fin.reason}")
+        reason = _REASONS[fin.reason]
+        stop_sequence = fin.stop_sequence
+        if reason == "stop_sequence" and stop_sequence not in self.user_stops:
+            reason, stop_sequence = "end_turn", None  # a format's own stop string, not the user's
+        if tool_calls and reason in ("end_turn", "stop_sequence"):
+            reason, stop_sequence = "tool_use", None
+        usage = Usage(
+            input_tokens=fin.prompt_tokens,
+            output_tokens=fin.generated_tokens,
+            cached_tokens=fin.cached_tokens,
+        )
+        return Done(stop_reason=reason, usage=usage, stop_sequence=stop_sequence)
+
+
+class ChatSession:
+    """Chat generation for one loaded model."""
+
+    def __init__(self, engine: Engine, formatter: ChatFormatter) -> None:
+        self.engine = engine
+        self.formatter = formatter
+
+    def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
+        rendered = self.formatter.render(req)
+        return rendered, self.engine.model.tokenize(rendered.text)
+
+    async def count_tokens(self, req: ChatRequest) -> int:
+        _, tokens = await asyncio.to_thread(self._tokenize, req)
+        return len(tokens)
+
+    async def prepare(self, req: ChatRequest) -> PreparedChat:
+        rendered, tokens = await asyncio.to_thread(self._tokenize, req)
+        stream = await self.engine.submit(
+            EngineRequest(
+                prompt=tokens,
+                max_tokens=req.max_tokens,
+                sampling=req.sampling,
+                stop=list(req.stop) + list(rendered.stop),
+                grammar=rendered.grammar,
+                logprobs=req.logprobs,
+            )
+        )
+        return PreparedChat(input_tokens=len(tokens), rendered=rendered, user_stops=req.stop, _stream=stream)

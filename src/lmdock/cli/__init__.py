@@ -1,0 +1,1 @@
+"""The `lmdock` command line, in the spirit of LM Studio's `lms`."""

@@ -1,0 +1,97 @@
+"""`lmdock serve`: start the HTTP server on the default (or given) model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from lmdock.cli.progress import byte_progress
+from lmdock.config import Settings, default_models_dir, lmdock_home
+from lmdock.models.default_model import ensure_default_model
+
+console = Console(stderr=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(envvar="LMDOCK_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LMDOCK_PORT", help="Port to listen on.")] = 1234,
+    model: Annotated[
+        str | None, typer.Option(envvar="LMDOCK_MODEL", help="Model key or path to a .gguf file.")
+    ] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option(envvar="LMDOCK_MODELS_DIR", help="Model store (default ~/.lmdock/models).")
+    ] = None,
+    ctx_size: Annotated[
+        int, typer.Option(envvar="LMDOCK_CTX_SIZE", help="Context tokens (0: the model's, at most 32768).")
+    ] = 0,
+    threads: Annotated[int, typer.Option(envvar="LMDOCK_THREADS", help="CPU threads (0: all cores).")] = 0,
+    parallel: Annotated[int, typer.Option(envvar="LMDOCK_PARALLEL", help="Sequences decoded together.")] = 4,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(envvar="LMDOCK_API_KEY", help="Required API key (repeatable; env: comma-separated)."),
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(envvar="LMDOCK_ALLOW_UNAUTHENTICATED", help="Allow a non-loopback bind without a key."),
+    ] = False,
+    max_queue: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_QUEUE", help="Waiting requests before 529.")
+    ] = 64,
+    cache_ram: Annotated[
+        int, typer.Option(envvar="LMDOCK_CACHE_RAM", help="MiB of host RAM for evicted prompt caches.")
+    ] = 2048,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="LMDOCK_CACHE_DIR", help="Prompt-cache folder that survives restarts."),
+    ] = None,
+    max_loaded: Annotated[int, typer.Option(envvar="LMDOCK_MAX_LOADED", help="Models loaded at once.")] = 1,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(envvar="LMDOCK_CORS_ORIGIN", help="Allowed browser origin (repeatable)."),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
+    ] = 32 << 20,
+    log_level: Annotated[str, typer.Option(envvar="LMDOCK_LOG_LEVEL")] = "info",
+) -> None:
+    """Serve the Anthropic Messages API (and the rest) on HOST:PORT."""
+    import os
+
+    keys = [k for raw in api_key or [] for k in raw.split(",") if k.strip()]
+    settings = Settings(
+        host=host,
+        port=port,
+        model=model,
+        models_dir=models_dir or default_models_dir(),
+        ctx_size=ctx_size,
+        threads=threads or max(1, os.cpu_count() or 1),
+        parallel=parallel,
+        api_keys=keys,
+        allow_unauthenticated=allow_unauthenticated,
+        max_queue=max_queue,
+        cache_ram_mib=cache_ram,
+        cache_dir=cache_dir or lmdock_home() / "cache",
+        max_loaded=max_loaded,
+        cors_origins=list(cors_origin or []),
+        max_body_bytes=max_body_bytes,
+    )
+    if not settings.is_loopback and not keys and not allow_unauthenticated:
+        console.print(
+            f"[red]Refusing to serve on {host} without an API key.[/red] "
+            "Pass --api-key KEY, or --allow-unauthenticated if the network is trusted."
+        )
+        raise typer.Exit(2)
+    if model is None:
+        ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lmdock.server import create_app
+
+    console.print(f"lmdock serving on http://{host}:{port} (models: {settings.models_dir})")
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level=log_level.lower(), timeout_keep_alive=30
+    )

@@ -1,0 +1,42 @@
+"""Settings: command-line flags > LMDOCK_* environment variables > defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def lmdock_home() -> Path:
+    return Path(os.environ.get("LMDOCK_HOME", Path.home() / ".lmdock"))
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("LMDOCK_MODELS_DIR", lmdock_home() / "models"))
+
+
+@dataclass
+class Settings:
+    """Everything `lmdock serve` can be told. Field names match the flags and LMDOCK_<NAME> variables."""
+
+    host: str = "127.0.0.1"
+    port: int = 1234
+    model: str | None = None
+    models_dir: Path = field(default_factory=default_models_dir)
+    ctx_size: int = 8192
+    threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    parallel: int = 4
+    batch_size: int = 512
+    api_keys: list[str] = field(default_factory=list)
+    allow_unauthenticated: bool = False
+    max_queue: int = 64
+    cache_ram_mib: int = 2048
+    cache_dir: Path = field(default_factory=lambda: lmdock_home() / "cache")
+    max_body_bytes: int = 32 << 20
+    max_loaded: int = 1
+    ttl_seconds: int = 3600
+    cors_origins: list[str] = field(default_factory=list)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")

@@ -1,0 +1,54 @@
+"""Every error lmdock raises on purpose; API layers map them to their protocol's envelope."""
+
+from __future__ import annotations
+
+
+class LmdockError(Exception):
+    """Base class. `status` is the HTTP status; `kind` a protocol-neutral error class."""
+
+    status = 500
+    kind = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(LmdockError):
+    status = 400
+    kind = "invalid_request_error"
+
+
+class PromptTooLong(InvalidRequest):
+    """The prompt alone does not fit the context. The wording is the one Claude Code compacts on."""
+
+    def __init__(self, n_tokens: int, n_ctx: int) -> None:
+        super().__init__(f"prompt is too long: {n_tokens} tokens > {n_ctx} maximum")
+        self.n_tokens = n_tokens
+        self.n_ctx = n_ctx
+
+
+class ContextWindowExceeded(InvalidRequest):
+    pass
+
+
+class ModelNotFound(LmdockError):
+    status = 404
+    kind = "not_found_error"
+
+
+class ModelLoadError(LmdockError):
+    status = 500
+    kind = "api_error"
+
+
+class Overloaded(LmdockError):
+    """The request queue is full; clients should retry after `retry_after` seconds."""
+
+    status = 529
+    kind = "overloaded_error"
+
+    def __init__(self, message: str = "Overloaded", *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

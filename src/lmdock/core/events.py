@@ -1,0 +1,62 @@
+"""Events a generation produces, in order, for an API layer to encode.
+
+A stream is: any number of TextDelta / ThinkingDelta / ToolCall* events, then exactly one Done.
+Text, thinking and each tool call arrive as contiguous runs, never interleaved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "context_window"]
+
+
+@dataclass
+class Usage:
+    """Token accounting. `input_tokens` is the whole prompt; `cached_tokens` the part reused from cache."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class ThinkingDelta:
+    text: str
+
+
+@dataclass
+class ToolCallStart:
+    index: int
+    id: str
+    name: str
+
+
+@dataclass
+class ToolCallArgsDelta:
+    """A piece of the call's JSON arguments; the concatenation is always a prefix of valid JSON."""
+
+    index: int
+    json: str
+
+
+@dataclass
+class ToolCallEnd:
+    index: int
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Done:
+    stop_reason: StopReason
+    usage: Usage
+    stop_sequence: str | None = None
+
+
+GenerationEvent = TextDelta | ThinkingDelta | ToolCallStart | ToolCallArgsDelta | ToolCallEnd | Done

@@ -1,0 +1,66 @@
+"""Grammar constraints through llguidance: a token bitmask applied to the logits before sampling."""
+
+from __future__ import annotations
+
+import ctypes
+
+import llama_cpp as L
+import numpy as np
+from llguidance import LLMatcher, LLTokenizer
+from llguidance.llamacpp import lltokenizer_from_vocab
+
+from lmdock.core.errors import InvalidRequest
+
+
+class ConstraintFactory:
+    """Builds matchers for one model; the llguidance tokenizer (about 1 s to build) is made once."""
+
+    def __init__(self, vocab, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self._vocab = vocab
+        self._tokenizer: LLTokenizer | None = None
+
+    @property
+    def tokenizer(self) -> LLTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = lltokenizer_from_vocab(self._vocab, n_vocab=self.n_vocab)
+        return self._tokenizer
+
+    def create(self, grammar: str) -> Constraint:
+        matcher = LLMatcher(self.tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise InvalidRequest(f"invalid output constraint: {matcher.get_error()}")
+        return Constraint(matcher, self.n_vocab)
+
+
+class Constraint:
+    """One request's grammar state: mask the logits, then consume the sampled token."""
+
+    def __init__(self, matcher: LLMatcher, n_vocab: int) -> None:
+        self.matcher = matcher
+        self.n_vocab = n_vocab
+        self._mask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+
+    def apply(self, logits_ptr) -> None:
+        """Set every token the grammar forbids to -inf in the context's logits buffer, in place."""
+        self.matcher.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
+        allowed = np.unpackbits(self._mask.view(np.uint8), bitorder="little")[: self.n_vocab]
+        fptr = ctypes.cast(logits_ptr, ctypes.POINTER(ctypes.c_float))
+        logits = np.ctypeslib.as_array(fptr, shape=(self.n_vocab,))
+        logits[allowed == 0] = -np.inf
+
+    def consume(self, token: int) -> bool:
+        """Advance the grammar; False if the token was not allowed (the matcher is then in error)."""
+        return self.matcher.consume_token(token)
+
+    @property
+    def done(self) -> bool:
+        return self.matcher.is_stopped()
+
+    @property
+    def error(self) -> str | None:
+        return self.matcher.get_error() if self.matcher.is_error() else None
+
+
+def logits_at(ctx, index: int):
+    return L.llama_get_logits_ith(ctx, index)

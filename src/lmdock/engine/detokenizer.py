@@ -1,0 +1,60 @@
+"""Incremental detokenization and stop-string matching on decoded text."""
+
+from __future__ import annotations
+
+import codecs
+
+
+class IncrementalDecoder:
+    """Turns token pieces (bytes) into text without ever splitting a UTF-8 sequence."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, piece: bytes) -> str:
+        return self._decoder.decode(piece)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, holding back any tail that could still become one.
+
+    Text handed out is never part of a stop string, and the stop string itself is never emitted.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, str | None]:
+        """Return (text safe to emit, matched stop string or None)."""
+        if not self._stops:
+            return text, None
+        buf = self._held + text
+        first: tuple[int, str] | None = None
+        for stop in self._stops:
+            at = buf.find(stop)
+            if at >= 0 and (first is None or at < first[0]):
+                first = (at, stop)
+        if first is not None:
+            self._held = ""
+            return buf[: first[0]], first[1]
+        keep = self._partial_tail(buf)
+        self._held = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep], None
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+    def _partial_tail(self, buf: str) -> int:
+        """Length of the longest suffix of `buf` that is a proper prefix of some stop string."""
+        best = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(buf)), best, -1):
+                if buf.endswith(stop[:n]):
+                    best = n
+                    break
+        return best

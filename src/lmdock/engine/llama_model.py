@@ -1,0 +1,157 @@
+"""A loaded GGUF model and its llama.cpp context, through llama-cpp-python's low-level bindings.
+
+Tokenizer calls are safe from any thread (llama-server tokenizes on HTTP threads too); everything that
+touches the context (decode, memory, state) belongs to the engine thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as L
+from llama_cpp import _logger as llama_cpp_logger
+
+from lmdock.core.errors import ModelLoadError
+from lmdock.engine.bindings import check_bindings
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            check_bindings()
+            llama_cpp_logger.set_verbose(False)  # llama.cpp's load chatter; errors still print
+            L.llama_backend_init()
+            _backend_ready = True
+
+
+@dataclass
+class ContextParams:
+    """What the engine asks of llama.cpp for one loaded model."""
+
+    n_ctx: int = 8192
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_seq_max: int = 8
+    n_threads: int = 2
+    flash_attn: bool = False
+
+
+class LlamaModel:
+    """Owns `llama_model` and `llama_context`; frees both on close()."""
+
+    def __init__(self, path: Path, params: ContextParams, *, default_ctx_cap: int = 32768) -> None:
+        _init_backend()
+        self.path = Path(path)
+        self.params = params
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file not found: {self.path}")
+        mparams = L.llama_model_default_params()
+        self.model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self.model:
+            raise ModelLoadError(f"failed to load model {self.path.name}: not a valid GGUF file")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
+        cparams = L.llama_context_default_params()
+        # 0 means the model's trained context, capped: a 128k default would reserve gigabytes of KV
+        cparams.n_ctx = params.n_ctx or min(self.n_ctx_train, default_ctx_cap)
+        cparams.n_batch = params.n_batch
+        cparams.n_ubatch = params.n_ubatch
+        cparams.n_seq_max = params.n_seq_max
+        cparams.n_threads = params.n_threads
+        cparams.n_threads_batch = params.n_threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        cparams.flash_attn_type = 1 if params.flash_attn else 0
+        self.ctx = L.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            L.llama_model_free(self.model)
+            raise ModelLoadError(f"failed to create a context of {params.n_ctx} tokens for {self.path.name}")
+        self.n_ctx = L.llama_n_ctx(self.ctx)
+        self.memory = L.llama_get_memory(self.ctx)
+        self.bos_id = L.llama_vocab_bos(self.vocab)
+        self.eos_id = L.llama_vocab_eos(self.vocab)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # --- tokenizer ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def token_piece(self, token: int, *, special: bool = True) -> bytes:
+        """The bytes of one token. Not thread-safe (shared buffer): call from one thread."""
+        n = L.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
+        buf = ctypes.create_string_buffer(256)
+        out = bytearray()
+        for t in tokens:
+            n = L.llama_token_to_piece(self.vocab, t, buf, len(buf), 0, special)
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = L.llama_token_to_piece(self.vocab, t, big, len(big), 0, special)
+                out += big.raw[:n]
+            else:
+                out += buf.raw[:n]
+        return out.decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+    def token_text(self, token: int) -> str:
+        """A special token's text (e.g. BOS/EOS), as a chat template expects it."""
+        if token < 0:
+            return ""
+        return self.token_piece(token, special=True).decode("utf-8", errors="replace")
+
+    # --- metadata ----------------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def chat_template(self) -> str | None:
+        raw = L.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8") if raw else None
+
+    @property
+    def size_bytes(self) -> int:
+        return int(L.llama_model_size(self.model))
+
+    @property
+    def n_params(self) -> int:
+        return int(L.llama_model_n_params(self.model))
+
+    def close(self) -> None:
+        if self.ctx:
+            L.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            L.llama_model_free(self.model)
+            self.model = None

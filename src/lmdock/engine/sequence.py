@@ -1,0 +1,83 @@
+"""Per-request state inside the engine: prompt cursor, sampler, constraint, decoding and stops."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from enum import Enum
+
+from lmdock.engine.constraint import Constraint
+from lmdock.engine.detokenizer import IncrementalDecoder, StopMatcher
+from lmdock.engine.slots import Slot
+from lmdock.engine.types import EngineEvent, EngineRequest, Finished, FinishReason, TextChunk
+
+_ids = itertools.count(1)
+
+
+class Phase(Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    DONE = "done"
+
+
+class Sequence:
+    """One request from admission to its Finished event. Touched only by the engine thread,
+    except `cancelled`, which the request's consumer may set at any time."""
+
+    def __init__(self, request: EngineRequest, emit: Callable[[EngineEvent], None], max_tokens: int) -> None:
+        self.id = next(_ids)
+        self.request = request
+        self.prompt = request.prompt
+        self.emit = emit
+        self.max_tokens = max_tokens
+        self.clamped_by_context = max_tokens < request.max_tokens
+        self.phase = Phase.WAITING
+        self.cancelled = False
+        self.slot: Slot | None = None
+        self.cursor = 0  # prompt tokens already in the slot's KV
+        self.cached = 0
+        self.generated = 0
+        self.pending: int | None = None  # last sampled token, decoded in the next step
+        self.batch_index = -1
+        self.sampler = None
+        self.constraint: Constraint | None = None
+        self._decoder = IncrementalDecoder()
+        self._stops = StopMatcher(request.stop)
+
+    @property
+    def position(self) -> int:
+        """Position of the next token to decode in this sequence."""
+        return len(self.slot.tokens) if self.slot else 0
+
+    @property
+    def prompt_left(self) -> int:
+        return len(self.prompt) - self.cursor
+
+    def push_piece(self, piece: bytes) -> str | None:
+        """Feed one sampled token's bytes; emit safe text; return the stop string if one matched."""
+        self.generated += 1
+        text, stop = self._stops.feed(self._decoder.feed(piece))
+        if text:
+            self.emit(TextChunk(text=text))
+        return stop
+
+    def finish(self, reason: FinishReason, *, stop: str | None = None, error: str | None = None) -> None:
+        if self.phase is Phase.DONE:
+            return
+        if reason not in ("stop", "cancelled", "error"):
+            tail, matched = self._stops.feed(self._decoder.flush())
+            tail += "" if matched else self._stops.flush()
+            if tail:
+                self.emit(TextChunk(text=tail))
+        self.phase = Phase.DONE
+        self.emit(
+            Finished(
+                reason=reason,
+                prompt_tokens=len(self.prompt),
+                cached_tokens=self.cached,
+                generated_tokens=self.generated,
+                stop_sequence=stop,
+                error=error,
+            )
+        )

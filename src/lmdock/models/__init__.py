@@ -1,0 +1,1 @@
+"""Model store, registry, manager and the embedded default model."""

@@ -1,0 +1,127 @@
+"""Which models exist, which are loaded, and what a requested model name means.
+
+Names resolve in this order: a loaded or stored model's key, one of its aliases, then any `claude-*`
+name (Claude Code's background and subagent calls) to the default model. Anything else is a 404 that
+lists what exists. Loading happens in a worker thread; a failed load leaves the server serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from lmdock.config import Settings
+from lmdock.core.errors import ModelLoadError, ModelNotFound
+from lmdock.models import store
+from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
+from lmdock.models.loaded import LoadedModel, LoadOptions, load
+
+log = logging.getLogger(__name__)
+
+
+class ModelManager:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loaded: dict[str, LoadedModel] = {}
+        self.loading: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._explicit: store.ModelRecord | None = None
+        if settings.model and Path(settings.model).suffix == ".gguf":
+            self._explicit = store.record_for(Path(settings.model).expanduser())
+
+    # --- catalogue ---------------------------------------------------------------------------------
+
+    def records(self) -> list[store.ModelRecord]:
+        records = store.scan(self.settings.models_dir)
+        if self._explicit and all(r.path != self._explicit.path for r in records):
+            records.insert(0, self._explicit)
+        return records
+
+    @property
+    def default_key(self) -> str:
+        if self._explicit:
+            return self._explicit.key
+        if self.settings.model:
+            return self.settings.model
+        if default_model_path(self.settings.models_dir).is_file():
+            return DEFAULT_MODEL_KEY
+        records = self.records()
+        return records[0].key if records else DEFAULT_MODEL_KEY
+
+    def resolve(self, name: str) -> store.ModelRecord:
+        wanted = name.strip().lower()
+        records = self.records()
+        for r in records:
+            if wanted == r.key or wanted in r.aliases:
+                return r
+        if wanted.startswith("claude") or wanted in ("default", ""):
+            default = self.default_key.lower()
+            for r in records:
+                if r.key == default or default in r.aliases:
+                    return r
+        available = ", ".join(r.key for r in records) or "none (download one with `lmdock get`)"
+        raise ModelNotFound(f"model '{name}' not found; available models: {available}", param="model")
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def get(self, name: str) -> LoadedModel:
+        """The loaded model for a request, loading it just in time if needed."""
+        record = self.resolve(name)
+        model = self.loaded.get(record.key)
+        if model is None:
+            model = await self.load(record.key, LoadOptions(ttl_seconds=self.settings.ttl_seconds))
+        model.touch()
+        return model
+
+    async def load(self, name: str, options: LoadOptions | None = None) -> LoadedModel:
+        record = self.resolve(name)
+        async with self._lock:
+            if record.key in self.loaded:
+                return self.loaded[record.key]
+            while len(self.loaded) >= max(1, self.settings.max_loaded):
+                lru = min(self.loaded.values(), key=lambda m: m.last_used)
+                await self._unload(lru.key)
+            self.loading.add(record.key)
+            try:
+                started = time.monotonic()
+                model = await asyncio.to_thread(load, record, self.settings, options or LoadOptions())
+            except ModelLoadError:
+                raise
+            except Exception as exc:
+                raise ModelLoadError(f"failed to load {record.key}: {exc}") from exc
+            finally:
+                self.loading.discard(record.key)
+            log.info("loaded %s in %.1fs (ctx %d)", record.key, time.monotonic() - started, model.n_ctx)
+            self.loaded[record.key] = model
+            return model
+
+    async def unload(self, name: str) -> bool:
+        record = self.resolve(name)
+        async with self._lock:
+            return await self._unload(record.key)
+
+    async def _unload(self, key: str) -> bool:
+        model = self.loaded.pop(key, None)
+        if model is None:
+            return False
+        await asyncio.to_thread(model.close)
+        return True
+
+    async def unload_idle(self) -> list[str]:
+        """Unload models idle for longer than their TTL; returns their keys."""
+        now = time.monotonic()
+        expired = [
+            m.key
+            for m in self.loaded.values()
+            if m.options.ttl_seconds and now - m.last_used > m.options.ttl_seconds
+        ]
+        for key in expired:
+            async with self._lock:
+                await self._unload(key)
+        return expired
+
+    async def close(self) -> None:
+        for key in list(self.loaded):
+            await self._unload(key)

@@ -1,0 +1,121 @@
+"""The FastAPI application: middleware, error handlers, and every protocol's router."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from lmdock import __version__
+from lmdock.api.anthropic import router as anthropic_router
+from lmdock.config import Settings
+from lmdock.core.errors import LmdockError
+from lmdock.models.manager import ModelManager
+from lmdock.server.errors import error_from_exception, error_response, kind_for_status
+from lmdock.server.metrics import metrics_response
+from lmdock.server.middleware import BodyTooLarge, RequestContext
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, manager: ModelManager | None = None, *, preload: bool = True) -> FastAPI:
+    manager = manager or ModelManager(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        tasks = [asyncio.create_task(_reap_idle(manager))]
+        if preload:
+            tasks.append(asyncio.create_task(_preload(app, manager)))
+        yield
+        for task in tasks:
+            task.cancel()
+        await manager.close()
+
+    app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.manager = manager
+    app.state.settings = settings
+    app.state.load_error = None
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["request-id"],
+        )
+    app.add_middleware(RequestContext, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
+    _install_error_handlers(app)
+    app.include_router(anthropic_router)
+
+    @app.get("/health")
+    async def health():
+        loading = sorted(manager.loading)
+        return {
+            "status": "loading" if loading else "ok",
+            "loaded": sorted(manager.loaded),
+            "loading": loading,
+            "load_error": app.state.load_error,
+            "version": __version__,
+        }
+
+    @app.api_route("/api/hello", methods=["GET", "HEAD"])
+    async def hello():
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics():
+        return metrics_response(manager)
+
+    return app
+
+
+async def _preload(app: FastAPI, manager: ModelManager) -> None:
+    try:
+        await manager.load(manager.default_key)
+    except LmdockError as exc:
+        app.state.load_error = exc.message
+        log.error("default model not loaded: %s", exc.message)
+
+
+async def _reap_idle(manager: ModelManager, every: float = 30.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await manager.unload_idle()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LmdockError)
+    async def on_lmdock_error(request: Request, exc: LmdockError):
+        return error_from_exception(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404:
+            message = f"Not found: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} not allowed for {request.url.path}"
+        return error_response(request, exc.status_code, kind_for_status(exc.status_code), message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+        return error_response(request, 400, "invalid_request_error", f"{loc}: {first.get('msg')}".strip(": "))
+
+    @app.exception_handler(BodyTooLarge)
+    async def on_too_large(request: Request, exc: BodyTooLarge):
+        return error_response(request, 413, "request_too_large", str(exc))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "api_error", "Internal server error")

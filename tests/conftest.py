@@ -1,0 +1,93 @@
+"""Shared test helpers: where the default model lives, and a real `lmdock serve` process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lmdock.config import default_models_dir
+from lmdock.models.default_model import default_model_path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = default_model_path(default_models_dir())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `lmdock serve` subprocess."""
+
+    proc: subprocess.Popen
+    base_url: str
+    log_path: Path
+    api_key: str = "test-key"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, api_key: str = "test-key"
+) -> Server:
+    """Start `lmdock serve` on a free port and wait until the default model is loaded."""
+    port = free_port()
+    log_path = tmp / f"server-{port}.log"
+    full_env = {
+        **os.environ,
+        "LMDOCK_HOME": str(tmp / "home"),
+        "LMDOCK_MODELS_DIR": str(default_models_dir()),
+        "LMDOCK_PING_INTERVAL": "1",
+        **(env or {}),
+    }
+    cmd = [sys.executable, "-m", "lmdock.cli.main", "serve", "--port", str(port), "--threads", "2", *args]
+    if "--cache-dir" not in args:
+        cmd += ["--cache-dir", str(tmp / "cache")]
+    if "--ctx-size" not in args:
+        cmd += ["--ctx-size", "8192"]
+    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env)
+    server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"lmdock serve exited with {proc.returncode}:\n{server.log()}")
+        try:
+            health = httpx.get(f"{server.base_url}/health", timeout=2).json()
+            if health["loaded"]:
+                return server
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"lmdock serve did not become ready:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    """One shared server without authentication, on the default model."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"default model missing at {DEFAULT_MODEL}: run `make model`")
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()

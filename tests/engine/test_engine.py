@@ -1,0 +1,103 @@
+"""Engine correctness on the real default model: batching, prefix caching, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lmdock.core.request import SamplingParams
+from lmdock.engine import EngineRequest, Finished
+from tests.engine.conftest import chatml, generate, make_engine, run
+
+PROMPTS = [
+    chatml("Write a Python function that reverses a string."),
+    chatml("List three prime numbers."),
+    chatml("What is the boiling point of water in Celsius?"),
+    chatml("Explain recursion in one sentence."),
+]
+
+
+def test_batched_greedy_output_equals_output_alone(engine):
+    alone = run(generate(engine, PROMPTS[0], 40))
+
+    async def together():
+        return await asyncio.gather(*[generate(engine, p, 40) for p in PROMPTS])
+
+    batched = run(together())
+    assert batched[0][0] == alone[0]
+    assert batched[0][1].generated_tokens == alone[1].generated_tokens
+    assert all(text for text, _ in batched)
+
+
+def test_resident_prefix_hit_equals_cold_output(engine):
+    prompt = chatml("Name a fruit that is yellow.", system="Nonce 4411: a fresh system prompt.")
+    cold_text, cold = run(generate(engine, prompt))
+    warm_text, warm = run(generate(engine, prompt))
+    assert cold.cached_tokens <= 3  # only the "<|im_start|>system\n" header is shared
+    assert warm.cached_tokens == cold.prompt_tokens - 1
+    assert warm_text == cold_text
+
+
+def test_shared_prefix_is_reused_across_different_prompts(engine):
+    system = "You are a meticulous assistant. " * 20
+    run(generate(engine, chatml("First question: what is 2+2?", system)))
+    _, second = run(generate(engine, chatml("Second question: what is 3+3?", system)))
+    shared = len(engine.model.tokenize(chatml("", system).split("<|im_start|>user")[0]))
+    assert second.cached_tokens >= shared
+
+
+def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
+    long_system = "Reference manual. " + " ".join(f"Rule {i}: keep item {i} dry." for i in range(60))
+    prompt = chatml("Which rule mentions item 7?", long_system)
+    first = make_engine(tmp_path, parallel=1)
+    try:
+        cold_text, cold = run(generate(first, prompt))
+        # push the cached slot out of the KV cache: it must spill to host RAM
+        for slot in first.pool.evictable():
+            first.cache.spill(first.model.ctx, slot)
+            first.pool.clear(slot)
+        assert first.cache.ram, "the evicted prompt should be in host RAM"
+        ram_text, ram = run(generate(first, prompt))
+        assert ram.cached_tokens >= cold.prompt_tokens - 1 - 32
+        assert ram_text == cold_text
+    finally:
+        first.close()
+    # a new engine on the same cache dir (a restart) restores the persisted prefix from disk
+    second = make_engine(tmp_path, parallel=1)
+    try:
+        assert second.cache.disk, "the prompt should have been persisted"
+        disk_text, disk = run(generate(second, prompt))
+        assert disk.cached_tokens >= cold.prompt_tokens - 1 - 32
+        assert disk_text == cold_text
+    finally:
+        second.close()
+
+
+def test_cancelled_streams_free_their_sequences_and_kv(engine):
+    async def cancel_one(i: int):
+        tokens = engine.model.tokenize(chatml(f"Write a very long essay about topic number {i}."))
+        stream = await engine.submit(EngineRequest(prompt=tokens, max_tokens=500, sampling=SamplingParams()))
+        async for event in stream:
+            if not isinstance(event, Finished) and event.text:
+                break  # the consumer goes away mid-generation
+        await stream.aclose()
+
+    async def cancel_all():
+        for batch in range(10):
+            await asyncio.gather(*[cancel_one(batch * 5 + j) for j in range(5)])
+
+    run(cancel_all())
+    for _ in range(100):
+        snap = engine.snapshot()
+        if snap["active"] == 0 and snap["waiting"] == 0:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    snap = engine.snapshot()
+    assert snap["active"] == 0 and snap["waiting"] == 0
+    for slot in snap["slots"]:
+        assert not slot["busy"]
+        # a cancelled sequence's slot is emptied: no KV cells remain under its sequence id
+        if slot["tokens"] == 0:
+            assert slot["kv_pos_max"] == -1
+    # the engine still serves normally
+    text, fin = run(generate(engine, PROMPTS[1], 8))
+    assert text and fin.reason in ("eog", "length")
