@@ -5,7 +5,8 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-GREEDY = {"temperature": 0.0}
+# anthropic 2.x dropped sampling parameters from create(); older clients still send them
+GREEDY = {"extra_body": {"temperature": 0.0}}
 
 
 def test_create_returns_a_complete_message(client: anthropic.Anthropic):
@@ -128,10 +129,10 @@ def test_system_blocks_mid_conversation_system_and_unknown_fields_are_accepted(c
             "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
             "output_config": {"effort": "medium"},
             "some_future_field": {"a": 1},
+            "temperature": 0.0,
         },
         extra_headers={"anthropic-beta": "claude-code-20250219,unknown-beta-2099-01-01"},
         extra_query={"beta": "true"},
-        **GREEDY,
     )
     assert msg.usage.output_tokens > 0
 
@@ -172,7 +173,7 @@ def test_models_list_paginates_and_ends(client: anthropic.Anthropic):
         ({"max_tokens": 10, "messages": "hello"}, "messages"),
         ({"max_tokens": 10, "messages": ["hi"]}, "messages"),
         (
-            {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "temperature": 7},
+            {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "extra_body": {"temperature": 7}},
             "temperature",
         ),
     ],

@@ -69,7 +69,7 @@ def test_stream_event_sequence(server: Server):
 
 def test_pings_keep_a_long_prefill_alive(server: Server):
     # ~6k tokens of fresh text: several seconds of prefill on two cores; the test server pings every second
-    filler = " ".join(f"item{i} costs {i * 7 % 101} coins;" for i in range(1200))
+    filler = " ".join(f"item{i} costs {i * 7 % 101} coins;" for i in range(600))
     events = _events(
         server,
         {

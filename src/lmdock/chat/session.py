@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from lmdock.chat.formatter import ChatFormatter, RenderedPrompt
+from lmdock.chat import ChatFormatter, RenderedPrompt
 
 from lmdock.core.errors import LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage

@@ -89,7 +89,7 @@ def serve(
     if model is None:
         ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from lmdock.server import create_app
+    from lmdock.server.app import create_app
 
     console.print(f"lmdock serving on http://{host}:{port} (models: {settings.models_dir})")
     uvicorn.run(

@@ -1,5 +1,2 @@
-"""HTTP transport: the FastAPI app, middleware, error envelopes."""
-
-from lmdock.server.app import create_app
-
-__all__ = ["create_app"]
+"""HTTP transport: the app factory (`lmdock.server.app.create_app`), middleware, error envelopes and
+streaming helpers that every protocol folder under `api/` shares."""

@@ -14,12 +14,15 @@ from lmdock.models.store import ModelRecord
 def model_info(manager: ModelManager, record: ModelRecord) -> dict:
     mtime = int(record.path.stat().st_mtime)
     loaded = manager.loaded.get(record.key)
+    context = loaded.n_ctx if loaded else (record.metadata.context_length or None)
     info = ModelInfo(
         type="model",
         id=record.key,
         display_name=record.metadata.name or record.key,
         created_at=datetime.fromtimestamp(mtime, tz=UTC),
-        max_input_tokens=loaded.n_ctx if loaded else (record.metadata.context_length or None),
+        lifecycle="active",
+        max_input_tokens=context,
+        max_tokens=context,
     ).model_dump(mode="json", exclude_none=True)
     # OpenAI's Model fields, so `openai.models.list()` parses the same endpoint
     info.update(object="model", created=mtime, owned_by=record.publisher or "lmdock")
