@@ -7,15 +7,27 @@ import asyncio
 import pytest
 
 from lmdock.core.request import SamplingParams
-from lmdock.engine import ContextParams, Engine, EngineConfig, EngineRequest, Finished, LlamaModel, PromptCache
+from lmdock.engine import (
+    ContextParams,
+    Engine,
+    EngineConfig,
+    EngineRequest,
+    Finished,
+    LlamaModel,
+    PromptCache,
+)
 from tests.conftest import DEFAULT_MODEL
 
 
 def chatml(user: str, system: str = "You are a helpful assistant.") -> str:
-    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
-def make_engine(cache_dir=None, *, parallel: int = 4, n_ctx: int = 8192, ram_bytes: int = 256 << 20) -> Engine:
+def make_engine(
+    cache_dir=None, *, parallel: int = 4, n_ctx: int = 8192, ram_bytes: int = 256 << 20
+) -> Engine:
     model = LlamaModel(DEFAULT_MODEL, ContextParams(n_ctx=n_ctx, n_seq_max=parallel + 4, n_threads=2))
     cache = PromptCache(ram_bytes=ram_bytes, disk_dir=cache_dir, min_tokens=64)
     return Engine(model, EngineConfig(parallel=parallel), cache)
@@ -23,7 +35,9 @@ def make_engine(cache_dir=None, *, parallel: int = 4, n_ctx: int = 8192, ram_byt
 
 async def generate(engine: Engine, prompt: str, max_tokens: int = 24, **kw) -> tuple[str, Finished]:
     tokens = engine.model.tokenize(prompt)
-    request = EngineRequest(prompt=tokens, max_tokens=max_tokens, sampling=SamplingParams(temperature=0), **kw)
+    request = EngineRequest(
+        prompt=tokens, max_tokens=max_tokens, sampling=SamplingParams(temperature=0), **kw
+    )
     text: list[str] = []
     async for event in await engine.submit(request):
         if isinstance(event, Finished):

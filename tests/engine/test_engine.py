@@ -101,3 +101,20 @@ def test_cancelled_streams_free_their_sequences_and_kv(engine):
     # the engine still serves normally
     text, fin = run(generate(engine, PROMPTS[1], 8))
     assert text and fin.reason in ("eog", "length")
+
+
+def test_prompts_that_do_not_fit_together_wait_instead_of_failing():
+    small = make_engine(parallel=3, n_ctx=2048, ram_bytes=0)
+    try:
+        prompts = [
+            chatml(f"Summarize: {' '.join(f'fact {i}-{j} is true;' for j in range(120))}") for i in range(3)
+        ]
+
+        async def together():
+            return await asyncio.gather(*[generate(small, p, 16) for p in prompts])
+
+        results = run(together())
+        assert all(fin.reason in ("eog", "length") for _, fin in results), [fin for _, fin in results]
+        assert all(fin.prompt_tokens > 600 for _, fin in results)
+    finally:
+        small.close()

@@ -71,6 +71,7 @@ class Engine:
         self._active: list[Sequence] = []
         self._cv = threading.Condition()
         self._stopping = False
+        self._hold_admission = False  # set after a preemption until some sequence frees its cells
         self._thread = threading.Thread(target=self._run, name=f"engine-{model.path.stem}", daemon=True)
         self._thread.start()
 
@@ -171,6 +172,9 @@ class Engine:
             self._drop(seq, "cancelled")
 
     def _admit(self) -> None:
+        if self._hold_admission and self._active:
+            return
+        self._hold_admission = False
         while self._waiting and len(self._active) < self.config.parallel:
             seq = self._waiting[0]
             claim = self.pool.claim(seq.prompt)
@@ -279,6 +283,7 @@ class Engine:
             free_sampler_chain(seq.sampler)
             seq.sampler = None
             self._waiting.appendleft(seq)
+            self._hold_admission = True
             return
         victim = max(self._active, key=lambda s: s.position)
         self._drop(victim, "context")
@@ -295,6 +300,7 @@ class Engine:
     def _release(self, seq: Sequence, *, keep_cache: bool) -> None:
         if seq in self._active:
             self._active.remove(seq)
+            self._hold_admission = False
         if seq.slot is not None:
             self.pool.release(seq.slot, keep_cache=keep_cache)
             seq.slot = None
