@@ -41,11 +41,13 @@ def test_disconnected_streams_free_their_sequences(server: Server):
     }
 
     async def disconnect_after_first_delta():
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as http:
-            async with http.stream("POST", "/v1/messages", json=body) as r:
-                async for line in r.aiter_lines():
-                    if "content_block_delta" in line:
-                        return
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=300) as http,
+            http.stream("POST", "/v1/messages", json=body) as r,
+        ):
+            async for line in r.aiter_lines():
+                if "content_block_delta" in line:
+                    return
 
     async def many():
         await asyncio.gather(*[disconnect_after_first_delta() for _ in range(4)])
