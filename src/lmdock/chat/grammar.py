@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llguidance import LLTokenizer
+
 from lmdock.chat.schema import guided_schema
 from lmdock.core.request import Tool
 
@@ -48,8 +50,10 @@ class GrammarBuilder:
 
     def __init__(self, special: Mapping[str, int] | None) -> None:
         self._special = special
-        self._rules: dict[str, str] = {WS: r"/[ \t\r\n]{1,24}/", "TEXT": r"/(?s:.+)/"}
+        # Blanks between structural parts are bounded so a model cannot pad them endlessly.
+        self._rules: dict[str, str] = {WS: r"/[ \t\r\n]{1,8}/", "TEXT": r"/(?s:.+)/"}
         self._json: dict[str, str] = {}
+        self._objects: dict[tuple[tuple[str, ...], str, str], str] = {}
 
     def is_special(self, marker: str) -> bool:
         if self._special is None:
@@ -76,18 +80,20 @@ class GrammarBuilder:
     def call_object(self, tools: Sequence[Tool], args_key: str = "arguments", extra: str = "") -> str:
         """A rule for `{"name": <one of tools>, "<args_key>": <that tool's arguments>}`; `extra` may
         add members after the arguments."""
+        shape = (tuple(t.name for t in tools), args_key, extra)
+        if shape in self._objects:
+            return self._objects[shape]
+        n = len(self._objects)
         sep = f'{WS}? ":" {WS}?'
         branches = []
         for i, tool in enumerate(tools):
-            args = self.json_rule(tool.parameters)
-            branches.append(self.rule(
-                f"call_{args_key}_{i}",
-                f'{lit(json.dumps(tool.name, ensure_ascii=False))} {WS}? "," {WS}? {lit(json.dumps(args_key))} {sep} {args}',
-            ))
-        return self.rule(
-            f"call_obj_{args_key}",
-            f'"{{" {WS}? "\\"name\\"" {sep} ({" | ".join(branches)}) {extra} {WS}? "}}"',
+            name, key = lit(json.dumps(tool.name, ensure_ascii=False)), lit(json.dumps(args_key))
+            body = f'{name} {WS}? "," {WS}? {key} {sep} {self.json_rule(tool.parameters)}'
+            branches.append(self.rule(f"call{n}_{i}", body))
+        self._objects[shape] = self.rule(
+            f"call_obj{n}", f'"{{" {WS}? "\\"name\\"" {sep} ({" | ".join(branches)}) {extra} {WS}? "}}"'
         )
+        return self._objects[shape]
 
     def repeat(self, item: str, sep: str, parallel: bool) -> str:
         """One item, or (when parallel) one or more separated by `sep`."""
@@ -96,3 +102,15 @@ class GrammarBuilder:
     def build(self, start: str) -> str:
         lines = [f"start: {start}"] + [f"{name}: {body}" for name, body in self._rules.items()]
         return "\n".join(lines) + "\n"
+
+
+def special_tokens_of(tokenizer: LLTokenizer) -> dict[str, int]:
+    """Texts and ids of the tokens an llguidance LLTokenizer treats as special (control tokens, and
+    user-defined ones shaped like `<...>`), for ChatFormatter(special_tokens=...)."""
+    out: dict[str, int] = {}
+    for token in range(tokenizer.vocab_size):
+        if tokenizer.is_special_token(token):
+            text = tokenizer.decode_bytes([token]).decode("utf-8", errors="replace")
+            if text:
+                out.setdefault(text, token)
+    return out

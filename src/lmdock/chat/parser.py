@@ -44,7 +44,9 @@ class ParserSpec:
 class OutputParser:
     """One request's parser: feed() decoded text as it arrives, then finish() once at the end."""
 
-    def __init__(self, spec: ParserSpec, tool_names: Collection[str] = (), thinking_open: bool = False) -> None:
+    def __init__(
+        self, spec: ParserSpec, tool_names: Collection[str] = (), thinking_open: bool = False
+    ) -> None:
         self.spec = spec
         self.tool_names = frozenset(tool_names)
         self.tool_calls = 0
@@ -56,7 +58,7 @@ class OutputParser:
         self._opener = ""
         self._bare: JsonScanner | None = None
         self._bare_at = 0
-        self._skip_fence = False
+        self._skip = ""  # a closer to swallow if it comes next (a ```json fence's end, say)
         triggers = list(spec.drop)
         if spec.think:
             triggers += list(spec.think)
@@ -93,7 +95,7 @@ class OutputParser:
     # -- text -------------------------------------------------------------------------------------
 
     def _step_text(self, final: bool, out: list[GenerationEvent]) -> bool:
-        if self._skip_fence and not self._eat_fence_close(final):
+        if self._skip and not self._eat_closer(final):
             return False
         found = self._next_trigger()
         if found is None:
@@ -116,7 +118,7 @@ class OutputParser:
         think = self.spec.think
         if think and marker == think[0]:
             self._mode, self._strip = "think", True
-        elif marker in self.spec.sections and self.tool_names:
+        elif marker in self.spec.sections:
             self._mode, self._opener = "section", marker
             self._reader = self.spec.sections[marker]()
         else:
@@ -147,14 +149,14 @@ class OutputParser:
                 hold = max(hold, len(buf) - m.start())
         return hold
 
-    def _eat_fence_close(self, final: bool) -> bool:
-        """After a call that sat in a ```json fence, consume the closing fence; False to wait."""
+    def _eat_closer(self, final: bool) -> bool:
+        """Swallow `_skip` if the text resumes with it (after blanks); False to wait for more text."""
         rest = self._buf.lstrip()
-        if rest.startswith(_FENCE_CLOSE):
-            self._buf = rest[len(_FENCE_CLOSE) :]
-        elif _FENCE_CLOSE.startswith(rest) and not final:
+        if rest.startswith(self._skip):
+            self._buf = rest[len(self._skip) :]
+        elif self._skip.startswith(rest) and not final:
             return False
-        self._skip_fence = False
+        self._skip = ""
         return True
 
     # -- thinking ---------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ class OutputParser:
             self._emit(out, TextDelta, self._buf[:used])
         else:
             self._emit_calls(out, calls)
-            self._skip_fence = "`" in self._buf[:at]
+            self._skip = _FENCE_CLOSE if "`" in self._buf[:at] else ""
         self._buf = self._buf[used:]
         self._bare = None
         self._resume()
@@ -240,14 +242,17 @@ class OutputParser:
 
     # -- emission ---------------------------------------------------------------------------------
 
-    def _emit_run(self, out: list[GenerationEvent], kind: type[TextDelta] | type[ThinkingDelta], hold: int,
-                  final: bool) -> None:
+    def _emit_run(
+        self, out: list[GenerationEvent], kind: type[TextDelta] | type[ThinkingDelta], hold: int, final: bool
+    ) -> None:
         """Emit the buffer but its last `hold` characters; trailing blanks wait for more text unless final."""
         head = self._buf[: len(self._buf) - hold].rstrip()
         self._emit(out, kind, head)
         self._buf = "" if final else self._buf[len(head) :]
 
-    def _emit(self, out: list[GenerationEvent], kind: type[TextDelta] | type[ThinkingDelta], text: str) -> None:
+    def _emit(
+        self, out: list[GenerationEvent], kind: type[TextDelta] | type[ThinkingDelta], text: str
+    ) -> None:
         """Emit a piece of a run; blanks that open a run right after a marker or a call are dropped."""
         if self._strip:
             text = text.lstrip()

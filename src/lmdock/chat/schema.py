@@ -11,12 +11,32 @@ from llguidance import LLMatcher
 # Bounded blanks inside JSON: a small model cannot loop on newlines forever, and pretty-printing fits.
 _GUIDANCE = {"lenient": True, "whitespace_pattern": r"[\x20\x0A\x0D\x09]{1,24}"}
 # Keywords that still fail under `lenient` (regex dialect, formats) and only narrow what is valid.
-_RISKY = frozenset({"pattern", "patternProperties", "format", "propertyNames", "dependentSchemas", "if", "then",
-                    "else", "not", "contentSchema"})
+_RISKY = frozenset(
+    {
+        "pattern",
+        "patternProperties",
+        "format",
+        "propertyNames",
+        "dependentSchemas",
+        "if",
+        "then",
+        "else",
+        "not",
+        "contentSchema",
+    }
+)
 _SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
 _SCHEMA_LISTS = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
-_SCHEMA_ONE = frozenset({"items", "additionalProperties", "contains", "additionalItems", "unevaluatedProperties",
-                         "unevaluatedItems"})
+_SCHEMA_ONE = frozenset(
+    {
+        "items",
+        "additionalProperties",
+        "contains",
+        "additionalItems",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+    }
+)
 
 
 def guided_schema(schema: dict[str, Any], fallback: dict[str, Any]) -> str:

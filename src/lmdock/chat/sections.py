@@ -25,9 +25,9 @@ class SectionReader(Protocol):
 class JsonSection:
     """Optional header naming the tool, then a JSON value, then an optional closing marker.
 
-    Without `header` or `name` the JSON holds the call(s) (`{"name", "arguments"}` or a list of them);
-    otherwise `name` (or the header's `name` group) names the tool and the JSON is its arguments. A closing marker inside a
-    JSON string does not end the section.
+    Without `header` or `name`, the JSON holds the call(s) (`{"name", "arguments"}` or a list of them);
+    otherwise `name` (or the header's `name` group) names the tool and the JSON is its arguments.
+    A closing marker inside a JSON string does not end the section.
     """
 
     def __init__(

@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from lmdock.chat import ChatFormatter, RenderedPrompt
-
-from lmdock.core.errors import LmdockError
+from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
+from lmdock.chat.parser import ParserSpec
+from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
-from lmdock.core.request import ChatRequest
+from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
 
 
@@ -96,3 +96,24 @@ class ChatSession:
             )
         )
         return PreparedChat(input_tokens=len(tokens), rendered=rendered, user_stops=req.stop, _stream=stream)
+
+    async def prepare_raw(
+        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+    ) -> PreparedChat:
+        """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
+
+        Text gets the vocabulary's BOS as llama-server's /completion does; token ids pass through."""
+        if isinstance(prompt, str):
+            tokens = await asyncio.to_thread(self.engine.model.tokenize, prompt, add_special=True)
+        else:
+            tokens = list(prompt)
+            if any(not 0 <= t < self.engine.model.n_vocab for t in tokens):
+                raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
+        if not tokens:
+            raise InvalidRequest("prompt: must not be empty", param="prompt")
+        stream = await self.engine.submit(
+            EngineRequest(prompt=tokens, max_tokens=max_tokens, sampling=sampling, stop=list(stop))
+        )
+        text = prompt if isinstance(prompt, str) else ""
+        plain = RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
+        return PreparedChat(input_tokens=len(tokens), rendered=plain, user_stops=stop, _stream=stream)

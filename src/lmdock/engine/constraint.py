@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import warnings
 
 import llama_cpp as L
 import numpy as np
@@ -23,7 +24,9 @@ class ConstraintFactory:
     @property
     def tokenizer(self) -> LLTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = lltokenizer_from_vocab(self._vocab, n_vocab=self.n_vocab)
+            with warnings.catch_warnings():  # one DeprecationWarning per token from llama_token_get_attr
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._tokenizer = lltokenizer_from_vocab(self._vocab, n_vocab=self.n_vocab)
         return self._tokenizer
 
     def create(self, grammar: str) -> Constraint:

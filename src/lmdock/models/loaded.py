@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from lmdock.chat import ChatFormatter
+from lmdock.chat import ChatFormatter, special_tokens_of
 from lmdock.chat.session import ChatSession
 from lmdock.config import Settings
 from lmdock.engine import ContextParams, Engine, EngineConfig, LlamaModel, PromptCache, model_fingerprint
@@ -72,6 +72,7 @@ def load(record: ModelRecord, settings: Settings, options: LoadOptions) -> Loade
         llama.chat_template(),
         bos_token=llama.token_text(llama.bos_id),
         eos_token=llama.token_text(llama.eos_id),
+        special_tokens=special_tokens_of(engine.constraints.tokenizer),
     )
     return LoadedModel(
         record=record,

@@ -11,6 +11,7 @@ from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import ChatRequest, ThinkingConfig, Tool
 
 THINK_TAGS = ("<think>", "</think>")
+_BLANKS = r"[ \t\r\n]*"
 
 
 class ChatFormat:
@@ -74,7 +75,7 @@ class ChatFormat:
         elif req.response_schema is not None:
             body = self._answer(gb, f"{gb.json_rule(req.response_schema, {})} {WS}?")
         elif mode == "auto":
-            body = self._auto(gb, self.calls(gb, req.tools, choice.parallel))
+            body = self._auto(gb, req.tools, choice.parallel)
         elif think and req.thinking.budget_tokens:
             body = self._answer(gb, "TEXT?")
         else:
@@ -88,13 +89,22 @@ class ChatFormat:
     def _opener(self, gb: GrammarBuilder, syntax: CallSyntax) -> str:
         return gb.marker(syntax.open) if syntax.open else ""
 
-    def _auto(self, gb: GrammarBuilder, syntax: CallSyntax) -> str | None:
+    def _auto(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> str | None:
         """Free text, optionally followed by calls whose arguments are constrained."""
+        syntax = self.calls(gb, tools, parallel)
         if syntax.open is None:
             plain = gb.rule("PLAIN", r"/\s*[^{\s](?s:.*)/")
             return f"({plain} | {WS}? {syntax.rest} {WS}?)?"
         if gb.is_special(syntax.open):
-            return f"TEXT? ({gb.marker(syntax.open)} {syntax.rest} {WS}?)?"
+            # Text may not start with a JSON object: small models write a call as bare (maybe fenced)
+            # JSON, which the parser reads as a call, so its arguments are held to the schema too.
+            free = gb.rule(
+                "FREE", rf"/(?s:.+)/ & ~/{_BLANKS}\{{(?s:.*)/ & ~/{_BLANKS}```(json)?{_BLANKS}\{{(?s:.*)/"
+            )
+            fence = gb.rule("FENCE", f"/{_BLANKS}```(json)?{_BLANKS}/")  # one lexeme up to the `{`
+            obj = gb.call_object(tools)
+            bare = f'({WS}? {obj} | {fence} {obj} ({WS}? "```")?) {WS}?'
+            return f"({free}? ({gb.marker(syntax.open)} {syntax.rest} {WS}?)? | {bare})"
         pre = gb.rule("pre[lazy]", f"/(?s:.*){regex_escape(syntax.open)}/")
         return f"(TEXT | {pre} {syntax.rest} {WS}?)?"
 

@@ -18,12 +18,19 @@ from lmdock.core.request import Tool
 CALLS_BEGIN, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 CALL_BEGIN, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
 # Spellings R1 distills are known to produce for the opening marker.
-_BEGIN_VARIANTS = (CALLS_BEGIN, "<｜tool_calls_begin｜>", "<｜tool calls begin｜>", "<｜tool\\_calls\\_begin｜>")
+_BEGIN_VARIANTS = (
+    CALLS_BEGIN,
+    "<｜tool_calls_begin｜>",
+    "<｜tool calls begin｜>",
+    "<｜tool\\_calls\\_begin｜>",
+)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
 
 
-_CALL = re.compile(r"\s*(?:function" + re.escape(SEP) + r")?(?P<name>[^\n<]+?)\s*(?:\n|" + re.escape(SEP) + r")(?P<args>.*)",
-                   re.S)
+_CALL = re.compile(
+    r"\s*(?:function" + re.escape(SEP) + r")?(?P<name>[^\n<]+?)\s*(?:\n|" + re.escape(SEP) + r")(?P<args>.*)",
+    re.S,
+)
 
 
 def _parse_calls(payload: str) -> list[RawCall] | None:

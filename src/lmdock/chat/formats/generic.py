@@ -8,7 +8,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from lmdock.chat.calls import RawCall, calls_from_value
+from lmdock.chat.calls import RawCall
 from lmdock.chat.formats.base import ChatFormat
 from lmdock.chat.grammar import WS, CallSyntax, GrammarBuilder
 from lmdock.chat.parser import OutputParser, ParserSpec
@@ -18,8 +18,9 @@ from lmdock.core.request import Tool
 _RESPONSE_OPEN = re.compile(r'\{\s*"response"\s*:\s*"')
 _STRING_BODY = re.compile(r'(?:[^"\\]|\\.)*')
 # An escape cut short, or a UTF-16 high surrogate whose pair has not arrived yet.
-_UNFINISHED_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{0,3}|u[dD][89abAB][0-9a-fA-F]{2})?\Z")
-_RESPONSE_CLOSE = re.compile(r"\s*\}?")
+_UNFINISHED_ESCAPE = re.compile(
+    r"(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\(?:u[0-9a-fA-F]{0,3})?)?|\\(?:u[0-9a-fA-F]{0,3})?)\Z"
+)
 _JSON_STRING = r'/"(\\([\"\\\/bfnrt]|u[a-fA-F0-9]{4})|[^\"\\\x00-\x1F\x7F])*"/'
 
 INSTRUCTIONS = (
@@ -53,9 +54,9 @@ class GenericParser(OutputParser):
         if not closed:
             self._buf = "" if final else self._buf[end:]
             return False
-        rest = self._buf[end + 1 :]
-        self._buf = rest[_RESPONSE_CLOSE.match(rest).end() :]
+        self._buf = self._buf[end + 1 :]
         self._resume()
+        self._skip = "}"
         return True
 
     def _bare_calls(self, value: Any) -> list[RawCall] | None:
@@ -88,7 +89,7 @@ class GenericFormat(ChatFormat):
         return out
 
     def parser_spec(self) -> ParserSpec:
-        openers = ('{"name"', '{"type"', '{"function"', '{"tool_call"', '{"response"')
+        openers = ('{"name"', '{"type"', '{"function"', '{"tool_call', '{"response"')
         return ParserSpec(think=self.think, bare_openers=openers)
 
     def new_parser(self, tool_names: Collection[str], thinking_open: bool) -> OutputParser:
@@ -99,10 +100,12 @@ class GenericFormat(ChatFormat):
         envelope = f'"{{" {WS}? "\\"tool_calls\\"" {WS}? ":" {WS}? "[" {WS}? {items} {WS}? "]" {WS}? "}}"'
         return CallSyntax(None, gb.rule("tool_calls", envelope))
 
-    def _auto(self, gb: GrammarBuilder, syntax: CallSyntax) -> str | None:
+    def _auto(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> str | None:
+        if not self.instruct:
+            return None  # the template describes tools its own way: forcing our JSON would confuse the model
         string = gb.rule("JSON_STRING", _JSON_STRING)
         response = gb.rule("response", f'"{{" {WS}? "\\"response\\"" {WS}? ":" {WS}? {string} {WS}? "}}"')
-        return f"({response} | {syntax.rest})"
+        return f"({response} | {self.calls(gb, tools, parallel).rest})"
 
 
 def _decode_string(body: str) -> str:
@@ -119,7 +122,10 @@ def _plain(msg: dict[str, Any]) -> dict[str, Any]:
         result = {"tool_call_id": msg.get("tool_call_id"), "name": msg.get("name"), "content": msg["content"]}
         return {"role": "user", "content": json.dumps({"tool_response": result}, ensure_ascii=False)}
     if msg["role"] == "assistant" and msg.get("tool_calls"):
-        calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in msg["tool_calls"]]
+        calls = [
+            {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+            for c in msg["tool_calls"]
+        ]
         text = json.dumps({"tool_calls": calls}, ensure_ascii=False)
         rest = {k: v for k, v in msg.items() if k != "tool_calls"}
         return {**rest, "content": (msg["content"] + "\n" if msg["content"] else "") + text}

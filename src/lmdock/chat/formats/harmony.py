@@ -93,17 +93,18 @@ class HarmonyFormat(ChatFormat):
         return HarmonyParser(self.parser_spec(), tool_names)
 
     def calls(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> CallSyntax:
-        tail = f"{gb.marker(CONSTRAIN)} \"json\" {gb.marker(MESSAGE)}"
+        tail = f'{gb.marker(CONSTRAIN)} "json" {gb.marker(MESSAGE)}'
         branches = " | ".join(
-            f"{lit('commentary to=functions.' + t.name + ' ')} {tail} {gb.json_rule(t.parameters)}" for t in tools
+            f"{lit('commentary to=functions.' + t.name + ' ')} {tail} {gb.json_rule(t.parameters)}"
+            for t in tools
         )
         return CallSyntax(CHANNEL, f"({branches}) {gb.marker(CALL)}")
 
     def _answer(self, gb: GrammarBuilder, body: str) -> str:
         return f'{gb.marker(CHANNEL)} "final" {gb.marker(MESSAGE)} {body}'
 
-    def _auto(self, gb: GrammarBuilder, syntax: CallSyntax) -> str | None:
-        return f"({self._answer(gb, 'TEXT?')} | {gb.marker(CHANNEL)} {syntax.rest})"
+    def _auto(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> str | None:
+        return f"({self._answer(gb, 'TEXT?')} | {gb.marker(CHANNEL)} {self.calls(gb, tools, parallel).rest})"
 
     def _think(self, gb: GrammarBuilder, opened: bool, thinking: ThinkingConfig) -> str:
         if thinking.enabled is False:

@@ -28,5 +28,7 @@ class HermesFormat(ChatFormat):
         )
 
     def calls(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> CallSyntax:
-        body = f"{WS}? {gb.call_object(tools)} {WS}? {gb.marker(CLOSE)}"
+        # Small Qwen models often end the turn right after the JSON, without </tool_call>: allow it, or a
+        # grammar that insists makes them pad with blanks until the marker is forced.
+        body = f"{WS}? {gb.call_object(tools)} ({WS}? {gb.marker(CLOSE)})?"
         return CallSyntax(OPEN, gb.repeat(body, f"{WS}? {gb.marker(OPEN)}", parallel))

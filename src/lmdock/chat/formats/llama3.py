@@ -1,9 +1,9 @@
-"""Llama 3.1 / 3.2 / 3.3: a bare JSON object `{"name": .., "parameters": {..}}`, maybe after <|python_tag|>."""
+"""Llama 3.x: a bare JSON object `{"name": .., "parameters": {..}}`, maybe after <|python_tag|>."""
 
 from __future__ import annotations
 
 from lmdock.chat.formats.base import ChatFormat
-from lmdock.chat.grammar import WS, CallSyntax, GrammarBuilder
+from lmdock.chat.grammar import CallSyntax, GrammarBuilder
 from lmdock.chat.parser import ParserSpec
 from lmdock.chat.sections import JsonSection
 from lmdock.core.request import Tool
@@ -26,4 +26,5 @@ class Llama3Format(ChatFormat):
 
     def calls(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> CallSyntax:
         call = gb.call_object(tools, args_key="parameters")
-        return CallSyntax(None, gb.repeat(call, f'{WS}? ";" {WS}?', parallel))
+        # Several calls go on separate lines, where the bare-JSON recognition finds each one.
+        return CallSyntax(None, gb.repeat(call, gb.rule("CALL_SEP", r"/[ \t]*\n\s*/"), parallel))

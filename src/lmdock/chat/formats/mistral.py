@@ -58,7 +58,7 @@ class MistralFormat(ChatFormat):
 
     def calls(self, gb: GrammarBuilder, tools: list[Tool], parallel: bool) -> CallSyntax:
         if self.named:
-            call_id = f'{gb.marker(CALL_ID)} /[A-Za-z0-9]{{9}}/ ' if self.call_ids else ""
+            call_id = f"{gb.marker(CALL_ID)} /[A-Za-z0-9]{{9}}/ " if self.call_ids else ""
             branches = " | ".join(
                 f"{lit(t.name)} {call_id}{gb.marker(ARGS)} {gb.json_rule(t.parameters)}" for t in tools
             )
