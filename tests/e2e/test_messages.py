@@ -173,7 +173,11 @@ def test_models_list_paginates_and_ends(client: anthropic.Anthropic):
         ({"max_tokens": 10, "messages": "hello"}, "messages"),
         ({"max_tokens": 10, "messages": ["hi"]}, "messages"),
         (
-            {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "extra_body": {"temperature": 7}},
+            {
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}],
+                "extra_body": {"temperature": 7},
+            },
             "temperature",
         ),
     ],

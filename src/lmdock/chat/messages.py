@@ -1,8 +1,10 @@
 """Core messages to the Hugging Face chat-template convention, placed so earlier turns never re-render.
 
-System messages: a template that renders a system message where it stands keeps it there; otherwise it
-becomes user text at its own position (merged into the user turn it touches when the template cannot
-take two user turns in a row). Either way only the turn where it appears changes, so the rendered text
+System messages: a mid-conversation system message that follows a user turn joins that turn (wrapped in
+`<system-reminder>` tags): Claude Code sends its environment block right after the first user message,
+and a small model answers a trailing system turn by echoing it. Elsewhere, a template that renders a
+system message where it stands keeps it there; otherwise it becomes user text at its own position
+(merged into the user turn it touches when the template cannot take two user turns in a row). Either way only the turn where it appears changes, so the rendered text
 of everything before it stays byte-identical when turns are appended, and the prefix cache keeps working.
 """
 
@@ -75,6 +77,10 @@ def fit_to_template(messages: list[dict[str, Any]], caps: TemplateCaps) -> list[
     row are joined for templates that insist on alternating roles."""
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(messages):
+        if i > 0 and msg["role"] == "system" and out and out[-1]["role"] == "user":
+            reminder = f"<system-reminder>\n{msg['content']}\n</system-reminder>"
+            out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + reminder}
+            continue
         if msg["role"] == "system" and not (caps.system if i == 0 else caps.mid_system):
             msg = {**msg, "role": "user"}
         if out and msg["role"] == "user" and out[-1]["role"] == "user" and not caps.consecutive_users:

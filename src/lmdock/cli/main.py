@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from lmdock.cli.chat_cmd import chat
+from lmdock.cli.launch_cmd import launch_app
+from lmdock.cli.log_cmd import log_app
 from lmdock.cli.model_cmd import model_app
 from lmdock.cli.serve import serve
+from lmdock.cli.server_cmds import load, ps, status, unload
+from lmdock.cli.store_cmds import get, ls
 
 app = typer.Typer(
     name="lmdock",
@@ -14,7 +19,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(serve)
+for command in (status, ls, ps, get, load, unload, chat):
+    app.command()(command)
 app.add_typer(model_app, name="model")
+app.add_typer(log_app, name="log")
+app.add_typer(launch_app, name="launch")
 
 if __name__ == "__main__":
     app()

@@ -15,6 +15,9 @@ from starlette.exceptions import HTTPException
 
 from lmdock import __version__
 from lmdock.api.anthropic import router as anthropic_router
+from lmdock.api.native import router as native_router
+from lmdock.api.openai import router as openai_router
+from lmdock.api.request_log import RequestLogMiddleware
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
 from lmdock.models.manager import ModelManager
@@ -51,8 +54,11 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             expose_headers=["request-id"],
         )
     app.add_middleware(RequestContext, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
     app.include_router(anthropic_router)
+    app.include_router(openai_router)
+    app.include_router(native_router)
 
     @app.get("/health")
     async def health():

@@ -168,3 +168,18 @@ def test_each_request_gets_a_fresh_parser():
     first, second = out.new_parser(), out.new_parser()
     first.feed('<tool_call>{"name": "get_time", "arguments": {}}</tool_call>')
     assert first.tool_calls == 1 and second.tool_calls == 0
+
+
+@pytest.mark.parametrize("source", [None, templates.STRICT, templates.QWEN3])
+def test_system_message_after_a_user_turn_joins_it(source):
+    """Claude Code sends [user, system(environment)]: the block must not become the last turn."""
+    formatter = ChatFormatter(source)
+    first = [
+        Message("system", "Be useful."),
+        Message("user", "Write hello.txt"),
+        Message("system", "CWD: /tmp"),
+    ]
+    text = formatter.render(req(first)).text
+    assert "Write hello.txt\n\n<system-reminder>\nCWD: /tmp\n</system-reminder>" in text
+    later = [*first, Message("assistant", "Done."), Message("user", "Thanks")]
+    assert formatter.render(req(later)).text.startswith(text.removesuffix(_gen_prompt(source)))

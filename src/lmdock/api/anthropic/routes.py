@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -19,6 +20,7 @@ from lmdock.server.errors import stream_error_event
 from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 def _manager(request: Request) -> ModelManager:
@@ -27,6 +29,8 @@ def _manager(request: Request) -> ModelManager:
 
 async def read_json(request: Request):
     raw = await request.body()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s body: %s", request.method, request.url.path, raw[:20000].decode(errors="replace"))
     try:
         return json.loads(raw)
     except ValueError:

@@ -1,0 +1,184 @@
+"""The model-management API (`/api/v1`, after LM Studio's): list with state, load, unload, download
+jobs. The CLI (`lmdock ps/load/unload`) is a client of these routes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lmdock.api.native.catalog import default_context, instance_config, model_entry
+from lmdock.api.request_log import note_usage
+from lmdock.core.errors import InvalidRequest, ModelNotFound
+from lmdock.models.download_jobs import DownloadJobs
+from lmdock.models.downloads import parse_spec, plan_download
+from lmdock.models.estimate import estimate_memory, kv_element_bytes
+from lmdock.models.loaded import LoadedModel, LoadOptions
+from lmdock.models.manager import ModelManager
+
+router = APIRouter(prefix="/api/v1")
+
+_PATH_LIKE = re.compile(r"^(?:/|~|[A-Za-z]:)|\\|(?:^|/)\.\.(?:/|$)")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class LoadConfig(_Body):
+    context_length: int | None = Field(default=None, ge=256)
+    parallel: int | None = Field(default=None, ge=1, le=64)
+    flash_attention: bool | None = None
+    kv_cache_type: str | None = None
+    ttl: int | None = Field(default=None, ge=1)
+
+
+class LoadBody(LoadConfig):
+    model: str = Field(min_length=1)
+    config: LoadConfig | None = None  # LM Studio nests the settings; lmdock also takes them flat
+    estimate_only: bool = False
+
+    def settings(self) -> LoadConfig:
+        merged = self.model_dump(include=set(LoadConfig.model_fields), exclude_none=True)
+        if self.config:
+            merged |= self.config.model_dump(exclude_none=True)
+        return LoadConfig(**merged)
+
+
+class UnloadBody(_Body):
+    model: str | None = None
+    instance_id: str | None = None
+
+
+class DownloadBody(_Body):
+    model: str = Field(min_length=1)
+    quantization: str | None = None
+
+
+def _parse(model: type[_Body], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{loc}: {first['msg']}", param=loc or None) from None
+
+
+async def _body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+
+
+def _manager(request: Request) -> ModelManager:
+    return request.app.state.manager
+
+
+def _check_name(name: str) -> str:
+    """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
+    if _PATH_LIKE.search(name.strip()):
+        raise InvalidRequest(f"model: '{name}' looks like a file path; use a model key", param="model")
+    return name
+
+
+def _jobs(request: Request) -> DownloadJobs:
+    if getattr(request.app.state, "download_jobs", None) is None:
+        request.app.state.download_jobs = DownloadJobs()
+    return request.app.state.download_jobs
+
+
+@router.get("/models")
+async def list_models(request: Request):
+    manager = _manager(request)
+    await manager.unload_idle()  # report state as of now, not as of the last reaper pass
+    records = await asyncio.to_thread(manager.records)
+    return {"models": [model_entry(manager, r) for r in records]}
+
+
+def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> bool:
+    """Whether a loaded model must be reloaded to match explicitly requested settings."""
+    return (
+        (want.context_length is not None and want.context_length != model.n_ctx)
+        or (want.parallel is not None and want.parallel != (model.options.parallel or default_parallel))
+        or (want.flash_attention is not None and want.flash_attention != model.options.flash_attn)
+    )
+
+
+@router.post("/models/load")
+async def load_model(request: Request):
+    body = _parse(LoadBody, await _body(request))
+    manager = _manager(request)
+    record = manager.resolve(_check_name(body.model))
+    want = body.settings()
+    kv_type = want.kv_cache_type or "f16"
+    kv_element_bytes(kv_type)  # validates the name
+    if body.estimate_only:
+        context = want.context_length or default_context(record, manager.settings)
+        return {"model": record.key, "estimate": estimate_memory(record, context, kv_type).as_dict()}
+    if kv_type != "f16":
+        raise InvalidRequest("kv_cache_type: only f16 is supported so far", param="kv_cache_type")
+    note_usage(request, record.key)
+    record.check_loadable()
+    started = time.monotonic()
+    current = manager.loaded.get(record.key)
+    if current is not None and _differs(current, want, manager.settings.parallel):
+        await manager.unload(record.key)
+    elif current is not None and want.ttl is not None:
+        current.options.ttl_seconds = want.ttl
+    options = LoadOptions(
+        ctx_size=want.context_length,
+        parallel=want.parallel,
+        ttl_seconds=want.ttl,
+        flash_attn=bool(want.flash_attention),
+    )
+    model = await manager.load(record.key, options)
+    return {
+        "model_instance_id": model.key,
+        "state": "loaded",
+        "config": instance_config(model, manager.settings),
+        "load_time_seconds": round(time.monotonic() - started, 3),
+    }
+
+
+@router.post("/models/unload")
+async def unload_model(request: Request):
+    body = _parse(UnloadBody, await _body(request))
+    name = body.instance_id or body.model
+    if not name:
+        raise InvalidRequest("model: Field required", param="model")
+    manager = _manager(request)
+    record = manager.resolve(_check_name(name))
+    if not await manager.unload(record.key):
+        raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
+    return {"instance_id": record.key, "state": "not-loaded"}
+
+
+@router.post("/models/download")
+async def download_model(request: Request):
+    body = _parse(DownloadBody, await _body(request))
+    spec = parse_spec(body.model, body.quantization)
+    files = await asyncio.to_thread(plan_download, spec)
+    job = _jobs(request).start(files, _manager(request).settings.models_dir)
+    return job.to_dict()
+
+
+@router.get("/models/download/status")
+async def download_jobs(request: Request):
+    groups: dict[str, list[dict]] = {"downloading": [], "completed": [], "failed": []}
+    for job in _jobs(request).jobs.values():
+        entry = job.to_dict()
+        groups["completed" if job.status == "already_downloaded" else job.status].append(entry)
+    return groups
+
+
+@router.get("/models/download/{job_id}")
+@router.get("/models/download/status/{job_id}")
+async def download_status(request: Request, job_id: str):
+    return _jobs(request).get(job_id).to_dict()

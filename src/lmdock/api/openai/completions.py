@@ -1,0 +1,154 @@
+"""POST /v1/completions: raw prompts continued without the chat template (the legacy OpenAI API).
+
+Several prompts give several choices; they run one after another, each a contiguous run of events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from openai.types import Completion, CompletionChoice
+
+from lmdock.api.openai.convert import check_unsupported, sampling_of
+from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
+from lmdock.api.openai.schema import CompletionParams, parse
+from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
+from lmdock.api.request_log import note_usage
+from lmdock.chat.session import PreparedChat
+from lmdock.core import events as ev
+from lmdock.core.errors import InvalidRequest
+from lmdock.server.streaming import unless_disconnected
+
+router = APIRouter()
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for this endpoint
+
+Prompt = str | list[int]
+
+
+def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise InvalidRequest("prompt: must not be empty", param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+class _Encoder:
+    """Accumulates the choices of one request; `feed()` also returns the chunks to stream."""
+
+    def __init__(self, model: str, n_prompts: int, *, echo: bool, include_usage: bool) -> None:
+        self.id = new_id("cmpl-")
+        self.created = int(time.time())
+        self.model = model
+        self.echo = echo
+        self.include_usage = include_usage
+        self.texts: list[list[str]] = [[] for _ in range(n_prompts)]
+        self.finish: list[str] = []
+        self.usage = ev.Usage()
+        self._echo_pending: str | None = None
+
+    def begin(self, prepared: PreparedChat) -> None:
+        """A new prompt's events follow; with `echo`, its text opens the choice."""
+        if self.echo:
+            self._echo_pending = prepared.rendered.text
+            self.texts[len(self.finish)].append(prepared.rendered.text)
+
+    def feed(self, event: ev.GenerationEvent) -> list[Completion]:
+        index = len(self.finish)
+        out = []
+        if self._echo_pending is not None:
+            out.append(self._chunk(index, self._echo_pending))
+            self._echo_pending = None
+        if isinstance(event, ev.TextDelta) and event.text:
+            self.texts[index].append(event.text)
+            out.append(self._chunk(index, event.text))
+        elif isinstance(event, ev.Done):
+            for name in ("input_tokens", "output_tokens", "cached_tokens"):
+                setattr(self.usage, name, getattr(self.usage, name) + getattr(event.usage, name))
+            self.finish.append(FINISH_REASONS[event.stop_reason])
+            out.append(self._chunk(index, "", self.finish[-1]))
+            if len(self.finish) == len(self.texts) and self.include_usage:
+                out.append(self._completion([], usage=wire_usage(self.usage)))
+        return out
+
+    def _chunk(self, index: int, text: str, finish_reason: str | None = None) -> Completion:
+        # unvalidated: a stream chunk carries `finish_reason: null`, which the type does not allow
+        choice = CompletionChoice.model_construct(
+            index=index, text=text, finish_reason=finish_reason, logprobs=None
+        )
+        return self._completion([choice])
+
+    def _completion(self, choices: list[CompletionChoice], **extra) -> Completion:
+        return Completion.model_construct(
+            id=self.id,
+            object="text_completion",
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            **extra,
+        )
+
+    def completion(self) -> Completion:
+        """The whole answer, after every prompt's Done."""
+        choices = [
+            CompletionChoice(index=i, text="".join(text), finish_reason=finish, logprobs=None)
+            for i, (text, finish) in enumerate(zip(self.texts, self.finish, strict=True))
+        ]
+        return Completion(
+            id=self.id,
+            object="text_completion",
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=wire_usage(self.usage),
+        )
+
+
+async def _events(
+    first: PreparedChat,
+    rest: list[Prompt],
+    prepare: Callable[[Prompt], Awaitable[PreparedChat]],
+    encoder: _Encoder,
+) -> AsyncIterator[ev.GenerationEvent]:
+    """Every prompt's events in turn; a later prompt is admitted once the one before it is done."""
+    for item in [first, *rest]:
+        prepared = item if isinstance(item, PreparedChat) else await prepare(item)
+        encoder.begin(prepared)
+        async for event in prepared.events():
+            yield event
+
+
+@router.post("/v1/completions")
+async def create_completion(request: Request):
+    params = parse(CompletionParams, await read_json(request))
+    check_unsupported(params)
+    prompts = _prompts(params.prompt)
+    model = await model_for(request, params.model, params.ttl)
+    sampling = sampling_of(params)
+
+    async def prepare(prompt: Prompt) -> PreparedChat:
+        max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
+        return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops)
+
+    first = await prepare(prompts[0])  # a bad (first) prompt is still a plain 400
+    encoder = _Encoder(params.model, len(prompts), echo=params.echo, include_usage=params.include_usage)
+    events = _events(first, prompts[1:], prepare, encoder)
+    if params.stream:
+        return sse_response(
+            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage)
+        )
+
+    async def run() -> dict:
+        async for event in events:
+            encoder.feed(event)
+        return encoder.completion().model_dump(mode="json", exclude_unset=True)
+
+    result = await unless_disconnected(request, run)
+    note_usage(request, model.key, encoder.usage)
+    return JSONResponse(result)

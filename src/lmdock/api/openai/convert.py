@@ -1,0 +1,158 @@
+"""OpenAI request -> core ChatRequest: messages, tools, tool_choice, response_format, sampling."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lmdock.api.openai.schema import ChatCompletionParams, ChatMessageParam, GenerationParams, NamedToolChoice
+from lmdock.core.errors import InvalidRequest
+from lmdock.core.request import (
+    ChatRequest,
+    Message,
+    SamplingParams,
+    ThinkingConfig,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+
+_PLACEHOLDERS = {
+    "image_url": "[image omitted: this model has no vision support]",
+    "input_audio": "[audio omitted]",
+    "file": "[file omitted]",
+}
+
+
+def sampling_of(params: GenerationParams) -> SamplingParams:
+    """OpenAI's documented defaults (temperature 1, top_p 1); top_k / min_p only when asked for."""
+    sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if value is not None:
+            setattr(sampling, name, value)
+    if params.repeat_penalty is not None:
+        sampling.repeat_penalty = params.repeat_penalty
+    sampling.seed = params.seed
+    return sampling
+
+
+def check_unsupported(params: GenerationParams) -> None:
+    """Refuse what lmdock cannot honour yet rather than answer something else."""
+    if params.n != 1:
+        raise InvalidRequest("n: only n=1 is supported", param="n")
+    if getattr(params, "logprobs", None):
+        raise InvalidRequest("logprobs: not supported yet", param="logprobs")
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            parts.append(str(part.get("text", "")))
+        elif kind == "refusal":
+            parts.append(str(part.get("refusal", "")))
+        elif kind in _PLACEHOLDERS:
+            parts.append(_PLACEHOLDERS[kind])
+    return "\n".join(parts)
+
+
+def _tool_call(raw: dict[str, Any], where: str) -> ToolCall:
+    function = raw.get("function") or {}
+    args = function.get("arguments") or "{}"
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            raise InvalidRequest(
+                f"{where}.function.arguments: not valid JSON", param=f"{where}.function.arguments"
+            ) from None
+    if not isinstance(args, dict):
+        raise InvalidRequest(f"{where}.function.arguments: must be a JSON object", param=where)
+    return ToolCall(id=str(raw.get("id", "")), name=str(function.get("name", "")), arguments=args)
+
+
+def _messages(messages: list[ChatMessageParam]) -> list[Message]:
+    out: list[Message] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name, for tool results
+    for i, m in enumerate(messages):
+        text = _text(m.content)
+        if m.role in ("system", "developer"):
+            out.append(Message(role="system", content=text))
+        elif m.role == "user":
+            out.append(Message(role="user", content=text, name=m.name))
+        elif m.role == "assistant":
+            calls = [_tool_call(c, f"messages.{i}.tool_calls.{j}") for j, c in enumerate(m.tool_calls or [])]
+            names.update({c.id: c.name for c in calls})
+            out.append(
+                Message(role="assistant", content=text, reasoning=m.reasoning_content, tool_calls=calls)
+            )
+        else:  # tool, or the legacy function role
+            call_id = m.tool_call_id or ""
+            out.append(
+                Message(role="tool", content=text, tool_call_id=call_id, name=m.name or names.get(call_id))
+            )
+    return out
+
+
+def _tool_choice(params: ChatCompletionParams, tools: list[Tool]) -> ToolChoice:
+    parallel = params.parallel_tool_calls is not False
+    choice = params.tool_choice or "auto"
+    if isinstance(choice, NamedToolChoice):
+        name = choice.function.name
+        if name not in {t.name for t in tools}:
+            raise InvalidRequest(
+                f"tool_choice.function.name: tool '{name}' is not in tools", param="tool_choice.function.name"
+            )
+        return ToolChoice(mode="tool", name=name, parallel=parallel)
+    if choice == "required" and not tools:
+        raise InvalidRequest("tool_choice: 'required' needs tools", param="tool_choice")
+    mode = {"none": "none", "auto": "auto" if tools else "none", "required": "any"}[choice]
+    return ToolChoice(mode=mode, parallel=parallel)
+
+
+def _response_schema(params: ChatCompletionParams) -> dict[str, Any] | None:
+    fmt = params.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    schema = fmt.json_schema.schema_ if fmt.json_schema else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
+def _thinking(params: ChatCompletionParams) -> ThinkingConfig:
+    effort = params.reasoning_effort
+    kwargs = params.chat_template_kwargs or {}
+    enabled = kwargs.get("enable_thinking")
+    if not isinstance(enabled, bool):
+        enabled = False if effort == "none" else None
+    return ThinkingConfig(enabled=enabled, effort=effort if effort != "none" else None)
+
+
+def to_chat_request(params: ChatCompletionParams) -> ChatRequest:
+    """Build the protocol-neutral request. `max_tokens` is 0 when the client set no limit: the route
+    then allows the rest of the model's context."""
+    check_unsupported(params)
+    tools = [
+        Tool(
+            name=t.function.name,
+            description=t.function.description or "",
+            parameters=t.function.parameters or {"type": "object", "properties": {}},
+        )
+        for t in params.tools or []
+    ]
+    return ChatRequest(
+        model=params.model,
+        messages=_messages(params.messages),
+        max_tokens=params.max_completion_tokens or params.max_tokens or 0,
+        tools=tools,
+        tool_choice=_tool_choice(params, tools),
+        sampling=sampling_of(params),
+        stop=params.stops,
+        thinking=_thinking(params),
+        response_schema=_response_schema(params),
+    )

@@ -1,0 +1,80 @@
+"""What every OpenAI route needs: the body, the model (JIT-loaded, honouring `ttl`), and SSE framing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from lmdock.api.openai.encode import sse_data
+from lmdock.api.request_log import note_usage
+from lmdock.core.errors import InvalidRequest
+from lmdock.core.events import Done, GenerationEvent, Usage
+from lmdock.models.loaded import LoadedModel, LoadOptions
+from lmdock.models.manager import ModelManager
+from lmdock.server.errors import stream_error_event
+from lmdock.server.streaming import ping_interval, with_pings
+
+DONE_FRAME = "data: [DONE]\n\n"
+PING_FRAME = ": ping\n\n"  # an SSE comment: keeps the connection alive, clients skip it
+
+
+async def read_json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+
+
+async def model_for(request: Request, name: str, ttl: int | None) -> LoadedModel:
+    """The loaded model for a request. A request that loads it just in time may set its idle TTL
+    (LM Studio's per-request `ttl`); an already loaded model keeps its own."""
+    manager: ModelManager = request.app.state.manager
+    if ttl is not None and manager.resolve(name).key not in manager.loaded:
+        await manager.load(name, LoadOptions(ttl_seconds=ttl))
+    model = await manager.get(name)
+    note_usage(request, model.key)
+    return model
+
+
+def sse_response(frames: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream; charset=utf-8",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def stream_frames(
+    request: Request,
+    model_key: str,
+    events: AsyncIterator[GenerationEvent],
+    encode: Callable[[GenerationEvent], Iterable[Any]],
+    first: Iterable[Any] = (),
+    usage: Callable[[], Usage] | None = None,
+) -> AsyncIterator[str]:
+    """SSE frames for one generation: `first`, each event's encoding, pings while idle, then [DONE].
+
+    A failure after the stream started becomes an `error` frame, which the openai SDK raises. The
+    request log gets `usage()` (a total over several generations) or else the Done event's usage."""
+    for payload in first:
+        yield sse_data(payload)
+    try:
+        async for event in with_pings(events, ping_interval()):
+            if event is None:
+                yield PING_FRAME
+                continue
+            if isinstance(event, Done):
+                note_usage(request, model_key, usage() if usage else event.usage)
+            for payload in encode(event):
+                yield sse_data(payload)
+    except Exception as exc:
+        error = stream_error_event(exc)["error"]
+        yield sse_data(
+            {"error": {"message": error["message"], "type": error["type"], "param": None, "code": None}}
+        )
+        return
+    yield DONE_FRAME

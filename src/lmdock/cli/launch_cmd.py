@@ -1,0 +1,88 @@
+"""`lmdock launch claude`: start Claude Code pointed at the server, as LM Studio's `lms launch claude`.
+
+Every model tier, background and subagent call is pinned to the loaded model (so Claude Code never asks
+for a model lmdock does not have), auto-compaction follows the real context length, and the
+per-request attribution header that would defeat the prompt cache is switched off.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmdock.cli.client import HostOption, PortOption, Server, console, err_console, fail
+
+launch_app = typer.Typer(help="Start a coding tool pointed at the lmdock server.", no_args_is_help=True)
+
+
+def _loaded_model(server: Server, wanted: str | None) -> tuple[str, int]:
+    """The model to use and its context length, loading it (or the default) if nothing fits."""
+    models = server.request("GET", "/api/v1/models")["models"]
+    for m in models:
+        if m["state"] == "loaded" and (wanted is None or wanted.lower() in [m["key"], *m["aliases"]]):
+            return m["key"], m["loaded_instances"][0]["config"]["context_length"]
+    result = server.request("POST", "/api/v1/models/load", json={"model": wanted or "default"}, timeout=900)
+    return result["model_instance_id"], result["config"]["context_length"]
+
+
+def claude_env(server: Server, model: str, context_length: int) -> dict[str, str]:
+    env = {
+        "ANTHROPIC_BASE_URL": server.base_url,
+        "ANTHROPIC_AUTH_TOKEN": server.api_key or "lmdock",
+        "ANTHROPIC_API_KEY": "",  # a key inherited from the shell would take precedence over the token
+        "ANTHROPIC_MODEL": model,
+        "CLAUDE_CODE_SUBAGENT_MODEL": model,
+        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(context_length),
+        "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
+    }
+    for tier in ("OPUS", "SONNET", "HAIKU"):
+        env[f"ANTHROPIC_DEFAULT_{tier}_MODEL"] = model
+    return env
+
+
+def find_claude() -> str | None:
+    """`node_modules/.bin/claude` in the current folder or above, or in lmdock's checkout, else PATH."""
+    here = Path.cwd().resolve()
+    checkout = Path(__file__).resolve().parents[3]
+    for folder in [here, *here.parents, checkout]:
+        candidate = folder / "node_modules" / ".bin" / "claude"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("claude")
+
+
+@launch_app.command("claude", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def claude(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model key (default: the loaded one).")
+    ] = None,
+    print_env: Annotated[
+        bool, typer.Option("--print-env", help="Only print the environment variables.")
+    ] = False,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 1234,
+) -> None:
+    """Run Claude Code against this server; arguments after `--` go to claude."""
+    server = Server(host, port)
+    key, context_length = _loaded_model(server, model)
+    env = claude_env(server, key, context_length)
+    if key.startswith("claude-"):
+        err_console.print(
+            f"[yellow]{key} starts with claude-: Claude Code will assume a 200K window and ignore "
+            "CLAUDE_CODE_AUTO_COMPACT_WINDOW.[/yellow]"
+        )
+    if print_env:
+        for name, value in env.items():
+            console.print(f"export {name}={shlex.quote(value)}", highlight=False, markup=False)
+        return
+    binary = find_claude()
+    if binary is None:
+        fail("Claude Code is not installed: npm install -g @anthropic-ai/claude-code")
+    err_console.print(f"Starting Claude Code on {key} (context {context_length}) at {server.base_url}")
+    os.execvpe(binary, [binary, *ctx.args], {**os.environ, **env})
