@@ -156,10 +156,10 @@ def test_path_like_names_are_refused(mgmt: Server, name: str):
 
 def test_a_broken_model_fails_cleanly_and_the_server_keeps_serving(mgmt: Server, oai: openai.OpenAI):
     r = httpx.post(f"{mgmt.base_url}/api/v1/models/load", json={"model": "broken"}, timeout=120)
-    assert r.status_code == 500 and "truncated" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "truncated" in r.json()["error"]["message"]
     cli = lmdock(mgmt, "load", "broken")
     assert cli.returncode == 1 and "truncated" in cli.stderr and "Traceback" not in cli.stderr
-    with pytest.raises(openai.InternalServerError, match="broken"):
+    with pytest.raises(openai.BadRequestError, match="broken"):
         oai.chat.completions.create(model="broken", messages=HI, max_tokens=3)
     with pytest.raises(openai.NotFoundError, match=SECOND):
         oai.chat.completions.create(model="no-such-model", messages=HI, max_tokens=3)
@@ -183,7 +183,7 @@ def test_download_job_puts_a_model_in_the_store(mgmt: Server, store: Path):
     assert again["status"] == "already_downloaded"
     # a tokenizer-only GGUF downloads fine but is not a model llama.cpp can run
     r = httpx.post(f"{mgmt.base_url}/api/v1/models/load", json={"model": "tiny"}, timeout=120)
-    assert r.status_code == 500 and "tiny" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "tiny" in r.json()["error"]["message"]
     assert httpx.get(f"{mgmt.base_url}/health").json()["status"] == "ok"
 
 

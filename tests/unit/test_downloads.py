@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lmdock.core.errors import InvalidRequest, ModelNotFound
+from lmdock.core.errors import DownloadFailed, InvalidRequest, ModelNotFound
 from lmdock.models.download_jobs import DownloadJobs
-from lmdock.models.downloads import DownloadFailed, download_file, parse_spec, plan_download, target_path
+from lmdock.models.downloads import download_file, parse_spec, plan_download, target_path
 from tests.hf_fixture import FakeHub, write_gguf
 
 

@@ -50,6 +50,10 @@ def serve(
         typer.Option(envvar="LMDOCK_CACHE_DIR", help="Prompt-cache folder that survives restarts."),
     ] = None,
     max_loaded: Annotated[int, typer.Option(envvar="LMDOCK_MAX_LOADED", help="Models loaded at once.")] = 1,
+    ttl: Annotated[
+        int,
+        typer.Option(envvar="LMDOCK_TTL", help="Idle seconds before a just-in-time load unloads (0: never)."),
+    ] = 3600,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(envvar="LMDOCK_CORS_ORIGIN", help="Allowed browser origin (repeatable)."),
@@ -77,6 +81,7 @@ def serve(
         cache_ram_mib=cache_ram,
         cache_dir=cache_dir or lmdock_home() / "cache",
         max_loaded=max_loaded,
+        ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
     )

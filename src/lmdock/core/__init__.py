@@ -2,6 +2,7 @@
 
 from lmdock.core.errors import (
     ContextWindowExceeded,
+    DownloadFailed,
     InvalidRequest,
     LmdockError,
     ModelLoadError,
@@ -34,6 +35,7 @@ __all__ = [
     "ChatRequest",
     "ContextWindowExceeded",
     "Done",
+    "DownloadFailed",
     "GenerationEvent",
     "InvalidRequest",
     "LmdockError",

@@ -39,7 +39,17 @@ class ModelNotFound(LmdockError):
 
 
 class ModelLoadError(LmdockError):
-    status = 500
+    """A model file that cannot be loaded (truncated, not GGUF, too large). Retrying will not help, so
+    it is a 400 rather than a 5xx that SDKs would retry."""
+
+    status = 400
+    kind = "invalid_request_error"
+
+
+class DownloadFailed(LmdockError):
+    """The hub could not be reached or sent something other than what it promised."""
+
+    status = 502
     kind = "api_error"
 
 

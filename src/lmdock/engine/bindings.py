@@ -62,6 +62,12 @@ REQUIRED_BINDINGS: dict[str, int] = {
     "llama_sampler_init_min_p": 2,
     "llama_sampler_init_temp": 1,
     "llama_sampler_init_penalties": 5,
+    # embeddings
+    "llama_get_embeddings_seq": 2,
+    "llama_model_n_embd": 1,
+    "llama_encode": 2,
+    "llama_model_has_encoder": 1,
+    "llama_model_has_decoder": 1,
 }
 
 

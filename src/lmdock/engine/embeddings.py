@@ -8,7 +8,6 @@ held twice. One lock serialises the context, which is not thread-safe.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from lmdock.core.errors import InvalidRequest, ModelLoadError
 from lmdock.engine.batch import Batch
-from lmdock.engine.llama_model import _init_backend
+from lmdock.engine.llama_model import init_backend, model_meta, tokenize
 
 DEFAULT_EMBED_CTX = 2048
 
@@ -26,7 +25,7 @@ class Embedder:
     """Embeds token sequences with one model; each input is one sequence of at most `n_ctx` tokens."""
 
     def __init__(self, path: Path, *, n_threads: int, n_ctx: int = DEFAULT_EMBED_CTX) -> None:
-        _init_backend()
+        init_backend()
         mparams = L.llama_model_default_params()
         mparams.use_extra_bufts = False  # use the weights in place, from the shared page cache
         self.model = L.llama_model_load_from_file(str(path).encode(), mparams)
@@ -61,21 +60,11 @@ class Embedder:
         return arch is not None and self._meta(f"{arch}.pooling_type") is not None
 
     def _meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(256)
-        n = L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+        return model_meta(self.model, key)
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of `text` with the model's own BOS/EOS/SEP conventions; special-token text stays text."""
-        data = text.encode("utf-8")
-        cap = len(data) + 16
-        buf = (L.llama_token * cap)()
-        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, True, False)
-        if n < 0:
-            cap = -n
-            buf = (L.llama_token * cap)()
-            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, True, False)
-        return list(buf[:n])
+        return tokenize(self.vocab, text, add_special=True, parse_special=False)
 
     def embed(self, tokens: list[int]) -> np.ndarray:
         """The L2-normalised pooled embedding of one token sequence (float32, n_embd values)."""

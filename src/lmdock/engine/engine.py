@@ -129,8 +129,17 @@ class Engine:
         self._batch.close()
         self.model.close()
 
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
     def snapshot(self) -> dict:
-        """Engine state for tests and /metrics: queue depth, active sequences, resident KV per slot."""
+        """Engine state for tests: queue depth, active sequences, resident KV per slot (reads llama.cpp's
+        memory from this thread, so keep it off hot paths)."""
         return {
             "waiting": len(self._waiting),
             "active": len(self._active),

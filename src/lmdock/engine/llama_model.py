@@ -21,7 +21,8 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
+    """Check the bindings and initialise llama.cpp once per process."""
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
@@ -29,6 +30,31 @@ def _init_backend() -> None:
             llama_cpp_logger.set_verbose(False)  # llama.cpp's load chatter; errors still print
             L.llama_backend_init()
             _backend_ready = True
+
+
+def tokenize(vocab, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+    """llama_tokenize with the retry its size protocol needs (a negative result is the needed size)."""
+    data = text.encode("utf-8")
+    cap = len(data) + 16
+    buf = (L.llama_token * cap)()
+    n = L.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    if n < 0:
+        cap = -n
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    return list(buf[:n])
+
+
+def model_meta(model, key: str) -> str | None:
+    """A GGUF metadata value as a string, or None if the key is absent."""
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    if n < 0:
+        return None
+    if n >= len(buf):
+        buf = ctypes.create_string_buffer(n + 1)
+        L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    return buf.value.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -47,7 +73,7 @@ class LlamaModel:
     """Owns `llama_model` and `llama_context`; frees both on close()."""
 
     def __init__(self, path: Path, params: ContextParams, *, default_ctx_cap: int = 32768) -> None:
-        _init_backend()
+        init_backend()
         self.path = Path(path)
         self.params = params
         if not self.path.is_file():
@@ -83,15 +109,7 @@ class LlamaModel:
     # --- tokenizer ---------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 16
-        buf = (L.llama_token * cap)()
-        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (L.llama_token * cap)()
-            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        return list(buf[:n])
+        return tokenize(self.vocab, text, add_special=add_special, parse_special=parse_special)
 
     def token_piece(self, token: int, *, special: bool = True) -> bytes:
         """The bytes of one token. Not thread-safe (shared buffer): call from one thread."""
@@ -127,14 +145,7 @@ class LlamaModel:
     # --- metadata ----------------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(1 << 16)
-        n = L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
-        if n < 0:
-            return None
-        if n >= len(buf):
-            buf = ctypes.create_string_buffer(n + 1)
-            L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace")
+        return model_meta(self.model, key)
 
     def chat_template(self) -> str | None:
         raw = L.llama_model_chat_template(self.model, None)

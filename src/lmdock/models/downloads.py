@@ -25,7 +25,7 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, 
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 
-from lmdock.core.errors import InvalidRequest, LmdockError, ModelNotFound
+from lmdock.core.errors import DownloadFailed, InvalidRequest, ModelNotFound
 
 Progress = Callable[[int], None]
 
@@ -34,13 +34,6 @@ _HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 _PREFERRED = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 _CHUNK = 8 << 20
-
-
-class DownloadFailed(LmdockError):
-    """The hub could not be reached or sent something other than what it promised."""
-
-    status = 502
-    kind = "api_error"
 
 
 @dataclass(frozen=True)

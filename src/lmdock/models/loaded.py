@@ -42,6 +42,10 @@ class LoadedModel:
     def n_ctx(self) -> int:
         return self.llama.n_ctx
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.engine.active_count or self.engine.queue_depth)
+
     def touch(self) -> None:
         self.last_used = time.monotonic()
 

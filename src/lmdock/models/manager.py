@@ -66,17 +66,20 @@ class ModelManager:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def get(self, name: str) -> LoadedModel:
-        """The loaded model for a request, loading it just in time if needed."""
+    async def get(self, name: str, ttl: int | None = None) -> LoadedModel:
+        """The loaded model for a request, loading it just in time if needed. A request that causes the
+        load may set the model's idle TTL (LM Studio's per-request `ttl`); a loaded model keeps its own."""
         record = self.resolve(name)
         model = self.loaded.get(record.key)
         if model is None:
-            model = await self.load(record.key, LoadOptions(ttl_seconds=self.settings.ttl_seconds))
+            jit_ttl = ttl if ttl is not None else self.settings.ttl_seconds
+            model = await self.load(record.key, LoadOptions(ttl_seconds=jit_ttl))
         model.touch()
         return model
 
     async def load(self, name: str, options: LoadOptions | None = None) -> LoadedModel:
         record = self.resolve(name)
+        record.check_loadable()
         async with self._lock:
             if record.key in self.loaded:
                 return self.loaded[record.key]

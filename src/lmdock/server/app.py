@@ -39,6 +39,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         yield
         for task in tasks:
             task.cancel()
+        embedders = getattr(app.state, "embedders", None)
+        if embedders is not None:
+            embedders.close()
         await manager.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -37,9 +37,8 @@ class _EngineCollector:
             stats = model.engine.stats
             for attr, family in families.items():
                 family.add_metric([key], getattr(stats, attr))
-            snap = model.engine.snapshot()
-            queue.add_metric([key], snap["waiting"])
-            active.add_metric([key], snap["active"])
+            queue.add_metric([key], model.engine.queue_depth)
+            active.add_metric([key], model.engine.active_count)
             work = stats.generated_tokens + stats.prompt_tokens_processed
             tps.add_metric([key], work / stats.decode_seconds if stats.decode_seconds else 0.0)
         yield from families.values()

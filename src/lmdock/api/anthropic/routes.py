@@ -13,6 +13,7 @@ from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
+from lmdock.api.request_log import note_usage
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest
 from lmdock.models.manager import ModelManager
@@ -42,11 +43,12 @@ async def create_message(request: Request):
     params = parse(MessageCreateParams, await read_json(request))
     chat = to_chat_request(params)
     model = await _manager(request).get(params.model)
+    note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     encoder = MessageEncoder(params.model, prepared.input_tokens)
     if params.stream:
         return StreamingResponse(
-            _stream(prepared, encoder),
+            _stream(request, model.key, prepared, encoder),
             media_type="text/event-stream; charset=utf-8",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -55,12 +57,15 @@ async def create_message(request: Request):
         async for event in prepared.events():
             for _ in encoder.feed(event):
                 pass
+        note_usage(request, model.key, encoder.done.usage)
         return encoder.message().model_dump(mode="json")
 
     return JSONResponse(await unless_disconnected(request, run))
 
 
-async def _stream(prepared: PreparedChat, encoder: MessageEncoder) -> AsyncIterator[str]:
+async def _stream(
+    request: Request, model_key: str, prepared: PreparedChat, encoder: MessageEncoder
+) -> AsyncIterator[str]:
     yield sse(encoder.start_event())
     try:
         async for event in with_pings(prepared.events(), ping_interval()):
@@ -69,6 +74,8 @@ async def _stream(prepared: PreparedChat, encoder: MessageEncoder) -> AsyncItera
                 continue
             for wire in encoder.feed(event):
                 yield sse(wire)
+        if encoder.done is not None:
+            note_usage(request, model_key, encoder.done.usage)
     except Exception as exc:
         yield sse(stream_error_event(exc))
 
