@@ -7,7 +7,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lmdock.api.openai.convert import to_chat_request
 from lmdock.api.openai.encode import ChatEncoder
-from lmdock.api.openai.schema import ChatCompletionParams, parse
+from lmdock.api.openai.schema import ChatCompletionParams
+from lmdock.api.validation import validate_body
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
 
@@ -21,7 +22,7 @@ WEATHER = {
 
 
 def _req(**body):
-    return to_chat_request(parse(ChatCompletionParams, {"model": "m", **body}))
+    return to_chat_request(validate_body(ChatCompletionParams, {"model": "m", **body}))
 
 
 def _hi(**body):

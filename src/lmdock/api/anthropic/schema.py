@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from lmdock.api.validation import validate_body
 from lmdock.core.errors import InvalidRequest
 
 
@@ -79,23 +80,9 @@ class MessageCreateParams(CountTokensParams):
 _P = TypeVar("_P", bound=CountTokensParams)
 
 
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    msg = first["msg"]
-    if first["type"] == "missing":
-        msg = "Field required"
-    return f"{loc}: {msg}" if loc else msg
-
-
 def parse(model: type[_P], body: Any) -> _P:
-    """Validate a decoded JSON body, turning the first problem into an Anthropic-style 400 message."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    try:
-        parsed = model.model_validate(body)
-    except ValidationError as err:
-        raise InvalidRequest(_describe(err)) from None
+    """Validate a Messages request body, then the constraints a schema cannot express."""
+    parsed = validate_body(model, body)
     if not parsed.messages:
         raise InvalidRequest("messages: at least one message is required", param="messages")
     if isinstance(parsed, MessageCreateParams) and parsed.max_tokens < 1:

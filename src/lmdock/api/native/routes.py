@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmdock.api.native.catalog import default_context, instance_config, model_entry
 from lmdock.api.request_log import note_usage
+from lmdock.api.validation import validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.downloads import parse_spec, plan_download
@@ -59,17 +60,6 @@ class DownloadBody(_Body):
     quantization: str | None = None
 
 
-def _parse(model: type[_Body], body: Any) -> Any:
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{loc}: {first['msg']}", param=loc or None) from None
-
-
 async def _body(request: Request) -> Any:
     try:
         return await request.json()
@@ -113,7 +103,7 @@ def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> boo
 
 @router.post("/models/load")
 async def load_model(request: Request):
-    body = _parse(LoadBody, await _body(request))
+    body = validate_body(LoadBody, await _body(request))
     manager = _manager(request)
     record = manager.resolve(_check_name(body.model))
     want = body.settings()
@@ -149,7 +139,7 @@ async def load_model(request: Request):
 
 @router.post("/models/unload")
 async def unload_model(request: Request):
-    body = _parse(UnloadBody, await _body(request))
+    body = validate_body(UnloadBody, await _body(request))
     name = body.instance_id or body.model
     if not name:
         raise InvalidRequest("model: Field required", param="model")
@@ -162,7 +152,7 @@ async def unload_model(request: Request):
 
 @router.post("/models/download")
 async def download_model(request: Request):
-    body = _parse(DownloadBody, await _body(request))
+    body = validate_body(DownloadBody, await _body(request))
     spec = parse_spec(body.model, body.quantization)
     files = await asyncio.to_thread(plan_download, spec)
     job = _jobs(request).start(files, _manager(request).settings.models_dir)

@@ -14,9 +14,10 @@ from openai.types import Completion, CompletionChoice
 
 from lmdock.api.openai.convert import check_unsupported, sampling_of
 from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
-from lmdock.api.openai.schema import CompletionParams, parse
+from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
 from lmdock.api.request_log import note_usage
+from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
@@ -126,7 +127,7 @@ async def _events(
 
 @router.post("/v1/completions")
 async def create_completion(request: Request):
-    params = parse(CompletionParams, await read_json(request))
+    params = validate_body(CompletionParams, await read_json(request))
     check_unsupported(params)
     prompts = _prompts(params.prompt)
     model = await model_for(request, params.model, params.ttl)

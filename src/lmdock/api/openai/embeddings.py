@@ -10,9 +10,10 @@ from fastapi import APIRouter, Request
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
-from lmdock.api.openai.schema import EmbeddingParams, parse
+from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
+from lmdock.api.validation import validate_body
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
 from lmdock.engine.embeddings import Embedder
@@ -57,7 +58,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request):
-    params = parse(EmbeddingParams, await read_json(request))
+    params = validate_body(EmbeddingParams, await read_json(request))
     inputs = _inputs(params.input)
     model = await model_for(request, params.model, params.ttl)
     embedder = await _embedders(request).get(model, request.app.state.manager.loaded)

@@ -10,9 +10,10 @@ from lmdock.api.openai.completions import router as completions_router
 from lmdock.api.openai.convert import to_chat_request
 from lmdock.api.openai.embeddings import router as embeddings_router
 from lmdock.api.openai.encode import ChatEncoder
-from lmdock.api.openai.schema import ChatCompletionParams, parse
+from lmdock.api.openai.schema import ChatCompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
 from lmdock.api.request_log import note_usage
+from lmdock.api.validation import validate_body
 from lmdock.server.streaming import unless_disconnected
 
 router = APIRouter()
@@ -22,7 +23,7 @@ router.include_router(embeddings_router)
 
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request):
-    params = parse(ChatCompletionParams, await read_json(request))
+    params = validate_body(ChatCompletionParams, await read_json(request))
     chat = to_chat_request(params)  # client errors before a model is loaded for nothing
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context

@@ -6,11 +6,9 @@ fields are accepted everywhere. A validation problem becomes a 400 whose `param`
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from lmdock.core.errors import InvalidRequest
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Lenient(BaseModel):
@@ -115,24 +113,3 @@ class EmbeddingParams(_Lenient):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     ttl: int | None = Field(default=None, ge=1)
-
-
-_P = TypeVar("_P", bound=_Lenient)
-
-
-def parse(model: type[_P], body: Any) -> _P:
-    """Validate a decoded JSON body; the first problem becomes a 400 naming its field."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        # union members add their type name to the location (`str`, `list[str]`): drop those
-        loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES))]
-        param = ".".join(loc) or None
-        msg = "Field required" if first["type"] == "missing" else first["msg"]
-        raise InvalidRequest(f"{param}: {msg}" if param else msg, param=param) from None
-
-
-_TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "NamedToolChoice", "function-after"}
