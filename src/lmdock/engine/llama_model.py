@@ -66,7 +66,7 @@ class ContextParams:
     n_ubatch: int = 512
     n_seq_max: int = 8
     n_threads: int = 2
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None: llama.cpp decides (on for CPU, as llama-server's `-fa auto`)
 
 
 class LlamaModel:
@@ -95,7 +95,10 @@ class LlamaModel:
         cparams.n_threads_batch = params.n_threads
         cparams.kv_unified = True
         cparams.no_perf = True
-        cparams.flash_attn_type = 1 if params.flash_attn else 0
+        if params.flash_attn is not None:
+            cparams.flash_attn_type = (
+                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if params.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         self.ctx = L.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             L.llama_model_free(self.model)

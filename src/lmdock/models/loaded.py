@@ -21,7 +21,7 @@ class LoadOptions:
     ctx_size: int | None = None
     parallel: int | None = None
     ttl_seconds: int | None = None
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None: llama.cpp's automatic choice
 
 
 @dataclass

@@ -126,7 +126,7 @@ async def load_model(request: Request):
         ctx_size=want.context_length,
         parallel=want.parallel,
         ttl_seconds=want.ttl,
-        flash_attn=bool(want.flash_attention),
+        flash_attn=want.flash_attention,
     )
     model = await manager.load(record.key, options)
     return {
