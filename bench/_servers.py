@@ -118,6 +118,37 @@ def peak_rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants so far."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time all processes on the machine have used since boot (all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 2.0) -> float:
+    """Wait (up to max_wait s) until the machine uses under `threshold` cores; return the last load seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0 = busy_seconds()
+        time.sleep(window)
+        load = (busy_seconds() - busy0) / window
+        if load < threshold or time.monotonic() >= deadline:
+            return load
+        print(f"  machine busy ({load:.2f} cores in use), waiting ...", file=sys.stderr, flush=True)
+        time.sleep(10)
+
+
 @dataclass
 class ServerSpec:
     """How to start one server; `ctx`, `threads` and `parallel` are the same for both."""
@@ -127,6 +158,7 @@ class ServerSpec:
     threads: int = 2
     parallel: int = 4
     cache_dir: Path | None = None  # lmdock only: its on-disk prompt cache
+    extra: tuple[str, ...] = ()  # more flags for this server
 
     def argv(self, port: int) -> list[str]:
         if self.name == "llama-server":
@@ -155,6 +187,8 @@ class ServerSpec:
         return [
             str(VENV_BIN / "lmdock"),
             "serve",
+            "--model",
+            str(DEFAULT_MODEL),
             "--host",
             "127.0.0.1",
             "--port",
@@ -167,6 +201,7 @@ class ServerSpec:
             str(self.parallel),
             "--cache-dir",
             str(self.cache_dir),
+            *self.extra,
         ]
 
 
@@ -177,6 +212,7 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     peak_rss: float = 0.0
+    cpu_s: float = 0.0  # CPU time of all its runs so far
 
     @property
     def base_url(self) -> str:
@@ -195,9 +231,14 @@ class Server:
                     f"{self.spec.name} exited with {self.proc.returncode}; see {self.log_path}"
                 )
             try:
-                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                r = httpx.get(self.base_url + "/health", timeout=2)
+                # llama-server: 503 while loading; lmdock: 200 with "status": "loading" and "loaded": [...]
+                health = r.json() if r.status_code == 200 else {}
+                if health.get("load_error"):
+                    raise RuntimeError(f"{self.spec.name}: {health['load_error']}")
+                if health.get("status") == "ok" and health.get("loaded", True):
                     return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.25)
         self.stop()
@@ -208,6 +249,7 @@ class Server:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.peak_rss = max(self.peak_rss, peak_rss_mib(self.proc.pid))
+        self.cpu_s += cpu_seconds(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)

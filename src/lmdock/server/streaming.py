@@ -14,7 +14,6 @@ from starlette.requests import Request
 from lmdock.core.errors import LmdockError
 
 T = TypeVar("T")
-_DONE = object()
 
 
 def ping_interval() -> float:
@@ -23,34 +22,31 @@ def ping_interval() -> float:
 
 
 async def with_pings(events: AsyncIterator[T], interval: float) -> AsyncIterator[T | None]:
-    """Yield from `events`, and yield None whenever `interval` seconds pass without an event."""
-    queue: asyncio.Queue = asyncio.Queue(maxsize=64)
+    """Yield from `events`, and yield None whenever `interval` seconds pass without an event.
 
-    async def pump() -> None:
-        try:
-            async for item in events:
-                await queue.put(item)
-            await queue.put(_DONE)
-        except BaseException as exc:  # hand failures to the consumer, which re-raises them
-            await queue.put(exc)
-
-    task = asyncio.create_task(pump())
+    The pending `__anext__` is awaited without being cancelled on a timeout, so no pump task or extra
+    queue sits between the engine and the socket (one hop less per token).
+    """
+    pending: asyncio.Future | None = None
     try:
         while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=interval)
-            except TimeoutError:
+            if pending is None:
+                pending = asyncio.ensure_future(events.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
                 yield None
                 continue
-            if item is _DONE:
+            task, pending = pending, None
+            try:
+                item = task.result()
+            except StopAsyncIteration:
                 return
-            if isinstance(item, BaseException):
-                raise item
             yield item
     finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
         with contextlib.suppress(BaseException):
             await events.aclose()  # type: ignore[attr-defined]
 
