@@ -72,6 +72,7 @@ class Engine:
         self._cv = threading.Condition()
         self._stopping = False
         self._hold_admission = False  # set after a preemption until some sequence frees its cells
+        self.last_activity = time.monotonic()  # when a sequence last finished (idle TTLs count from here)
         self._thread = threading.Thread(target=self._run, name=f"engine-{model.path.stem}", daemon=True)
         self._thread.start()
 
@@ -310,6 +311,7 @@ class Engine:
         if seq in self._active:
             self._active.remove(seq)
             self._hold_admission = False
+        self.last_activity = time.monotonic()
         if seq.slot is not None:
             self.pool.release(seq.slot, keep_cache=keep_cache)
             seq.slot = None

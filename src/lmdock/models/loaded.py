@@ -46,6 +46,12 @@ class LoadedModel:
     def busy(self) -> bool:
         return bool(self.engine.active_count or self.engine.queue_depth)
 
+    def idle_seconds(self, now: float) -> float:
+        """Time since the model was last asked for or last finished a request (0 while busy)."""
+        if self.busy:
+            return 0.0
+        return now - max(self.last_used, self.engine.last_activity)
+
     def touch(self) -> None:
         self.last_used = time.monotonic()
 

@@ -113,12 +113,13 @@ class ModelManager:
         return True
 
     async def unload_idle(self) -> list[str]:
-        """Unload models idle for longer than their TTL; returns their keys."""
+        """Unload models idle for longer than their TTL, counted from the end of their last request and
+        never while they have work in flight; returns their keys."""
         now = time.monotonic()
         expired = [
             m.key
             for m in self.loaded.values()
-            if m.options.ttl_seconds and now - m.last_used > m.options.ttl_seconds
+            if m.options.ttl_seconds and m.idle_seconds(now) > m.options.ttl_seconds
         ]
         for key in expired:
             async with self._lock:
