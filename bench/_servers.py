@@ -182,6 +182,7 @@ class ServerSpec:
                 "--port",
                 str(port),
                 "--no-webui",
+                *self.extra,
             ]
         assert self.cache_dir is not None
         return [

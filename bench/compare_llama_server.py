@@ -374,19 +374,19 @@ def sc_prefill(c: Ctx) -> dict[str, Any]:
     }
 
 
-def system_prompt(sizes: Sizes) -> str:
+def system_prompt(sizes: Sizes, tag: str | None = None) -> str:
     return (
-        f"{nonce()} You are a coding agent for the Harbor SDK. Use only the functions in this reference.\n\n"
+        f"{tag or nonce()} You are a coding agent for the Harbor SDK. Use only the functions in this reference.\n\n"
         + text_of(sizes.system_tokens, seed=0)
     )
 
 
 def sc_turn2(c: Ctx) -> dict[str, Any]:
     cold, warm = [], []
-    n_system = None
+    # the same text on both servers (a random nonce's token count varies by a few tokens)
+    n_system = count_tokens(c.base, c.model, system_prompt(c.sizes, tag="[run 000000000000]"))
     for _ in range(c.sizes.repeats):
         system = system_prompt(c.sizes)
-        n_system = n_system or count_tokens(c.base, c.model, system)
         msgs = [user("Which function opens a session? Answer, then show a short usage example.")]
         r1 = c.send(msgs, 32, system)
         msgs += [assistant(r1.text), user("Now show how to close that session again.")]
