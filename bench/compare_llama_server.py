@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -570,98 +571,24 @@ def detail(sc: Scenario, r: dict[str, Any]) -> str:
     return ""
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
-    ap.add_argument(
-        "--only",
-        choices=[s.name for s in SCENARIOS],
-        action="append",
-        help="run only this scenario (repeatable)",
-    )
-    ap.add_argument("--servers", choices=SERVERS, action="append", help="run only this server (repeatable)")
-    ap.add_argument("--repeats", type=int, help="repeats for the scenarios that take a median")
-    ap.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=900,
-        help="before each run, wait up to this many seconds for other CPU load to stop (default 900)",
-    )
-    ap.add_argument("--llama-server-args", default="", help='more llama-server flags, e.g. "-fa off"')
-    ap.add_argument("--lmdock-args", default="", help="more `lmdock serve` flags")
-    ap.add_argument("--merge", type=Path, help="take results not measured now from this earlier --json file")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--log-dir", type=Path, help="server logs (default: a temporary folder)")
-    args = ap.parse_args()
-
-    sizes = QUICK if args.quick else Sizes()
-    extra_args = {"lmdock": args.lmdock_args, "llama-server": args.llama_server_args}
-    if args.repeats:
-        sizes = Sizes(**{**asdict(sizes), "repeats": args.repeats})
-    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
-    servers = [s for s in SERVERS if not args.servers or s in args.servers]
-    if not DEFAULT_MODEL.exists():
-        sys.exit(f"model not found: {DEFAULT_MODEL} (run `make model`)")
-    if "llama-server" in servers:
-        build_llama_server()
-    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="lmdock-bench-logs-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"server logs: {log_dir}", file=sys.stderr)
-
+def table(results: dict[str, dict[str, Any]], rss: dict[str, float], sizes: Sizes, note: str) -> list[str]:
     names = {
         "decode": sizes.decode_tokens,
         "prefill": f"{sizes.prefill_tokens / 1000:g}k",
         "system": f"{sizes.system_tokens / 1000:g}k",
         "turns": sizes.agent_turns,
     }
-    results: dict[str, dict[str, Any]] = {}
-    rss: dict[str, float] = {}
-    # llama-server first in each scenario, then lmdock, each on a freshly started server.
-    for sc in scenarios:
-        results[sc.name] = {}
-        for name in reversed(servers):
-            for _attempt in range(3):  # rerun when other work on the machine got in the way
-                print(f"[{sc.name}] {name} ...", file=sys.stderr, flush=True)
-                t0 = time.perf_counter()
-                r = run_scenario(
-                    sc, name, sizes, log_dir, rss, args.quiet_wait, tuple(shlex.split(extra_args[name]))
-                )
-                print(
-                    f"[{sc.name}] {name}: {fmt(r['value'], r['unit'])} {r['unit']}  "
-                    f"({time.perf_counter() - t0:.0f}s, other load {r['background_cores']:.2f} cores)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                best = results[sc.name].get(name)
-                if best is None or r["background_cores"] < best["background_cores"]:
-                    results[sc.name][name] = r  # keep the attempt least disturbed by other work
-                if r["background_cores"] < 0.15 or args.quiet_wait <= 0:
-                    break
-
-    if args.merge:  # fill in what this run did not measure from an earlier --json file
-        prev = json.loads(args.merge.read_text())
-        for sc_name, by_server in prev["results"].items():
-            for name, r in by_server.items():
-                results.setdefault(sc_name, {}).setdefault(name, r)
-        for name, mib in prev["peak_rss_mib"].items():
-            rss[name] = max(rss.get(name, 0.0), mib)
-        scenarios = [s for s in SCENARIOS if s.name in results]
-
-    threads = ServerSpec("lmdock", ctx=sizes.ctx).threads
     lines = [
         f"Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} · CPU: {cpu_model()}, "
-        f"{os.cpu_count()} cores · threads: {threads} · ctx: {sizes.ctx} · parallel: 4 · "
-        f"model: {DEFAULT_MODEL.name}",
-        f"llama-server: llama.cpp vendored in llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}"
-        + "".join(f" · {n} args: `{a}`" for n, a in extra_args.items() if a)
-        + (" · --quick" if args.quick else ""),
+        f"{os.cpu_count()} cores · threads: {ServerSpec('lmdock', ctx=0).threads} · ctx: {sizes.ctx} · "
+        f"parallel: 4 · model: {DEFAULT_MODEL.name}",
+        f"llama-server: llama.cpp vendored in llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}{note}",
         "",
         "| scenario | lmdock | llama-server | lmdock / llama-server | target | met |",
         "|---|---:|---:|---:|---|:-:|",
     ]
-    for sc in scenarios:
-        r = results[sc.name]
-        a, b = r.get("lmdock"), r.get("llama-server")
+    for sc in (s for s in SCENARIOS if s.name in results):
+        a, b = results[sc.name].get("lmdock"), results[sc.name].get("llama-server")
         cells = [fmt(x["value"], x["unit"]) + detail(sc, x) if x else "–" for x in (a, b)]
         ratio = f"{a['value'] / b['value']:.3f}" if a and b else "–"
         met = ("yes" if sc.met(a["value"], b["value"]) else "**no**") if a and b else "–"
@@ -685,26 +612,99 @@ def main() -> int:
         f"Other load on the machine during the runs: up to {background:.2f} cores"
         + (" (**numbers skewed; rerun on a quiet machine**)" if background > 0.1 else ""),
     ]
-    print("\n".join(lines))
+    return lines
 
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "date": datetime.datetime.now().astimezone().isoformat(),
-                    "cpu": cpu_model(),
-                    "cores": os.cpu_count(),
-                    "threads": threads,
-                    "sizes": asdict(sizes),
-                    "model": str(DEFAULT_MODEL),
-                    "llama_server": {"build": str(BUILD_ROOT), "cmake_flags": CMAKE_FLAGS},
-                    "results": results,
-                    "peak_rss_mib": rss,
-                    "table": lines,
-                },
-                indent=2,
-            )
-        )
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
+    ap.add_argument(
+        "--only",
+        choices=[s.name for s in SCENARIOS],
+        action="append",
+        help="run only this scenario (repeatable)",
+    )
+    ap.add_argument("--servers", choices=SERVERS, action="append", help="run only this server (repeatable)")
+    ap.add_argument("--repeats", type=int, help="repeats for the scenarios that take a median")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=900,
+        help="before each run, wait up to this many seconds for other CPU load to stop (default 900)",
+    )
+    ap.add_argument(
+        "--llama-server-args", default="", help='more llama-server flags, e.g. --llama-server-args="-fa off"'
+    )
+    ap.add_argument("--lmdock-args", default="", help="more `lmdock serve` flags")
+    ap.add_argument("--merge", type=Path, help="take results not measured now from this earlier --json file")
+    ap.add_argument("--json", type=Path, help="write the results here (also after each scenario)")
+    ap.add_argument("--log-dir", type=Path, help="server logs (default: a temporary folder)")
+    args = ap.parse_args()
+    # SIGTERM unwinds like an exception, so the server under test is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    sizes = QUICK if args.quick else Sizes()
+    if args.repeats:
+        sizes = Sizes(**{**asdict(sizes), "repeats": args.repeats})
+    extra_args = {"lmdock": args.lmdock_args, "llama-server": args.llama_server_args}
+    note = "".join(f" · {n} args: `{a}`" for n, a in extra_args.items() if a) + (" · --quick" * args.quick)
+    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    servers = [s for s in SERVERS if not args.servers or s in args.servers]
+    if not DEFAULT_MODEL.exists():
+        sys.exit(f"model not found: {DEFAULT_MODEL} (run `make model`)")
+    if "llama-server" in servers:
+        build_llama_server()
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="lmdock-bench-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"server logs: {log_dir}", file=sys.stderr)
+
+    results: dict[str, dict[str, Any]] = {}
+    rss: dict[str, float] = {}
+    if args.merge:  # start from an earlier run; what this run measures replaces its numbers
+        prev = json.loads(args.merge.read_text())
+        results, rss = prev["results"], prev["peak_rss_mib"]
+
+    def save(lines: list[str]) -> None:
+        if args.json:
+            doc = {
+                "date": datetime.datetime.now().astimezone().isoformat(),
+                "cpu": cpu_model(),
+                "cores": os.cpu_count(),
+                "sizes": asdict(sizes),
+                "model": str(DEFAULT_MODEL),
+                "llama_server": {"build": str(BUILD_ROOT), "cmake_flags": CMAKE_FLAGS},
+                "extra_args": extra_args,
+                "results": results,
+                "peak_rss_mib": rss,
+                "table": lines,
+            }
+            args.json.write_text(json.dumps(doc, indent=2))
+
+    # Each scenario on a freshly started server: llama-server first, then lmdock.
+    for sc in scenarios:
+        for name in reversed(servers):
+            best: dict[str, Any] | None = None
+            for _attempt in range(3):  # rerun when other work on the machine got in the way
+                print(f"[{sc.name}] {name} ...", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                extra = tuple(shlex.split(extra_args[name]))
+                r = run_scenario(sc, name, sizes, log_dir, rss, args.quiet_wait, extra)
+                print(
+                    f"[{sc.name}] {name}: {fmt(r['value'], r['unit'])} {r['unit']}  "
+                    f"({time.perf_counter() - t0:.0f}s, other load {r['background_cores']:.2f} cores)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if best is None or r["background_cores"] < best["background_cores"]:
+                    best = r  # keep the attempt least disturbed by other work
+                if r["background_cores"] < 0.15 or args.quiet_wait <= 0:
+                    break
+            results.setdefault(sc.name, {})[name] = best
+            save([])
+
+    lines = table(results, rss, sizes, note)
+    print("\n".join(lines))
+    save(lines)
     return 0
 
 
