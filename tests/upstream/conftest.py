@@ -46,16 +46,11 @@ def start_front(tmp: Path, nodes: list[_servers.Server]) -> Server:
     home.mkdir(exist_ok=True)
     urls = ", ".join(f'"{n.base_url}"' for n in nodes)
     (home / "upstreams.toml").write_text(
+        f'[[upstream]]\nname = "{NAME}"\nurls = [{urls}]\nhealth_interval = 1\n\n'
         f'[[upstream]]\nname = "{RAW}"\nurls = [{urls}]\nprompt = "raw"\nhealth_interval = 1\n'
     )
-    flag = f"{NAME}=" + ",".join(n.base_url for n in nodes)
     return start_server(
-        tmp,
-        "--model",
-        NAME,
-        "--upstream",
-        flag,
-        ready=lambda h: h["upstreams"].get(NAME, {}).get("healthy_nodes") == len(nodes),
+        tmp, "--model", NAME, ready=lambda h: h["upstreams"].get(NAME, {}).get("healthy_nodes") == len(nodes)
     )
 
 

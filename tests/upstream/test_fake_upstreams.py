@@ -21,6 +21,7 @@ MODES = [
     "jsongarbage",
     "hang",
     "stall",
+    "midfail",
     "boom",
     "overflow",
     "clamp",
@@ -207,6 +208,19 @@ def test_a_stream_that_stalls_ends_with_an_error_event(front: Server):
     assert events[0]["type"] == "message_start"
     assert any(e.get("delta", {}).get("text") == "Hel" for e in events)
     assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "timeout_error"
+
+
+def test_a_failure_reported_mid_stream_is_an_error_event(front: Server):
+    with httpx.stream(
+        "POST",
+        f"{front.base_url}/v1/messages",
+        json={"model": "midfail", "max_tokens": 5, "stream": True, "messages": ASK},
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200, r.read()
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "api_error"
+    assert "engine crashed" in events[-1]["error"]["message"]
 
 
 def test_an_upstream_server_error_keeps_its_message(client):
