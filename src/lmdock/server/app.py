@@ -36,7 +36,8 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = [asyncio.create_task(_reap_idle(manager))]
-        if preload:
+        manager.upstreams.start()  # health checks of upstream nodes
+        if preload and manager.upstreams.get(manager.default_key) is None:
             tasks.append(asyncio.create_task(_preload(app, manager)))
         tasks.append(start_batch_runner(app))
         yield
@@ -76,6 +77,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])

@@ -54,7 +54,8 @@ def _memoized(resolve):
 @router.post("/v1/messages/batches")
 async def create_batch(request: Request):
     body = await read_json(request)
-    resolve = _memoized(request.app.state.manager.resolve)
+    manager = request.app.state.manager
+    resolve = _memoized(lambda name: manager.upstream_for(name) or manager.resolve(name))
     requests = await asyncio.to_thread(validate_create, body, resolve)
     store = _store(request)
     batch_id = await asyncio.to_thread(store.create, requests)
