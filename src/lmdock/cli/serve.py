@@ -61,6 +61,17 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = 32 << 20,
+    batch_slots: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_BATCH_SLOTS",
+            help="Slots Message Batches may use at once (0: parallel - 1, min 1).",
+        ),
+    ] = 0,
+    batch_retention_days: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
+    ] = 29.0,
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -107,6 +118,8 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        batch_slots=batch_slots,
+        batch_retention_days=batch_retention_days,
         upstreams=upstreams,
     )
     if not settings.is_loopback and not keys and not allow_unauthenticated:
