@@ -111,6 +111,7 @@ class ChatSession:
                 stop=list(req.stop) + list(rendered.stop),
                 grammar=rendered.grammar,
                 logprobs=req.logprobs,
+                priority=req.priority,
             )
         )
         return PreparedChat(
