@@ -32,6 +32,7 @@ class Settings:
     allow_unauthenticated: bool = False
     max_queue: int = 64
     cache_ram_mib: int = 2048
+    chunk_reuse_min: int = 256  # shortest cached run moved to a new position (0: prefix reuse only)
     cache_dir: Path = field(default_factory=lambda: lmdock_home() / "cache")
     max_body_bytes: int = 32 << 20
     max_loaded: int = 1

@@ -45,6 +45,13 @@ def serve(
     cache_ram: Annotated[
         int, typer.Option(envvar="LMDOCK_CACHE_RAM", help="MiB of host RAM for evicted prompt caches.")
     ] = 2048,
+    chunk_reuse_min: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_CHUNK_REUSE_MIN",
+            help="Shortest cached run of tokens reused at a new position after a prompt differs (0: off).",
+        ),
+    ] = 256,
     cache_dir: Annotated[
         Path | None,
         typer.Option(envvar="LMDOCK_CACHE_DIR", help="Prompt-cache folder that survives restarts."),
@@ -113,6 +120,7 @@ def serve(
         allow_unauthenticated=allow_unauthenticated,
         max_queue=max_queue,
         cache_ram_mib=cache_ram,
+        chunk_reuse_min=chunk_reuse_min,
         cache_dir=cache_dir or lmdock_home() / "cache",
         max_loaded=max_loaded,
         ttl_seconds=ttl,
