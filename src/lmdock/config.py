@@ -36,6 +36,9 @@ class Settings:
     max_loaded: int = 1
     ttl_seconds: int = 3600
     cors_origins: list[str] = field(default_factory=list)
+    repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
+    unload_grace: float = 30.0  # seconds an unload waits for requests in flight
+    log_level: str = "info"
 
     @property
     def is_loopback(self) -> bool:

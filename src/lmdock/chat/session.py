@@ -7,6 +7,7 @@ admission) before the API layer commits to a 200, so errors keep their status an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from lmdock.chat.parser import ParserSpec
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import EngineEvent, EngineRequest, Finished, TextChunk
 
 
 class GenerationFailed(LmdockError):
@@ -69,21 +70,34 @@ class PreparedChat:
 
 
 class ChatSession:
-    """Chat generation for one loaded model."""
+    """Chat generation for one loaded model.
 
-    def __init__(self, engine: Engine, formatter: ChatFormatter) -> None:
+    `engine` is the model's engine surface (`submit`, and `hold()` while a request prepares, so an
+    unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
+    in-process Engine is both: its LlamaModel tokenizes."""
+
+    def __init__(self, engine, formatter: ChatFormatter, vocab=None) -> None:
         self.engine = engine
         self.formatter = formatter
+        self.vocab = vocab if vocab is not None else engine.model
+
+    def _hold(self):
+        hold = getattr(self.engine, "hold", None)
+        return hold() if hold is not None else contextlib.nullcontext()
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
         rendered = self.formatter.render(req)
-        return rendered, self.engine.model.tokenize(rendered.text)
+        return rendered, self.vocab.tokenize(rendered.text)
 
     async def count_tokens(self, req: ChatRequest) -> int:
         _, tokens = await asyncio.to_thread(self._tokenize, req)
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
+        with self._hold():
+            return await self._prepare(req)
+
+    async def _prepare(self, req: ChatRequest) -> PreparedChat:
         rendered, tokens = await asyncio.to_thread(self._tokenize, req)
         stream = await self.engine.submit(
             EngineRequest(
@@ -103,11 +117,17 @@ class ChatSession:
         """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
 
         Text gets the vocabulary's BOS as llama-server's /completion does; token ids pass through."""
+        with self._hold():
+            return await self._prepare_raw(prompt, max_tokens, sampling, stop)
+
+    async def _prepare_raw(
+        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+    ) -> PreparedChat:
         if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(self.engine.model.tokenize, prompt, add_special=True)
+            tokens = await asyncio.to_thread(self.vocab.tokenize, prompt, add_special=True)
         else:
             tokens = list(prompt)
-            if any(not 0 <= t < self.engine.model.n_vocab for t in tokens):
+            if any(not 0 <= t < self.vocab.n_vocab for t in tokens):
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")

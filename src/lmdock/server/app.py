@@ -39,9 +39,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         yield
         for task in tasks:
             task.cancel()
-        embedders = getattr(app.state, "embedders", None)
-        if embedders is not None:
-            embedders.close()
         await manager.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -72,6 +69,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            # each loaded model's worker process: status, pid, crashes, last crash, restart time
+            "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
+            "failed": dict(manager.failed),
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])
