@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def lmdock_home() -> Path:
@@ -39,6 +40,7 @@ class Settings:
     repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
     unload_grace: float = 30.0  # seconds an unload waits for requests in flight
     log_level: str = "info"
+    upstreams: list[Any] = field(default_factory=list)  # lmdock.upstream.UpstreamSpec, one per model
 
     @property
     def is_loopback(self) -> bool:

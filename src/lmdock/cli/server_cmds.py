@@ -55,13 +55,17 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
         worker = instance.get("worker", {})
         ttl = config.get("ttl_seconds")
         last = worker.get("last_crash") or (m.get("error") if m["state"] == "failed" else None)
+        upstream = m.get("upstream")
+        state = m["state"]
+        if upstream:  # served by upstream nodes: say how many are healthy
+            state = f"upstream {upstream['healthy_nodes']}/{len(upstream['nodes'])} up"
         table.add_row(
             m["key"],
-            m["state"],
+            state,
             str(config.get("context_length", "-")),
             str(config.get("parallel", "-")),
             f"{ttl}s" if ttl else "-",
-            human_bytes(m["size_bytes"]),
+            human_bytes(m["size_bytes"]) if m.get("size_bytes") else "-",
             str(worker.get("crashes", "-")),
             last or "-",
         )

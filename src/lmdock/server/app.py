@@ -34,7 +34,8 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = [asyncio.create_task(_reap_idle(manager))]
-        if preload:
+        manager.upstreams.start()  # health checks of upstream nodes
+        if preload and manager.upstreams.get(manager.default_key) is None:
             tasks.append(asyncio.create_task(_preload(app, manager)))
         yield
         for task in tasks:
@@ -72,6 +73,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             # each loaded model's worker process: status, pid, crashes, last crash, restart time
             "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
             "failed": dict(manager.failed),
+            "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])

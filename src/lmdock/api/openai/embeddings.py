@@ -42,6 +42,8 @@ async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
     inputs = _inputs(params.input)
     model = await model_for(request, params.model, params.ttl)
+    if getattr(model, "engine", None) is None:
+        raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")
     n_embd = model.engine.info.n_embd if model.engine.info else None
     if params.dimensions is not None and params.dimensions != n_embd:
         raise InvalidRequest(f"dimensions: {model.key} embeds in {n_embd} dimensions", param="dimensions")
