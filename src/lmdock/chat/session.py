@@ -43,14 +43,19 @@ class PreparedChat:
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         parser = self.rendered.new_parser()
-        async for event in self._stream:
-            if isinstance(event, TextChunk):
-                for out in parser.feed(event.text):
+        try:
+            async for event in self._stream:
+                if isinstance(event, TextChunk):
+                    for out in parser.feed(event.text):
+                        yield out
+                    continue
+                for out in parser.finish():
                     yield out
-                continue
-            for out in parser.finish():
-                yield out
-            yield self._done(event, parser.tool_calls)
+                yield self._done(event, parser.tool_calls)
+        finally:  # the consumer went away (or we are done): free the engine sequence now
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):

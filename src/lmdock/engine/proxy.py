@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -52,6 +53,17 @@ def describe_exit(rc: int) -> str:
         except ValueError:
             return f"killed by signal {-rc}"
     return f"exited with status {rc}"
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of a process (Linux), for /health and `lmdock ps`."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class RequestStream:
@@ -122,7 +134,7 @@ class WorkerEngine:
         self._state = EngineState(last_activity=time.monotonic())
         self._base_stats = EngineStats()
         self._stats_now = EngineStats()
-        self._pending: dict[int, RequestStream] = {}
+        self._pending: dict[int, asyncio.Queue[EngineEvent]] = {}
         self._acks: dict[int, asyncio.Future] = {}
         self._calls: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
@@ -235,7 +247,7 @@ class WorkerEngine:
         rid = next(self._ids)
         stream = RequestStream(self, rid)
         ack = self._loop.create_future()
-        self._pending[rid] = stream
+        self._pending[rid] = stream.queue  # the queue only: a dropped stream is collected and cancels
         self._acks[rid] = ack
         try:
             gen.channel.send(("submit", rid, request))
@@ -321,6 +333,7 @@ class WorkerEngine:
             "last_crash_at": self.last_crash_at,
             "last_restart_seconds": self.last_restart_seconds,
             "failure": self.failure,
+            "rss_bytes": rss_bytes(self.pid),
         }
 
     # --- reader thread -----------------------------------------------------------------------------
@@ -351,10 +364,10 @@ class WorkerEngine:
             self._update_stats(msg[2].stats)
             pending = self._pending
             for rid, event in msg[1]:
-                stream = pending.get(rid)
-                if stream is None:
+                queue = pending.get(rid)
+                if queue is None:
                     continue
-                stream.queue.put_nowait(event)
+                queue.put_nowait(event)
                 if isinstance(event, Finished):
                     del pending[rid]
         elif kind == "ack":
@@ -461,6 +474,6 @@ class WorkerEngine:
 
     def _end(self, rid: int, message: str) -> None:
         """End a request from the server side (its worker is gone or the model unloads)."""
-        stream = self._pending.pop(rid, None)
-        if stream is not None:
-            stream.queue.put_nowait(Finished("error", 0, 0, 0, error=message))
+        queue = self._pending.pop(rid, None)
+        if queue is not None:
+            queue.put_nowait(Finished("error", 0, 0, 0, error=message))

@@ -78,11 +78,19 @@ def warm_up(llama, n_prefill: int, n_decode: int) -> None:
         L.llama_memory_clear(llama.memory, True)
 
 
+def _build_tokenizer(constraints) -> None:
+    try:
+        constraints.tokenizer  # noqa: B018  (the property builds and keeps it)
+    except Exception:
+        log.exception("building the llguidance tokenizer failed; it is retried on first use")
+
+
 class Worker:
     """The request side of the worker: receives on the main thread, streams events from the engine's."""
 
     def __init__(self, channel: Channel, config: WorkerConfig) -> None:
         from lmdock.chat.grammar import special_tokens_of
+        from lmdock.engine.constraint import ConstraintFactory
         from lmdock.engine.engine import Engine
         from lmdock.engine.llama_model import LlamaModel
         from lmdock.engine.prompt_cache import PromptCache, model_fingerprint
@@ -91,8 +99,15 @@ class Worker:
         self.config = config
         started = time.monotonic()
         self.llama = LlamaModel(Path(config.path), config.params, default_ctx_cap=config.max_ctx)
-        test_crash("first_decode", config.key)
-        warm_up(self.llama, 8, 2)
+        # llguidance's tokenizer (about 1 s of Python) builds while the warm-up decode holds no GIL
+        constraints = ConstraintFactory(self.llama.vocab, self.llama.n_vocab)
+        builder = threading.Thread(target=_build_tokenizer, args=(constraints,), name="lltokenizer")
+        builder.start()
+        try:
+            test_crash("first_decode", config.key)
+            warm_up(self.llama, 4, 1)
+        finally:
+            builder.join()
         cache_dir = None
         if config.cache_dir is not None:
             params = config.params
@@ -102,6 +117,8 @@ class Worker:
         self._outbox: list[tuple[int, object]] = []
         self._seqs: dict[int, object] = {}
         self.engine = Engine(self.llama, config.engine, cache, on_step=self.flush)
+        if constraints._tokenizer is not None:
+            self.engine.constraints = constraints
         self._calls = ThreadPoolExecutor(1, thread_name_prefix="worker-call")
         self._embedder = None
         import llama_cpp as L
