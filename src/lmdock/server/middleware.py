@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmdock.server.errors import error_response, new_request_id
+from lmdock.server.web import is_public_path
 
 _OPEN_PATHS = ("/health", "/metrics")
 
@@ -56,7 +57,7 @@ class RequestContext:
         await self.app(scope, self._limited(receive, request, send_with_id), send_with_id)
 
     def _authorized(self, request: Request) -> bool:
-        if request.url.path in _OPEN_PATHS:
+        if request.url.path in _OPEN_PATHS or is_public_path(request.url.path):
             return True
         offered = request.headers.get("x-api-key", "")
         auth = request.headers.get("authorization", "")
