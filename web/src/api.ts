@@ -140,12 +140,13 @@ export interface ModelEntry {
   display_name: string;
   publisher: string | null;
   architecture: string | null;
-  quantization: { name: string | null; bits_per_weight: number | null };
-  size_bytes: number;
+  quantization: { name: string | null; bits_per_weight: number | null } | null;
+  size_bytes: number | null;
+  format?: string; // "gguf", or "upstream" for a model served by upstream engines
   params_string: string | null;
   max_context_length: number | null;
   capabilities: Record<string, boolean>;
-  state: "loaded" | "loading" | "not-loaded";
+  state: "loaded" | "loading" | "not-loaded" | "unavailable";
   loaded_instances: { id: string; config: Record<string, number | boolean | null>; loaded_at: number }[];
   aliases: string[];
   memory_estimate?: { context_length: number; total_bytes: number; weights_bytes: number; kv_cache_bytes: number };

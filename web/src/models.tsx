@@ -112,6 +112,8 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
     .filter(([, on]) => on)
     .map(([name]) => name.replace("trained_for_tool_use", "tools"));
   if (m.type === "embedding") caps.unshift("embedding");
+  const upstream = m.format === "upstream";
+  if (upstream) caps.unshift("upstream");
   const state = busy ?? m.state;
   return (
     <tr data-model={m.key}>
@@ -137,7 +139,7 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
             <div class="muted small-text">at {m.memory_estimate.context_length.toLocaleString()} context</div>
           </span>
         ) : (
-          "–"
+            "–"
         )}
       </td>
       <td>
@@ -152,28 +154,32 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
         )}
       </td>
       <td>
-        <form
-          class="load-form"
-          aria-label={`Load ${m.key}`}
-          onSubmit={(e) => {
-            e.preventDefault();
-            const config: Record<string, number> = {};
-            if (ctx) config.context_length = Number(ctx);
-            if (parallel) config.parallel = Number(parallel);
-            if (ttl) config.ttl = Number(ttl);
-            onLoad(config);
-          }}
-        >
-          <input aria-label={`Context length for ${m.key}`} placeholder="context" inputMode="numeric" value={ctx} onInput={(e) => setCtx((e.target as HTMLInputElement).value)} />
-          <input aria-label={`Parallel sequences for ${m.key}`} placeholder="parallel" inputMode="numeric" value={parallel} onInput={(e) => setParallel((e.target as HTMLInputElement).value)} />
-          <input aria-label={`TTL seconds for ${m.key}`} placeholder="TTL s" inputMode="numeric" value={ttl} onInput={(e) => setTtl((e.target as HTMLInputElement).value)} />
-          <button type="submit" class="primary small" disabled={!!busy || !!m.error} aria-label={`Load ${m.key}`}>
-            {m.state === "loaded" ? "Reload" : "Load"}
-          </button>
-          <button type="button" class="small" disabled={!!busy || m.state !== "loaded"} onClick={onUnload} aria-label={`Unload ${m.key}`}>
-            Unload
-          </button>
-        </form>
+        {upstream ? (
+          <span class="muted small-text">served by upstream engines</span>
+        ) : (
+          <form
+            class="load-form"
+            aria-label={`Load ${m.key}`}
+            onSubmit={(e) => {
+              e.preventDefault();
+              const config: Record<string, number> = {};
+              if (ctx) config.context_length = Number(ctx);
+              if (parallel) config.parallel = Number(parallel);
+              if (ttl) config.ttl = Number(ttl);
+              onLoad(config);
+            }}
+          >
+            <input aria-label={`Context length for ${m.key}`} placeholder="context" inputMode="numeric" value={ctx} onInput={(e) => setCtx((e.target as HTMLInputElement).value)} />
+            <input aria-label={`Parallel sequences for ${m.key}`} placeholder="parallel" inputMode="numeric" value={parallel} onInput={(e) => setParallel((e.target as HTMLInputElement).value)} />
+            <input aria-label={`TTL seconds for ${m.key}`} placeholder="TTL s" inputMode="numeric" value={ttl} onInput={(e) => setTtl((e.target as HTMLInputElement).value)} />
+            <button type="submit" class="primary small" disabled={!!busy || !!m.error} aria-label={`Load ${m.key}`}>
+              {m.state === "loaded" ? "Reload" : "Load"}
+            </button>
+            <button type="button" class="small" disabled={!!busy || m.state !== "loaded"} onClick={onUnload} aria-label={`Unload ${m.key}`}>
+              Unload
+            </button>
+          </form>
+        )}
       </td>
     </tr>
   );
