@@ -258,6 +258,40 @@ def test_api_errors_are_readable(page: Page, web: Server):
     expect(error).to_contain_text("temperature")
 
 
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def test_tool_call_and_its_result(page: Page, web: Server):
+    _open(page, web)
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_label("Tools (JSON array of Anthropic tool definitions)").fill(json.dumps([WEATHER_TOOL]))
+    page.get_by_label("Tool choice").select_option("any")
+    page.get_by_label("Max tokens", exact=True).fill("60")
+    page.get_by_role("button", name="Close settings").click()
+    _send(page, "What is the weather in Paris?")
+    expect(_usage(page)).to_contain_text("tool_use", timeout=GENERATION_S * 1000)
+    call = page.locator(".tool-call")
+    expect(call).to_contain_text("get_weather")
+    assert "city" in json.loads(call.locator("pre").inner_text())
+
+    # The next message is the tool's result; the model answers from it.
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_label("Tool choice").select_option("none")
+    page.get_by_label("Max tokens", exact=True).fill("20")
+    page.get_by_role("button", name="Close settings").click()
+    result = page.get_by_role("textbox", name="Result for tool get_weather")
+    result.fill("Sunny, 21 degrees")
+    result.press("Enter")
+    expect(_usage(page, 1)).to_be_visible(timeout=GENERATION_S * 1000)
+    expect(page.locator(".tool-result")).to_contain_text("Sunny, 21 degrees")
+    expect(page.locator(f"{ASSISTANT} .error")).to_have_count(0)
+    assert page.locator(ASSISTANT).nth(1).locator(".markdown").inner_text().strip()
+
+
 def test_model_output_is_rendered_safely(browser: Browser, web: Server):
     """Markdown, highlighting, folded thinking and tool calls, from stored blocks: hostile HTML in model
     output never runs."""
@@ -292,7 +326,7 @@ def test_model_output_is_rendered_safely(browser: Browser, web: Server):
     page.goto(web.base_url + "/")
     expect(page.locator(".markdown h1")).to_have_text("Title")
     expect(page.locator("pre code.hljs .hljs-keyword").first).to_have_text("def")
-    assert page.locator(".markdown img[onerror], .markdown script").count() == 0
+    assert page.locator(".markdown img, .markdown script").count() == 0
     assert page.locator(".markdown a[href^='javascript']").count() == 0
     assert page.evaluate("window.__pwned") is None
     thinking = page.locator("details.thinking")
@@ -304,6 +338,7 @@ def test_model_output_is_rendered_safely(browser: Browser, web: Server):
     expect(page.locator(".tool-call pre")).to_contain_text('"city": "Paris"')
     # The next message answers the tool call.
     expect(page.get_by_role("textbox", name="Result for tool get_weather")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "chat-blocks.png"))
     page.context.close()
     # Chromium reports the hostile handler as a CSP violation while DOMPurify parses it (in an inert
     # document, where it never runs): the policy is the second fence. Nothing else may go wrong.

@@ -399,6 +399,7 @@ function requestBody(conv: Conversation): Record<string, unknown> | string {
       const tools = JSON.parse(s.tools);
       if (!Array.isArray(tools)) return "Settings: tools must be a JSON array of tool definitions.";
       body.tools = tools;
+      if (s.tool_choice !== "auto") body.tool_choice = { type: s.tool_choice };
     } catch (exc) {
       return `Settings: tools is not valid JSON (${errorText(exc)}).`;
     }
@@ -649,6 +650,14 @@ function SettingsPanel({ settings, onChange, onClose }: SettingsProps) {
               value={s.tools}
               onInput={text("tools")}
             />
+          </label>
+          <label>
+            Tool choice
+            <select value={s.tool_choice} onChange={(e) => onChange({ tool_choice: (e.target as HTMLSelectElement).value as ChatSettings["tool_choice"] })}>
+              <option value="auto">auto: the model decides</option>
+              <option value="any">any: must call a tool</option>
+              <option value="none">none: no tool calls</option>
+            </select>
           </label>
         </>
       )}

@@ -43,7 +43,8 @@ export function renderMarkdown(text: string): string {
   const html = marked.parse(text) as string;
   return DOMPurify.sanitize(html, {
     ADD_ATTR: ["target"],
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
+    // No images: a model's image links are made up, and would be fetched from this server.
+    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img", "picture", "video", "audio"],
     FORBID_ATTR: ["style"],
   });
 }

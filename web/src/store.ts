@@ -55,6 +55,7 @@ export interface ChatSettings {
   thinking: boolean;
   thinking_budget: number;
   tools: string; // a JSON array of Anthropic tool definitions, or ""
+  tool_choice: "auto" | "any" | "none";
 }
 
 export interface Conversation {
@@ -83,6 +84,7 @@ export function defaultSettings(model = ""): ChatSettings {
     thinking: false,
     thinking_budget: 1024,
     tools: "",
+    tool_choice: "auto",
   };
 }
 
