@@ -53,6 +53,11 @@ def test_affinity_key_is_stable_across_turns_and_differs_between_conversations()
     other = _req(system, Message("user", "something else"), tools=TOOLS)
     assert affinity_key(turn1) == affinity_key(turn3) != affinity_key(other)
     assert affinity_key(turn1) != affinity_key(_req(system, first))
+    billed = [
+        Message("system", f"x-anthropic-billing-header: cc_version=2.1; cch={c};\nYou are Claude Code.")
+        for c in ("ab12c", "9f8e7")
+    ]
+    assert affinity_key(_req(billed[0], first)) == affinity_key(_req(billed[1], first))
 
 
 def test_router_affinity_least_outstanding_and_failover():
@@ -118,7 +123,8 @@ def test_chat_body_history_in_openai_form():
 
 
 def test_only_explicit_sampling_is_sent():
-    assert explicit_sampling(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)) == {}
+    assert explicit_sampling(SamplingParams()) == {}  # unset stays unset: the upstream's defaults apply
+    assert explicit_sampling(SamplingParams(temperature=1.0)) == {"temperature": 1.0}  # set is set
     sent = explicit_sampling(SamplingParams(temperature=0.0, top_p=0.5, seed=3, repeat_penalty=1.1))
     assert sent == {"temperature": 0.0, "top_p": 0.5, "seed": 3, "repetition_penalty": 1.1}
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
 from lmdock.chat.parser import ParserSpec
@@ -17,6 +18,8 @@ from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.engine import EngineEvent, EngineRequest, Finished, TextChunk
+
+log = logging.getLogger(__name__)
 
 
 class GenerationFailed(LmdockError):
@@ -40,6 +43,7 @@ class PreparedChat:
     rendered: RenderedPrompt
     user_stops: list[str]
     _stream: AsyncIterator[EngineEvent]
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         parser = self.rendered.new_parser()
@@ -81,14 +85,28 @@ class ChatSession:
     unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
     in-process Engine is both: its LlamaModel tokenizes."""
 
-    def __init__(self, engine, formatter: ChatFormatter, vocab=None) -> None:
+    def __init__(
+        self,
+        engine,
+        formatter: ChatFormatter,
+        sampling_defaults: Callable[[], SamplingParams] | None = None,
+        vocab=None,
+    ) -> None:
         self.engine = engine
         self.formatter = formatter
+        self.sampling_defaults = sampling_defaults
         self.vocab = vocab if vocab is not None else engine.model
 
     def _hold(self):
         hold = getattr(self.engine, "hold", None)
         return hold() if hold is not None else contextlib.nullcontext()
+
+    def effective_sampling(self, requested: SamplingParams) -> SamplingParams:
+        """The request's sampling fields, the unset ones from the model's defaults."""
+        defaults = self.sampling_defaults() if self.sampling_defaults else None
+        sampling = requested.resolved(defaults)
+        log.debug("sampling: %s (request set %s)", sampling.as_dict(), requested.explicit() or "nothing")
+        return sampling
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
         rendered = self.formatter.render(req)
@@ -104,17 +122,25 @@ class ChatSession:
 
     async def _prepare(self, req: ChatRequest) -> PreparedChat:
         rendered, tokens = await asyncio.to_thread(self._tokenize, req)
+        sampling = self.effective_sampling(req.sampling)
         stream = await self.engine.submit(
             EngineRequest(
                 prompt=tokens,
                 max_tokens=req.max_tokens,
-                sampling=req.sampling,
+                sampling=sampling,
                 stop=list(req.stop) + list(rendered.stop),
                 grammar=rendered.grammar,
                 logprobs=req.logprobs,
+                priority=req.priority,
             )
         )
-        return PreparedChat(input_tokens=len(tokens), rendered=rendered, user_stops=req.stop, _stream=stream)
+        return PreparedChat(
+            input_tokens=len(tokens),
+            rendered=rendered,
+            user_stops=req.stop,
+            _stream=stream,
+            sampling=sampling,
+        )
 
     async def prepare_raw(
         self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
@@ -136,9 +162,12 @@ class ChatSession:
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")
+        sampling = self.effective_sampling(sampling)
         stream = await self.engine.submit(
             EngineRequest(prompt=tokens, max_tokens=max_tokens, sampling=sampling, stop=list(stop))
         )
         text = prompt if isinstance(prompt, str) else ""
         plain = RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
-        return PreparedChat(input_tokens=len(tokens), rendered=plain, user_stops=stop, _stream=stream)
+        return PreparedChat(
+            input_tokens=len(tokens), rendered=plain, user_stops=stop, _stream=stream, sampling=sampling
+        )

@@ -73,6 +73,17 @@ def serve(
         float,
         typer.Option(envvar="LMDOCK_UNLOAD_GRACE", help="Seconds an unload waits for requests in flight."),
     ] = 30.0,
+    batch_slots: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_BATCH_SLOTS",
+            help="Slots Message Batches may use at once (0: parallel - 1, min 1).",
+        ),
+    ] = 0,
+    batch_retention_days: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
+    ] = 29.0,
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -122,6 +133,8 @@ def serve(
         repack=repack,
         unload_grace=unload_grace,
         log_level=log_level,
+        batch_slots=batch_slots,
+        batch_retention_days=batch_retention_days,
         upstreams=upstreams,
     )
     if not settings.is_loopback and not keys and not allow_unauthenticated:

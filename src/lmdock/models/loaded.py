@@ -15,6 +15,7 @@ from lmdock.engine.cpu_check import RepackVerdict, decide_repack
 from lmdock.engine.proxy import WorkerEngine
 from lmdock.engine.vocab import Vocab
 from lmdock.engine.worker import WorkerConfig
+from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
 
 MAX_DEFAULT_CTX = 32768
@@ -129,7 +130,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         record=record,
         engine=engine,
         vocab=vocab,
-        session=ChatSession(engine, formatter, vocab),
+        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params, vocab=vocab),
         options=options,
         repack=repack,
     )
