@@ -58,10 +58,15 @@ def _text(msg: anthropic.types.Message) -> str:
     return "".join(b.text for b in msg.content if b.type == "text")
 
 
-def test_a_second_folder_reuses_the_tool_block_and_answers_as_cold(server: Server, client: anthropic.Anthropic):
-    tool_block = client.messages.count_tokens(
-        model=QWEN, tools=_tools(), messages=[{"role": "user", "content": "x"}]
-    ).input_tokens - client.messages.count_tokens(model=QWEN, messages=[{"role": "user", "content": "x"}]).input_tokens
+def test_a_second_folder_reuses_the_tool_block_and_answers_as_cold(
+    server: Server, client: anthropic.Anthropic
+):
+    tool_block = (
+        client.messages.count_tokens(
+            model=QWEN, tools=_tools(), messages=[{"role": "user", "content": "x"}]
+        ).input_tokens
+        - client.messages.count_tokens(model=QWEN, messages=[{"role": "user", "content": "x"}]).input_tokens
+    )
     assert tool_block > 500
     cold = _ask(client, "beta-service-api")  # computed cold (nothing like it is cached yet)
     first = _ask(client, "alpha-notes")  # another folder: takes the tool block over from `cold`
