@@ -15,6 +15,7 @@ from lmdock.engine import (
     Finished,
     LlamaModel,
     PromptCache,
+    TextChunk,
 )
 from tests.conftest import DEFAULT_MODEL
 
@@ -42,7 +43,8 @@ async def generate(engine: Engine, prompt: str, max_tokens: int = 24, **kw) -> t
     async for event in await engine.submit(request):
         if isinstance(event, Finished):
             return "".join(text), event
-        text.append(event.text)
+        if isinstance(event, TextChunk):
+            text.append(event.text)
     raise AssertionError("stream ended without Finished")
 
 

@@ -15,7 +15,7 @@ from lmdock.chat.parser import ParserSpec
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import Admitted, Engine, EngineEvent, EngineRequest, Finished, TextChunk
 
 
 class GenerationFailed(LmdockError):
@@ -33,16 +33,31 @@ _REASONS: dict[str, StopReason] = {
 
 @dataclass
 class PreparedChat:
-    """An admitted request: its prompt size is known and its events can be consumed."""
+    """A submitted request: its prompt size is known and its events can be consumed."""
 
     input_tokens: int
     rendered: RenderedPrompt
     user_stops: list[str]
     _stream: AsyncIterator[EngineEvent]
+    cached_tokens: int = 0
+    _early: EngineEvent | None = None  # what `admitted()` read that was not the admission
+
+    async def admitted(self) -> Usage:
+        """Wait until the engine has set up the prompt's KV slot; the prompt usage as known then (with
+        the cache hit), which `Done.usage` repeats. Call before `events()`, or not at all."""
+        event = await anext(self._stream, None)
+        if isinstance(event, Admitted):
+            self.cached_tokens = event.cached_tokens
+        else:
+            self._early = event  # the request ended first (cancelled, failed): events() reports it
+        return Usage(input_tokens=self.input_tokens, output_tokens=0, cached_tokens=self.cached_tokens)
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         parser = self.rendered.new_parser()
-        async for event in self._stream:
+        async for event in self._engine_events():
+            if isinstance(event, Admitted):
+                self.cached_tokens = event.cached_tokens
+                continue
             if isinstance(event, TextChunk):
                 for out in parser.feed(event.text):
                     yield out
@@ -50,6 +65,12 @@ class PreparedChat:
             for out in parser.finish():
                 yield out
             yield self._done(event, parser.tool_calls)
+
+    async def _engine_events(self) -> AsyncIterator[EngineEvent]:
+        if self._early is not None:
+            yield self._early
+        async for event in self._stream:
+            yield event
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):

@@ -123,19 +123,6 @@ class LlamaModel:
             return buf.raw[:n]
         return self._piece_buf.raw[:n]
 
-    def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
-        buf = ctypes.create_string_buffer(256)
-        out = bytearray()
-        for t in tokens:
-            n = L.llama_token_to_piece(self.vocab, t, buf, len(buf), 0, special)
-            if n < 0:
-                big = ctypes.create_string_buffer(-n)
-                n = L.llama_token_to_piece(self.vocab, t, big, len(big), 0, special)
-                out += big.raw[:n]
-            else:
-                out += buf.raw[:n]
-        return out.decode("utf-8", errors="replace")
-
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))
 

@@ -35,6 +35,15 @@ class TokenLogprob:
 
 
 @dataclass
+class Admitted:
+    """The first event of a request once it holds a KV slot: how much of its prompt the cache already
+    held (so a protocol can report usage before any text; `Finished` repeats the same counts)."""
+
+    prompt_tokens: int
+    cached_tokens: int
+
+
+@dataclass
 class TextChunk:
     """Newly decoded text (may be empty while a UTF-8 sequence or a possible stop string is held back)."""
 
@@ -55,4 +64,4 @@ class Finished:
     error: str | None = None
 
 
-EngineEvent = TextChunk | Finished
+EngineEvent = Admitted | TextChunk | Finished

@@ -126,14 +126,15 @@ class _Blocks:
 class MessageEncoder:
     """Turns one generation's events into SSE events or a final Message."""
 
-    def __init__(self, model: str, input_tokens: int) -> None:
+    def __init__(self, model: str) -> None:
         self.id = new_id("msg_")
         self.model = model
-        self.input_tokens = input_tokens
         self._blocks = _Blocks()
         self.done: ev.Done | None = None
 
-    def start_event(self) -> RawMessageStartEvent:
+    def start_event(self, usage: ev.Usage) -> RawMessageStartEvent:
+        """`message_start`, sent once the prompt is admitted: its usage is the one `message_delta` ends
+        with (uncached `input_tokens`, `cache_read_input_tokens`)."""
         message = Message(
             id=self.id,
             type="message",
@@ -142,13 +143,7 @@ class MessageEncoder:
             content=[],
             stop_reason=None,
             stop_sequence=None,
-            usage=Usage(
-                input_tokens=self.input_tokens,
-                output_tokens=0,
-                cache_read_input_tokens=0,
-                cache_creation_input_tokens=0,
-                service_tier="standard",
-            ),
+            usage=wire_usage(usage),
         )
         return RawMessageStartEvent(type="message_start", message=message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -45,7 +46,7 @@ async def create_message(request: Request):
     model = await _manager(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
-    encoder = MessageEncoder(params.model, prepared.input_tokens)
+    encoder = MessageEncoder(params.model)
     if params.stream:
         return StreamingResponse(
             _stream(request, model.key, prepared, encoder),
@@ -66,8 +67,14 @@ async def create_message(request: Request):
 async def _stream(
     request: Request, model_key: str, prepared: PreparedChat, encoder: MessageEncoder
 ) -> AsyncIterator[str]:
-    yield sse(encoder.start_event())
     try:
+        admitted = asyncio.ensure_future(prepared.admitted())
+        try:
+            while not (await asyncio.wait({admitted}, timeout=ping_interval()))[0]:
+                yield ": queued\n\n"  # an SSE comment: keeps the connection alive, clients ignore it
+        finally:
+            admitted.cancel()
+        yield sse(encoder.start_event(admitted.result()))
         async for event in with_pings(prepared.events(), ping_interval()):
             if event is None:
                 yield sse({"type": "ping"})
