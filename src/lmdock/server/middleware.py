@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lmdock.server.errors import error_response, new_request_id
 
 _OPEN_PATHS = ("/health", "/metrics")
+# routes whose documented request size exceeds the general limit (Message Batches: 256 MB)
+_LARGE_BODY_PATHS = {"/v1/messages/batches": 256 << 20}
 
 
 class RequestContext:
@@ -47,13 +49,16 @@ class RequestContext:
             await response(scope, receive, send_with_id)
             return
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_body_bytes:
+        if length and length.isdigit() and int(length) > self._limit(scope):
             response = error_response(
-                request, 413, "request_too_large", f"request body exceeds {self.max_body_bytes} bytes"
+                request, 413, "request_too_large", f"request body exceeds {self._limit(scope)} bytes"
             )
             await response(scope, receive, send_with_id)
             return
         await self.app(scope, self._limited(receive, request, send_with_id), send_with_id)
+
+    def _limit(self, scope: Scope) -> int:
+        return max(self.max_body_bytes, _LARGE_BODY_PATHS.get(scope["path"], 0))
 
     def _authorized(self, request: Request) -> bool:
         if request.url.path in _OPEN_PATHS:
@@ -71,7 +76,7 @@ class RequestContext:
     def _limited(self, receive: Receive, request: Request, send: Send) -> Receive:
         """Count body bytes as they arrive (chunked uploads have no content-length)."""
         seen = 0
-        limit = self.max_body_bytes
+        limit = self._limit(request.scope)
 
         async def wrapped() -> Message:
             nonlocal seen
