@@ -45,6 +45,8 @@ class PreparedChat:
     async def admitted(self) -> Usage:
         """Wait until the engine has set up the prompt's KV slot; the prompt usage as known then (with
         the cache hit), which `Done.usage` repeats. Call before `events()`, or not at all."""
+        if self._stream is None:  # not an engine stream (an upstream model): nothing to wait for
+            return Usage(input_tokens=self.input_tokens, output_tokens=0)
         event = await anext(self._stream, None)
         if isinstance(event, Admitted):
             self.cached_tokens = event.cached_tokens

@@ -2,7 +2,8 @@
 
 Why a request waits (read top to bottom):
 1. `add`: the waiting queue already holds `max_queue` requests -> refused at once (Overloaded, a 529).
-2. `admit`, oldest first; the first request that cannot start blocks those behind it (FIFO):
+2. `admit`: the most urgent class first (`EngineRequest.priority`: interactive before batch), then
+   first come, first served; the request due next that cannot start blocks those behind it:
    - admission is held after a preemption until a running sequence finishes (`hold_admission`),
      so the preempted prompt is not pushed out again at once;
    - `parallel` sequences are already running;
@@ -12,7 +13,8 @@ Why a request waits (read top to bottom):
    while anything decodes, prefill gets at most `prefill_chunk_while_decoding` tokens per step so a
    long prompt cannot freeze running streams.
 4. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
-   slot; with none left, send the newest prefilling sequence back to the head of the queue (preempt);
+   slot; with none left, send the newest prefilling sequence of the least urgent class back to the
+   head of the queue (preempt);
    with nothing to preempt, end the longest sequence with reason "context".
 
 Nothing here calls llama.cpp: decisions come back as data (`Step`, `KvOp`s) for the engine to apply.
@@ -113,6 +115,10 @@ class Scheduler:
         """The sequences, waiting or running, whose consumer went away (to be ended with `remove`)."""
         return [s for s in self.waiting if s.cancelled] + [s for s in self.running if s.cancelled]
 
+    def next_waiting(self) -> Sequence:
+        """The request admitted next: the most urgent class, first come first served within it."""
+        return min(self.waiting, key=lambda s: s.request.priority)
+
     def blocked_by(self) -> str | None:
         """Why the head of the queue is not admitted now (None if it could be)."""
         if not self.waiting:
@@ -126,17 +132,17 @@ class Scheduler:
         return None
 
     def admit(self) -> list[tuple[Sequence, Claim]]:
-        """Move waiting sequences into running, oldest first, while `blocked_by()` allows; each gets a
-        slot whose KV ops the engine must apply before the sequence's first step."""
+        """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;
+        each gets a slot whose KV ops the engine must apply before the sequence's first step."""
         admitted: list[tuple[Sequence, Claim]] = []
         if not self.running:
             self.hold_admission = False
         while self.waiting and self.blocked_by() is None:
-            seq = self.waiting[0]
+            seq = self.next_waiting()
             claim = self.pool.claim(seq.prompt)
             if claim is None:
                 break
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             seq.slot = claim.slot
             seq.phase = Phase.PREFILL
             self.running.append(seq)
@@ -176,9 +182,9 @@ class Scheduler:
         victims = self.pool.evictable()
         if victims:
             return Evict(victims[0])
-        prefilling = [p.seq for p in step.prefill]
-        if prefilling and len(self.running) > 1:
-            return Preempt(prefilling[-1])
+        newest_first = [p.seq for p in reversed(step.prefill)]
+        if newest_first and len(self.running) > 1:
+            return Preempt(max(newest_first, key=lambda s: s.request.priority))
         return Abort(max(self.running, key=lambda s: s.position))
 
     def preempt(self, seq: Sequence) -> list[KvOp]:

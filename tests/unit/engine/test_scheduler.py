@@ -13,8 +13,9 @@ from lmdock.engine.slots import SlotPool, Truncate, common_prefix_len
 from lmdock.engine.types import EngineRequest
 
 
-def seq(prompt: list[int], max_tokens: int = 8) -> Sequence:
-    return Sequence(EngineRequest(prompt=prompt, max_tokens=max_tokens), lambda event: None, max_tokens)
+def seq(prompt: list[int], max_tokens: int = 8, priority: int = 0) -> Sequence:
+    request = EngineRequest(prompt=prompt, max_tokens=max_tokens, priority=priority)
+    return Sequence(request, lambda event: None, max_tokens)
 
 
 def scheduler(n_slots: int = 4, *, parallel: int = 2, max_queue: int = 8, n_batch: int = 64, cap: int = 16):
@@ -88,6 +89,24 @@ def test_first_come_first_served():
     assert [x for x, _ in s.admit()] == [first]
     s.remove(first)
     assert [x for x, _ in s.admit()] == [second]
+
+
+def test_interactive_requests_are_admitted_before_batch_requests():
+    s = scheduler(parallel=1)
+    batch, interactive = seq([1, 2], priority=1), seq([3, 4])
+    s.add(batch)
+    s.add(interactive)
+    assert [x for x, _ in s.admit()] == [interactive]
+
+
+def test_kv_full_preempts_batch_work_before_interactive_work():
+    s = scheduler(n_slots=3, parallel=3)
+    batch, a, b = seq([1, 2], priority=1), seq([3, 4]), seq([5, 6])
+    for x in (batch, a, b):
+        s.add(x)
+    s.admit()
+    decision = s.on_kv_full(s.schedule())
+    assert isinstance(decision, Preempt) and decision.seq is batch
 
 
 # --- batches ----------------------------------------------------------------------------------------
