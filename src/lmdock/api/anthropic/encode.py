@@ -67,7 +67,6 @@ class _Blocks:
         self.blocks: list[Any] = []
         self.open_kind: str | None = None
         self._thinking: list[str] = []
-        self._args: list[str] = []
 
     def feed(self, event: ev.GenerationEvent) -> Iterator[Any]:
         """Yield the raw stream events for one core event (not for Done)."""
@@ -94,7 +93,6 @@ class _Blocks:
                 ToolUseBlock(type="tool_use", id=event.id, name=event.name, input={}), "tool_use"
             )
         elif isinstance(event, ev.ToolCallArgsDelta):
-            self._args.append(event.json)
             yield self._delta(InputJSONDelta(type="input_json_delta", partial_json=event.json))
         elif isinstance(event, ev.ToolCallEnd):
             if self.open_kind == "tool_use":
@@ -108,7 +106,7 @@ class _Blocks:
             signature = sign_thinking("".join(self._thinking))
             self.blocks[-1].signature = signature
             yield self._delta(SignatureDelta(type="signature_delta", signature=signature))
-        self._thinking, self._args = [], []
+        self._thinking = []
         self.open_kind = None
         yield RawContentBlockStopEvent(type="content_block_stop", index=len(self.blocks) - 1)
 

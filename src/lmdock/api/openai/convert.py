@@ -24,6 +24,20 @@ _PLACEHOLDERS = {
 }
 
 
+TextOrTokens = str | list[int]
+
+
+def text_or_token_items(raw: str | list[str] | list[int] | list[list[int]], param: str) -> list[TextOrTokens]:
+    """OpenAI's `prompt` / `input`: a string, a list of strings, token ids, or lists of token ids."""
+    if isinstance(raw, str):
+        return [raw]
+    if not raw:
+        raise InvalidRequest(f"{param}: must not be empty", param=param)
+    if all(isinstance(x, int) for x in raw):
+        return [list(raw)]  # type: ignore[arg-type]
+    return list(raw)  # type: ignore[arg-type]
+
+
 def sampling_of(params: GenerationParams) -> SamplingParams:
     """OpenAI's documented defaults (temperature 1, top_p 1); top_k / min_p only when asked for."""
     sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
+from lmdock.api.openai.convert import TextOrTokens, text_or_token_items
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
@@ -21,18 +22,6 @@ from lmdock.models.embedders import Embedders
 
 router = APIRouter()
 
-Input = str | list[int]
-
-
-def _inputs(raw: str | list[str] | list[int] | list[list[int]]) -> list[Input]:
-    if isinstance(raw, str):
-        return [raw]
-    if not raw:
-        raise InvalidRequest("input: must not be empty", param="input")
-    if all(isinstance(x, int) for x in raw):
-        return [list(raw)]  # type: ignore[arg-type]
-    return list(raw)  # type: ignore[arg-type]
-
 
 def _embedders(request: Request) -> Embedders:
     app = request.app
@@ -41,7 +30,7 @@ def _embedders(request: Request) -> Embedders:
     return app.state.embedders
 
 
-def _embed_all(embedder: Embedder, inputs: list[Input]) -> tuple[list[np.ndarray], int]:
+def _embed_all(embedder: Embedder, inputs: list[TextOrTokens]) -> tuple[list[np.ndarray], int]:
     vectors, n_tokens = [], 0
     for item in inputs:
         tokens = embedder.tokenize(item) if isinstance(item, str) else item
@@ -59,7 +48,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
-    inputs = _inputs(params.input)
+    inputs = text_or_token_items(params.input, "input")
     model = await model_for(request, params.model, params.ttl)
     embedder = await _embedders(request).get(model, request.app.state.manager.loaded)
     if params.dimensions is not None and params.dimensions != embedder.n_embd:
