@@ -27,6 +27,7 @@ class Settings:
     ctx_size: int = 8192
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     parallel: int = 4
+    cached_slots: int = 4  # idle KV sequences kept as prefix cache beside the `parallel` running ones
     batch_size: int = 512
     api_keys: list[str] = field(default_factory=list)
     allow_unauthenticated: bool = False

@@ -31,6 +31,9 @@ def serve(
     ] = 0,
     threads: Annotated[int, typer.Option(envvar="LMDOCK_THREADS", help="CPU threads (0: all cores).")] = 0,
     parallel: Annotated[int, typer.Option(envvar="LMDOCK_PARALLEL", help="Sequences decoded together.")] = 4,
+    cached_slots: Annotated[
+        int, typer.Option(envvar="LMDOCK_CACHED_SLOTS", help="Idle sequences kept as prefix cache.")
+    ] = 4,
     api_key: Annotated[
         list[str] | None,
         typer.Option(envvar="LMDOCK_API_KEY", help="Required API key (repeatable; env: comma-separated)."),
@@ -109,6 +112,7 @@ def serve(
         ctx_size=ctx_size,
         threads=threads or max(1, os.cpu_count() or 1),
         parallel=parallel,
+        cached_slots=cached_slots,
         api_keys=keys,
         allow_unauthenticated=allow_unauthenticated,
         max_queue=max_queue,

@@ -56,7 +56,8 @@ class CacheDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # e.g. ~/.lmdock/cache, if new
+        path.mkdir(mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)
 
     def state_path(self, f: CacheFile) -> Path:
