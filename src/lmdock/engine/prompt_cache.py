@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.engine.cache_files import CacheDir, CacheFile
-from lmdock.engine.slots import common_prefix_len, is_prefix
+from lmdock.engine.reuse import common_prefix_len
+from lmdock.engine.slots import is_prefix
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-def common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    # compare in chunks first: prompts share long prefixes, Python-level loops are slow
-    step = 256
-    while i + step <= n and a[i : i + step] == b[i : i + step]:
-        i += step
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+from lmdock.engine.reuse import common_prefix_len
 
 
 def is_prefix(short: list[int], long: list[int]) -> bool:

@@ -7,9 +7,10 @@ import itertools
 import pytest
 
 from lmdock.core.errors import Overloaded
+from lmdock.engine.reuse import common_prefix_len
 from lmdock.engine.scheduler import Abort, Evict, Preempt, Scheduler, SchedulerConfig, plan_prefill
 from lmdock.engine.sequence import Phase, Sequence
-from lmdock.engine.slots import SlotPool, Truncate, common_prefix_len
+from lmdock.engine.slots import SlotPool, Truncate
 from lmdock.engine.types import EngineRequest
 
 
