@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter, special_tokens_of
 from lmdock.chat.session import ChatSession
-from lmdock.config import Settings
+from lmdock.config import MAX_DEFAULT_CTX, Settings
 from lmdock.engine import ContextParams, Engine, EngineConfig, LlamaModel, PromptCache, model_fingerprint
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
-
-MAX_DEFAULT_CTX = 32768
 
 
 @dataclass
