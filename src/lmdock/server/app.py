@@ -19,9 +19,11 @@ from lmdock.api.anthropic.batches import router as batches_router
 from lmdock.api.anthropic.batches import start_batch_runner
 from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
-from lmdock.api.request_log import RequestLogMiddleware
+from lmdock.api.request_log import RequestLogHub, RequestLogMiddleware
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
+from lmdock.models.download_jobs import DownloadJobs
+from lmdock.models.embedders import Embedders
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
@@ -35,6 +37,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # app-wide services, one each, reached through lmdock.api.services
+        app.state.request_log = RequestLogHub()
+        app.state.download_jobs = DownloadJobs()
+        app.state.embedders = Embedders(n_threads=settings.threads)
         tasks = [asyncio.create_task(_reap_idle(manager))]
         manager.upstreams.start()  # health checks of upstream nodes
         if preload and manager.upstreams.get(manager.default_key) is None:
@@ -43,9 +49,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         yield
         for task in tasks:
             task.cancel()
-        embedders = getattr(app.state, "embedders", None)
-        if embedders is not None:
-            embedders.close()
+        app.state.embedders.close()
         await manager.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

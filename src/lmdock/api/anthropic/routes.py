@@ -15,19 +15,15 @@ from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
 from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.services import manager_of
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest
-from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
 from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
 log = logging.getLogger(__name__)
-
-
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager
 
 
 async def read_json(request: Request):
@@ -44,7 +40,7 @@ async def read_json(request: Request):
 async def create_message(request: Request):
     params = parse(MessageCreateParams, await read_json(request))
     chat = to_chat_request(params)
-    model = await _manager(request).get(params.model)
+    model = await manager_of(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     note_sampling(request, prepared.sampling)
@@ -92,7 +88,7 @@ async def _stream(
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request):
     params = parse(CountTokensParams, await read_json(request))
-    model = await _manager(request).get(params.model)
+    model = await manager_of(request).get(params.model)
     n = await model.session.count_tokens(to_chat_request(params))
     return {"input_tokens": n}
 
@@ -101,12 +97,12 @@ async def count_tokens(request: Request):
 async def list_models(
     request: Request, limit: int = 20, after_id: str | None = None, before_id: str | None = None
 ):
-    return list_models_page(_manager(request), limit=limit, after_id=after_id, before_id=before_id)
+    return list_models_page(manager_of(request), limit=limit, after_id=after_id, before_id=before_id)
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str):
-    manager = _manager(request)
+    manager = manager_of(request)
     upstream = manager.upstreams.get(model_id)
     if upstream is not None:
         return upstream_model_info(upstream)

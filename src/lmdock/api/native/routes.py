@@ -13,13 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lmdock.api.native.catalog import default_context, instance_config, model_entry
 from lmdock.api.request_log import note_usage
+from lmdock.api.services import download_jobs_of, manager_of
 from lmdock.api.validation import validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
-from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
 from lmdock.models.loaded import LoadedModel, LoadOptions
-from lmdock.models.manager import ModelManager
 from lmdock.upstream.listing import upstream_entry
 
 router = APIRouter(prefix="/api/v1")
@@ -68,10 +67,6 @@ async def _body(request: Request) -> Any:
         raise InvalidRequest("request body is not valid JSON") from None
 
 
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager
-
-
 def _check_name(name: str) -> str:
     """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
     if _PATH_LIKE.search(name.strip()):
@@ -79,15 +74,9 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _jobs(request: Request) -> DownloadJobs:
-    if getattr(request.app.state, "download_jobs", None) is None:
-        request.app.state.download_jobs = DownloadJobs()
-    return request.app.state.download_jobs
-
-
 @router.get("/models")
 async def list_models(request: Request):
-    manager = _manager(request)
+    manager = manager_of(request)
     await manager.unload_idle()  # report state as of now, not as of the last reaper pass
     records = await asyncio.to_thread(manager.records)
     upstreams = [upstream_entry(u) for u in manager.upstreams]
@@ -107,7 +96,7 @@ def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> boo
 @router.post("/models/load")
 async def load_model(request: Request):
     body = validate_body(LoadBody, await _body(request))
-    manager = _manager(request)
+    manager = manager_of(request)
     record = manager.resolve(_check_name(body.model))
     want = body.settings()
     kv_type = want.kv_cache_type or "f16"
@@ -146,7 +135,7 @@ async def unload_model(request: Request):
     name = body.instance_id or body.model
     if not name:
         raise InvalidRequest("model: Field required", param="model")
-    manager = _manager(request)
+    manager = manager_of(request)
     record = manager.resolve(_check_name(name))
     if not await manager.unload(record.key):
         raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
@@ -158,14 +147,14 @@ async def download_model(request: Request):
     body = validate_body(DownloadBody, await _body(request))
     spec = parse_spec(body.model, body.quantization)
     files = await asyncio.to_thread(plan_download, spec)
-    job = _jobs(request).start(files, _manager(request).settings.models_dir)
+    job = download_jobs_of(request).start(files, manager_of(request).settings.models_dir)
     return job.to_dict()
 
 
 @router.get("/models/download/status")
 async def download_jobs(request: Request):
     groups: dict[str, list[dict]] = {"downloading": [], "completed": [], "failed": []}
-    for job in _jobs(request).jobs.values():
+    for job in download_jobs_of(request).jobs.values():
         entry = job.to_dict()
         groups["completed" if job.status == "already_downloaded" else job.status].append(entry)
     return groups
@@ -174,4 +163,4 @@ async def download_jobs(request: Request):
 @router.get("/models/download/{job_id}")
 @router.get("/models/download/status/{job_id}")
 async def download_status(request: Request, job_id: str):
-    return _jobs(request).get(job_id).to_dict()
+    return download_jobs_of(request).get(job_id).to_dict()

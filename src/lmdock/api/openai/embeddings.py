@@ -14,20 +14,13 @@ from lmdock.api.openai.convert import TextOrTokens, text_or_token_items
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
+from lmdock.api.services import embedders_of, manager_of
 from lmdock.api.validation import validate_body
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
 from lmdock.engine.embeddings import Embedder
-from lmdock.models.embedders import Embedders
 
 router = APIRouter()
-
-
-def _embedders(request: Request) -> Embedders:
-    app = request.app
-    if getattr(app.state, "embedders", None) is None:
-        app.state.embedders = Embedders(n_threads=app.state.settings.threads)
-    return app.state.embedders
 
 
 def _embed_all(embedder: Embedder, inputs: list[TextOrTokens]) -> tuple[list[np.ndarray], int]:
@@ -50,7 +43,7 @@ async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
     inputs = text_or_token_items(params.input, "input")
     model = await model_for(request, params.model, params.ttl)
-    embedder = await _embedders(request).get(model, request.app.state.manager.loaded)
+    embedder = await embedders_of(request).get(model, manager_of(request).loaded)
     if params.dimensions is not None and params.dimensions != embedder.n_embd:
         raise InvalidRequest(
             f"dimensions: {model.key} embeds in {embedder.n_embd} dimensions", param="dimensions"
