@@ -28,6 +28,7 @@ from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
 from lmdock.server.middleware import BodyTooLarge, RequestContext
+from lmdock.server.web import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.include_router(batches_router)
     app.include_router(openai_router)
     app.include_router(native_router)
+    app.include_router(web_router)  # the web app at / (a client of the routes above)
 
     @app.get("/health")
     async def health():
