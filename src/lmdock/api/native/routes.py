@@ -18,7 +18,7 @@ from lmdock.api.validation import validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
-from lmdock.models.loaded import LoadedModel, LoadOptions
+from lmdock.models.loaded import LoadOptions
 from lmdock.upstream.listing import upstream_entry
 
 router = APIRouter(prefix="/api/v1")
@@ -84,15 +84,6 @@ async def list_models(request: Request):
     return {"models": upstreams + [model_entry(manager, r) for r in records if r.key not in names]}
 
 
-def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> bool:
-    """Whether a loaded model must be reloaded to match explicitly requested settings."""
-    return (
-        (want.context_length is not None and want.context_length != model.n_ctx)
-        or (want.parallel is not None and want.parallel != (model.options.parallel or default_parallel))
-        or (want.flash_attention is not None and want.flash_attention != model.options.flash_attn)
-    )
-
-
 @router.post("/models/load")
 async def load_model(request: Request):
     body = validate_body(LoadBody, await _body(request))
@@ -109,18 +100,13 @@ async def load_model(request: Request):
     note_usage(request, record.key)
     record.check_loadable()
     started = time.monotonic()
-    current = manager.loaded.get(record.key)
-    if current is not None and _differs(current, want, manager.settings.parallel):
-        await manager.unload(record.key)
-    elif current is not None and want.ttl is not None:
-        current.options.ttl_seconds = want.ttl
     options = LoadOptions(
         ctx_size=want.context_length,
         parallel=want.parallel,
         ttl_seconds=want.ttl,
         flash_attn=want.flash_attention,
     )
-    model = await manager.load(record.key, options)
+    model = await manager.load_as_asked(record.key, options)
     return {
         "model_instance_id": model.key,
         "state": "loaded",
