@@ -35,8 +35,10 @@ _MAX_LOOP_FAILURES = 3  # in a row: then the engine stops and says so instead of
 
 @dataclass
 class EngineConfig:
-    parallel: int = 4
-    max_queue: int = 64
+    """Scheduling settings (from `lmdock.config.Settings`; the tuning knob has its own default)."""
+
+    parallel: int
+    max_queue: int
     prefill_chunk_while_decoding: int = 128
 
 

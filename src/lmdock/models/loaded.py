@@ -65,7 +65,6 @@ def load(record: ModelRecord, settings: Settings, options: LoadOptions) -> Loade
     params = ContextParams(
         n_ctx=requested_ctx or 0,
         n_batch=settings.batch_size,
-        n_ubatch=settings.batch_size,
         n_seq_max=parallel + settings.cached_slots,
         n_threads=settings.threads,
         flash_attn=options.flash_attn,
