@@ -9,7 +9,6 @@ from starlette.requests import Request
 
 if TYPE_CHECKING:
     from lmdock.models.download_jobs import DownloadJobs
-    from lmdock.models.embedders import Embedders
     from lmdock.models.manager import ModelManager
 
 
@@ -19,7 +18,3 @@ def manager_of(request: Request) -> ModelManager:
 
 def download_jobs_of(request: Request) -> DownloadJobs:
     return request.app.state.download_jobs
-
-
-def embedders_of(request: Request) -> Embedders:
-    return request.app.state.embedders

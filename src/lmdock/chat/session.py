@@ -7,6 +7,7 @@ admission) before the API layer commits to a 200, so errors keep their status an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from lmdock.chat.parser import ParserSpec
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import Admitted, Engine, EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import Admitted, EngineEvent, EngineRequest, Finished, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,22 @@ class PreparedChat:
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         parser = self.rendered.new_parser()
-        async for event in self._engine_events():
-            if isinstance(event, Admitted):
-                self.cached_tokens = event.cached_tokens
-                continue
-            if isinstance(event, TextChunk):
-                for out in parser.feed(event.text):
+        try:
+            async for event in self._engine_events():
+                if isinstance(event, Admitted):
+                    self.cached_tokens = event.cached_tokens
+                    continue
+                if isinstance(event, TextChunk):
+                    for out in parser.feed(event.text):
+                        yield out
+                    continue
+                for out in parser.finish():
                     yield out
-                continue
-            for out in parser.finish():
-                yield out
-            yield self._done(event, parser.tool_calls)
+                yield self._done(event, parser.tool_calls)
+        finally:  # the consumer went away (or we are done): free the engine sequence now
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _engine_events(self) -> AsyncIterator[EngineEvent]:
         if self._early is not None:
@@ -96,17 +102,27 @@ class PreparedChat:
 
 
 class ChatSession:
-    """Chat generation for one loaded model."""
+    """Chat generation for one loaded model.
+
+    `engine` is the model's engine surface (`submit`, and `hold()` while a request prepares, so an
+    unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
+    in-process Engine is both: its LlamaModel tokenizes."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine,
         formatter: ChatFormatter,
         sampling_defaults: Callable[[], SamplingParams] | None = None,
+        vocab=None,
     ) -> None:
         self.engine = engine
         self.formatter = formatter
         self.sampling_defaults = sampling_defaults
+        self.vocab = vocab if vocab is not None else engine.model
+
+    def _hold(self):
+        hold = getattr(self.engine, "hold", None)
+        return hold() if hold is not None else contextlib.nullcontext()
 
     def effective_sampling(self, requested: SamplingParams) -> SamplingParams:
         """The request's sampling fields, the unset ones from the model's defaults."""
@@ -117,13 +133,17 @@ class ChatSession:
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
         rendered = self.formatter.render(req)
-        return rendered, self.engine.model.tokenize(rendered.text)
+        return rendered, self.vocab.tokenize(rendered.text)
 
     async def count_tokens(self, req: ChatRequest) -> int:
         _, tokens = await asyncio.to_thread(self._tokenize, req)
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
+        with self._hold():
+            return await self._prepare(req)
+
+    async def _prepare(self, req: ChatRequest) -> PreparedChat:
         rendered, tokens = await asyncio.to_thread(self._tokenize, req)
         sampling = self.effective_sampling(req.sampling)
         stream = await self.engine.submit(
@@ -151,11 +171,17 @@ class ChatSession:
         """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
 
         Text gets the vocabulary's BOS as llama-server's /completion does; token ids pass through."""
+        with self._hold():
+            return await self._prepare_raw(prompt, max_tokens, sampling, stop)
+
+    async def _prepare_raw(
+        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+    ) -> PreparedChat:
         if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(self.engine.model.tokenize, prompt, add_special=True)
+            tokens = await asyncio.to_thread(self.vocab.tokenize, prompt, add_special=True)
         else:
             tokens = list(prompt)
-            if any(not 0 <= t < self.engine.model.n_vocab for t in tokens):
+            if any(not 0 <= t < self.vocab.n_vocab for t in tokens):
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")

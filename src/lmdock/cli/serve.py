@@ -77,6 +77,18 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = _DEFAULT("max_body_bytes"),
+    repack: Annotated[
+        bool | None,
+        typer.Option(
+            "--repack/--no-repack",
+            help="Use llama.cpp's extra weight buffer types (repacking, AMX); default: a CPU self-check "
+            "decides (env LMDOCK_REPACK=1/0).",
+        ),
+    ] = _DEFAULT("repack"),
+    unload_grace: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_UNLOAD_GRACE", help="Seconds an unload waits for requests in flight."),
+    ] = _DEFAULT("unload_grace"),
     batch_slots: Annotated[
         int,
         typer.Option(
@@ -135,6 +147,9 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        repack=repack,
+        unload_grace=unload_grace,
+        log_level=log_level,
         batch_slots=batch_slots,
         batch_retention_days=batch_retention_days,
         upstreams=upstreams,

@@ -58,8 +58,18 @@ class EngineStats:
 class Engine:
     """Continuous-batching generation over one LlamaModel."""
 
-    def __init__(self, model: LlamaModel, config: EngineConfig, cache: PromptCache | None = None) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        config: EngineConfig,
+        cache: PromptCache | None = None,
+        *,
+        on_step: Callable[[], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self.model = model
+        self.on_step = on_step  # called on the engine thread after each loop turn (the worker flushes events)
+        self.on_failure = on_failure  # called once if the engine thread stops on its own (a worker exits)
         self.config = config
         self.n_ctx = model.n_ctx
         self.stats = EngineStats()
@@ -92,7 +102,6 @@ class Engine:
     async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
         """Generate for `request`; raises PromptTooLong / Overloaded / EngineFailed before the first
         event. Events: `Admitted` once a slot is set up, `TextChunk`s, and a last `Finished`."""
-        self.check_prompt(len(request.prompt))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
@@ -100,17 +109,28 @@ class Engine:
             with contextlib.suppress(RuntimeError):  # the consumer's event loop is gone: nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, event)
 
+        if request.grammar:  # compiling a grammar takes milliseconds: keep it off the event loop
+            seq = await asyncio.to_thread(self.enqueue, request, emit)
+        else:
+            seq = self.enqueue(request, emit)
+        return self._events(seq, queue)
+
+    def enqueue(self, request: EngineRequest, emit: Callable[[EngineEvent], None]) -> Sequence:
+        """Queue `request` from any thread; `emit` receives its events on the engine thread. Raises
+        PromptTooLong / Overloaded / EngineFailed / InvalidRequest (bad constraint) before anything is
+        queued."""
+        self.check_prompt(len(request.prompt))
         max_tokens = min(request.max_tokens, self.n_ctx - len(request.prompt))
         seq = Sequence(request, emit, max_tokens)
         if request.grammar:
-            seq.constraint = await asyncio.to_thread(self.constraints.create, request.grammar)
+            seq.constraint = self.constraints.create(request.grammar)
         with self._cv:
             if self.failure is not None:
                 raise EngineFailed(self.failure)
             self.scheduler.add(seq)
             self.stats.requests += 1
             self._cv.notify()
-        return self._events(seq, queue)
+        return seq
 
     async def _events(self, seq: Sequence, queue: asyncio.Queue[EngineEvent]) -> AsyncIterator[EngineEvent]:
         try:
@@ -187,6 +207,8 @@ class Engine:
                     self.failure = "the engine thread ended unexpectedly; reload the model"
                 log.critical("engine for %s stopped: %s", self.model.path.name, self.failure)
                 self._end_all("error", error=INTERNAL_ERROR)
+                if self.on_failure is not None:
+                    self.on_failure(self.failure)
 
     def _iterate(self) -> bool:
         """One pass: end cancelled requests, admit waiting ones, run one batch. False when stopping."""
@@ -204,6 +226,8 @@ class Engine:
         step = self.scheduler.schedule()
         if step:
             self._step(step)
+        if self.on_step is not None:
+            self.on_step()
         return True
 
     def _isolated(self, seq: Sequence, work: Callable, *args) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -22,8 +23,8 @@ from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogHub, RequestLogMiddleware
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
+from lmdock.engine.proxy import rss_bytes
 from lmdock.models.download_jobs import DownloadJobs
-from lmdock.models.embedders import Embedders
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
@@ -41,7 +42,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         # app-wide services, one each, reached through lmdock.api.services
         app.state.request_log = RequestLogHub()
         app.state.download_jobs = DownloadJobs()
-        app.state.embedders = Embedders(n_threads=settings.threads)
         tasks = [asyncio.create_task(_reap_idle(manager))]
         manager.upstreams.start()  # health checks of upstream nodes
         if preload and manager.upstreams.get(manager.default_key) is None:
@@ -50,7 +50,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         yield
         for task in tasks:
             task.cancel()
-        app.state.embedders.close()
         await manager.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -83,6 +82,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            # each loaded model's worker process: status, pid, crashes, last crash, restart time
+            "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
+            "server_rss_bytes": rss_bytes(os.getpid()),
+            "failed": dict(manager.failed),
             "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 

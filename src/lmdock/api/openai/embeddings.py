@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import numpy as np
@@ -10,26 +9,15 @@ from fastapi import APIRouter, Request
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
-from lmdock.api.openai.convert import TextOrTokens, text_or_token_items
+from lmdock.api.openai.convert import text_or_token_items
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
-from lmdock.api.services import embedders_of, manager_of
 from lmdock.api.validation import validate_body
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
-from lmdock.engine.embeddings import Embedder
 
 router = APIRouter()
-
-
-def _embed_all(embedder: Embedder, inputs: list[TextOrTokens]) -> tuple[list[np.ndarray], int]:
-    vectors, n_tokens = [], 0
-    for item in inputs:
-        tokens = embedder.tokenize(item) if isinstance(item, str) else item
-        vectors.append(embedder.embed(tokens))
-        n_tokens += len(tokens)
-    return vectors, n_tokens
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -43,12 +31,14 @@ async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
     inputs = text_or_token_items(params.input, "input")
     model = await model_for(request, params.model, params.ttl)
-    embedder = await embedders_of(request).get(model, manager_of(request).loaded)
-    if params.dimensions is not None and params.dimensions != embedder.n_embd:
-        raise InvalidRequest(
-            f"dimensions: {model.key} embeds in {embedder.n_embd} dimensions", param="dimensions"
-        )
-    vectors, n_tokens = await asyncio.to_thread(_embed_all, embedder, inputs)
+    if getattr(model, "engine", None) is None:
+        raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")
+    n_embd = model.engine.info.n_embd if model.engine.info else None
+    if params.dimensions is not None and params.dimensions != n_embd:
+        raise InvalidRequest(f"dimensions: {model.key} embeds in {n_embd} dimensions", param="dimensions")
+    # the embeddings context lives in the model's worker process, beside its engine
+    with model.engine.hold():
+        vectors, n_tokens = await model.engine.embed(inputs)
     note_usage(request, model.key, ev.Usage(input_tokens=n_tokens))
     data = [
         # model_construct: a base64 embedding is a string, which the float-list type does not allow
