@@ -36,6 +36,8 @@ class Settings:
     max_loaded: int = 1
     ttl_seconds: int = 3600
     cors_origins: list[str] = field(default_factory=list)
+    responses_max_stored: int = 10_000  # stored Responses API responses kept (0: no limit)
+    responses_max_age_days: float = 30.0  # and for how long (0: no limit)
 
     @property
     def is_loopback(self) -> bool:

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
+from lmdock.chat.logprobs import LogprobAligner
 from lmdock.chat.parser import ParserSpec
 from lmdock.core.errors import InvalidRequest, LmdockError
-from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
+from lmdock.core.events import Done, GenerationEvent, StopReason, TextDelta, ThinkingDelta, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
 
@@ -39,16 +40,23 @@ class PreparedChat:
     rendered: RenderedPrompt
     user_stops: list[str]
     _stream: AsyncIterator[EngineEvent]
+    logprobs: bool = False
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
+        """Core events; with logprobs, each TextDelta carries the entries of the tokens of its text."""
         parser = self.rendered.new_parser()
+        aligner = LogprobAligner() if self.logprobs else None
         async for event in self._stream:
             if isinstance(event, TextChunk):
+                if aligner is not None and event.logprobs:
+                    aligner.add(event.logprobs)
                 for out in parser.feed(event.text):
-                    yield out
+                    yield _aligned(out, aligner)
                 continue
             for out in parser.finish():
-                yield out
+                yield _aligned(out, aligner)
+            if aligner is not None and (rest := aligner.flush()):
+                yield TextDelta(text="", logprobs=rest)
             yield self._done(event, parser.tool_calls)
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
@@ -66,6 +74,15 @@ class PreparedChat:
             cached_tokens=fin.cached_tokens,
         )
         return Done(stop_reason=reason, usage=usage, stop_sequence=stop_sequence)
+
+
+def _aligned(event: GenerationEvent, aligner: LogprobAligner | None) -> GenerationEvent:
+    if aligner is not None:
+        if isinstance(event, TextDelta):
+            event.logprobs = aligner.take(event.text)
+        elif isinstance(event, ThinkingDelta):
+            aligner.skip(event.text)
+    return event
 
 
 class ChatSession:
@@ -95,10 +112,21 @@ class ChatSession:
                 logprobs=req.logprobs,
             )
         )
-        return PreparedChat(input_tokens=len(tokens), rendered=rendered, user_stops=req.stop, _stream=stream)
+        return PreparedChat(
+            input_tokens=len(tokens),
+            rendered=rendered,
+            user_stops=req.stop,
+            _stream=stream,
+            logprobs=req.logprobs is not None,
+        )
 
     async def prepare_raw(
-        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+        self,
+        prompt: str | list[int],
+        max_tokens: int,
+        sampling: SamplingParams,
+        stop: list[str],
+        logprobs: int | None = None,
     ) -> PreparedChat:
         """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
 
@@ -112,8 +140,16 @@ class ChatSession:
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")
         stream = await self.engine.submit(
-            EngineRequest(prompt=tokens, max_tokens=max_tokens, sampling=sampling, stop=list(stop))
+            EngineRequest(
+                prompt=tokens, max_tokens=max_tokens, sampling=sampling, stop=list(stop), logprobs=logprobs
+            )
         )
         text = prompt if isinstance(prompt, str) else ""
         plain = RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
-        return PreparedChat(input_tokens=len(tokens), rendered=plain, user_stops=stop, _stream=stream)
+        return PreparedChat(
+            input_tokens=len(tokens),
+            rendered=plain,
+            user_stops=stop,
+            _stream=stream,
+            logprobs=logprobs is not None,
+        )

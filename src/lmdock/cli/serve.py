@@ -61,6 +61,19 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = 32 << 20,
+    responses_max_stored: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_STORED",
+            help="Stored /v1/responses kept, newest first (0: no limit).",
+        ),
+    ] = 10_000,
+    responses_max_age: Annotated[
+        float,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
+        ),
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(envvar="LMDOCK_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the Anthropic Messages API (and the rest) on HOST:PORT."""
@@ -84,6 +97,8 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        responses_max_stored=responses_max_stored,
+        responses_max_age_days=responses_max_age,
     )
     if not settings.is_loopback and not keys and not allow_unauthenticated:
         console.print(

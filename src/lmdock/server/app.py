@@ -18,6 +18,7 @@ from lmdock.api.anthropic import router as anthropic_router
 from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogMiddleware
+from lmdock.api.responses import router as responses_router
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
 from lmdock.models.manager import ModelManager
@@ -43,6 +44,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         if embedders is not None:
             embedders.close()
         await manager.close()
+        database = getattr(app.state, "database", None)  # storage.shared_database, opened on first use
+        if database is not None:
+            database.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.manager = manager
@@ -61,6 +65,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     _install_error_handlers(app)
     app.include_router(anthropic_router)
     app.include_router(openai_router)
+    app.include_router(responses_router)
     app.include_router(native_router)
 
     @app.get("/health")
