@@ -165,7 +165,7 @@ def test_text_stream_adds_up_to_the_response():
         "response.completed",
     ]
     assert [e.sequence_number for e in stream] == list(range(len(stream)))
-    final = Response.model_validate(enc.response().model_dump(mode="json", exclude_unset=True))
+    final = Response.model_validate(enc.response().model_dump(mode="json", exclude_unset=True, by_alias=True))
     assert final.output_text == "Hello" and final.status == "completed"
     assert [x.token for x in final.output[0].content[0].logprobs] == ["Hel", "lo"]
     assert final.usage.input_tokens_details.cached_tokens == 4 and final.usage.total_tokens == 12

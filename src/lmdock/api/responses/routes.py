@@ -57,7 +57,7 @@ async def _stored(request: Request, response_id: str, param: str | None = None) 
 
 
 def _frame(event: BaseModel) -> str:
-    data = event.model_dump(mode="json", exclude_unset=True)
+    data = event.model_dump(mode="json", exclude_unset=True, by_alias=True)
     return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
@@ -172,7 +172,7 @@ async def create_response(request: Request):
             encoder.feed(event)
         assert encoder.done is not None
         note_usage(request, model.key, encoder.done.usage)
-        response = encoder.response().model_dump(mode="json", exclude_unset=True)
+        response = encoder.response().model_dump(mode="json", exclude_unset=True, by_alias=True)
         await keep(response)
         return response
 
@@ -193,7 +193,7 @@ async def _stream(
             if isinstance(event, Done):
                 note_usage(request, model_key, event.usage)
                 final = out[-1].response  # stored before the client hears it is complete
-                await keep(final.model_dump(mode="json", exclude_unset=True))
+                await keep(final.model_dump(mode="json", exclude_unset=True, by_alias=True))
             for wire in out:
                 yield _frame(wire)
     except Exception as exc:
