@@ -7,8 +7,9 @@ admission) before the API layer commits to a 200, so errors keep their status an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
 from lmdock.chat.logprobs import LogprobAligner
@@ -17,6 +18,8 @@ from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, TextDelta, ThinkingDelta, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
+
+log = logging.getLogger(__name__)
 
 
 class GenerationFailed(LmdockError):
@@ -41,6 +44,7 @@ class PreparedChat:
     user_stops: list[str]
     _stream: AsyncIterator[EngineEvent]
     logprobs: bool = False
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Core events; with logprobs, each TextDelta carries the entries of the tokens of its text."""
@@ -88,9 +92,22 @@ def _aligned(event: GenerationEvent, aligner: LogprobAligner | None) -> Generati
 class ChatSession:
     """Chat generation for one loaded model."""
 
-    def __init__(self, engine: Engine, formatter: ChatFormatter) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        formatter: ChatFormatter,
+        sampling_defaults: Callable[[], SamplingParams] | None = None,
+    ) -> None:
         self.engine = engine
         self.formatter = formatter
+        self.sampling_defaults = sampling_defaults
+
+    def effective_sampling(self, requested: SamplingParams) -> SamplingParams:
+        """The request's sampling fields, the unset ones from the model's defaults."""
+        defaults = self.sampling_defaults() if self.sampling_defaults else None
+        sampling = requested.resolved(defaults)
+        log.debug("sampling: %s (request set %s)", sampling.as_dict(), requested.explicit() or "nothing")
+        return sampling
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
         rendered = self.formatter.render(req)
@@ -102,14 +119,16 @@ class ChatSession:
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
         rendered, tokens = await asyncio.to_thread(self._tokenize, req)
+        sampling = self.effective_sampling(req.sampling)
         stream = await self.engine.submit(
             EngineRequest(
                 prompt=tokens,
                 max_tokens=req.max_tokens,
-                sampling=req.sampling,
+                sampling=sampling,
                 stop=list(req.stop) + list(rendered.stop),
                 grammar=rendered.grammar,
                 logprobs=req.logprobs,
+                priority=req.priority,
             )
         )
         return PreparedChat(
@@ -118,6 +137,7 @@ class ChatSession:
             user_stops=req.stop,
             _stream=stream,
             logprobs=req.logprobs is not None,
+            sampling=sampling,
         )
 
     async def prepare_raw(
@@ -139,6 +159,7 @@ class ChatSession:
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")
+        sampling = self.effective_sampling(sampling)
         stream = await self.engine.submit(
             EngineRequest(
                 prompt=tokens, max_tokens=max_tokens, sampling=sampling, stop=list(stop), logprobs=logprobs
@@ -151,5 +172,6 @@ class ChatSession:
             rendered=plain,
             user_stops=stop,
             _stream=stream,
+            sampling=sampling,
             logprobs=logprobs is not None,
         )

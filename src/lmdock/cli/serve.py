@@ -74,12 +74,46 @@ def serve(
             envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
         ),
     ] = 30.0,
+    batch_slots: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_BATCH_SLOTS",
+            help="Slots Message Batches may use at once (0: parallel - 1, min 1).",
+        ),
+    ] = 0,
+    batch_retention_days: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
+    ] = 29.0,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="LMDOCK_UPSTREAM",
+            help="Serve a model from upstream engines: NAME=URL[,URL...] (repeatable; kind probed).",
+        ),
+    ] = None,
+    upstream_config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LMDOCK_UPSTREAM_CONFIG", help="Upstream models file (default LMDOCK_HOME/upstreams.toml)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="LMDOCK_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the Anthropic Messages API (and the rest) on HOST:PORT."""
     import os
 
+    from lmdock.upstream.config import CONFIG_NAME, UpstreamConfigError, load_specs
+
     keys = [k for raw in api_key or [] for k in raw.split(",") if k.strip()]
+    try:
+        upstreams = load_specs(upstream_config or lmdock_home() / CONFIG_NAME, list(upstream or []))
+    except UpstreamConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if upstream_config is not None and not upstream_config.is_file():
+        console.print(f"[red]--upstream-config {upstream_config}: no such file[/red]")
+        raise typer.Exit(2)
     settings = Settings(
         host=host,
         port=port,
@@ -99,6 +133,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         responses_max_stored=responses_max_stored,
         responses_max_age_days=responses_max_age,
+        batch_slots=batch_slots,
+        batch_retention_days=batch_retention_days,
+        upstreams=upstreams,
     )
     if not settings.is_loopback and not keys and not allow_unauthenticated:
         console.print(

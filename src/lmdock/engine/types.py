@@ -28,6 +28,7 @@ class EngineRequest:
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None
     logprobs: int | None = None  # None: off; k: each token's logprob and its k most likely alternatives
+    priority: int = 0  # scheduling class (core.request.PRIORITY_*): lower is admitted first
 
 
 @dataclass

@@ -9,6 +9,7 @@ from lmdock.chat import ChatFormatter, special_tokens_of
 from lmdock.chat.session import ChatSession
 from lmdock.config import Settings
 from lmdock.engine import ContextParams, Engine, EngineConfig, LlamaModel, PromptCache, model_fingerprint
+from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
 
 MAX_DEFAULT_CTX = 32768
@@ -88,6 +89,6 @@ def load(record: ModelRecord, settings: Settings, options: LoadOptions) -> Loade
         record=record,
         llama=llama,
         engine=engine,
-        session=ChatSession(engine, formatter),
+        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params),
         options=options,
     )

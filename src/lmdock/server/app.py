@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 
 from lmdock import __version__
 from lmdock.api.anthropic import router as anthropic_router
+from lmdock.api.anthropic.batches import router as batches_router
+from lmdock.api.anthropic.batches import start_batch_runner
 from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogMiddleware
@@ -25,6 +27,7 @@ from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
 from lmdock.server.middleware import BodyTooLarge, RequestContext
+from lmdock.server.web import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = [asyncio.create_task(_reap_idle(manager))]
-        if preload:
+        manager.upstreams.start()  # health checks of upstream nodes
+        if preload and manager.upstreams.get(manager.default_key) is None:
             tasks.append(asyncio.create_task(_preload(app, manager)))
+        tasks.append(start_batch_runner(app))
         yield
         for task in tasks:
             task.cancel()
@@ -44,9 +49,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         if embedders is not None:
             embedders.close()
         await manager.close()
-        database = getattr(app.state, "database", None)  # storage.shared_database, opened on first use
-        if database is not None:
-            database.close()
+        db = getattr(app.state, "db", None)  # storage.database(app), opened on first use
+        if db is not None:
+            db.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.manager = manager
@@ -64,9 +69,11 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
     app.include_router(anthropic_router)
+    app.include_router(batches_router)
     app.include_router(openai_router)
     app.include_router(responses_router)
     app.include_router(native_router)
+    app.include_router(web_router)  # the web app at / (a client of the routes above)
 
     @app.get("/health")
     async def health():
@@ -77,6 +84,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])

@@ -1,5 +1,5 @@
-"""Durable state: one SQLite database under LMDOCK_HOME shared by every feature that persists."""
+"""Durable state: the one SQLite database under LMDOCK_HOME (see `db.py`)."""
 
-from lmdock.storage.db import Database, open_database, shared_database
+from lmdock.storage.db import Database, database, open_database
 
-__all__ = ["Database", "open_database", "shared_database"]
+__all__ = ["Database", "database", "open_database"]

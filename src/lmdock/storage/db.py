@@ -1,31 +1,62 @@
-"""The one SQLite database of a server: WAL mode under LMDOCK_HOME, schema owned by per-feature migrations.
+"""The one SQLite database under LMDOCK_HOME that every durable feature shares.
 
-Every feature that persists (stored responses now, message batches later) registers its own list of
-migrations under its own name. The lists are append-only: a shipped step is never edited, a schema change
-is a new step at the end. `schema_migrations` records which steps of which feature have run, so features
-migrate independently and a database written by an older lmdock upgrades in place.
-
-One connection is shared and serialised by a lock; callers on the event loop use `run()` (a worker thread),
-so a slow disk never blocks streaming.
+WAL mode (readers never block the writer, a crash never corrupts), `synchronous=FULL` (a committed
+transaction survives a crash of the process and of the machine), foreign keys on. The schema is owned
+here as per-feature, append-only migration lists: a feature's tables are created by its list, in order,
+and the versions applied are recorded in `schema_migrations`. Never edit or reorder a shipped migration;
+append a new one. Features that merge independently each add their own key to `MIGRATIONS`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from lmdock.config import lmdock_home
 
-T = TypeVar("T")
-
 DB_FILENAME = "lmdock.db"
 
-# feature -> ordered SQL steps (append only; never edit a step once it has shipped)
 MIGRATIONS: dict[str, list[str]] = {
+    # Message Batches (api/anthropic/batches): one row per batch, one per request with its result.
+    "batches": [
+        """
+        CREATE TABLE message_batches (
+            n INTEGER PRIMARY KEY AUTOINCREMENT,     -- creation order, for listing
+            id TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL,                   -- in_progress | canceling | ended
+            total INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            ended_at REAL,
+            cancel_initiated_at REAL,
+            archived_at REAL,
+            n_succeeded INTEGER NOT NULL DEFAULT 0, -- committed results by type, kept with each commit
+            n_errored INTEGER NOT NULL DEFAULT 0,
+            n_canceled INTEGER NOT NULL DEFAULT 0,
+            n_expired INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE message_batch_requests (
+            batch_n INTEGER NOT NULL REFERENCES message_batches(n) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,                   -- position in the create request
+            custom_id TEXT NOT NULL,
+            prefix_key TEXT NOT NULL,               -- requests sharing it share a prompt prefix
+            params TEXT,                            -- the Messages params (JSON); NULL once archived
+            state TEXT NOT NULL,                    -- pending | succeeded | errored | canceled | expired
+            result TEXT,                            -- the result object (JSON), set with the state
+            completed_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,    -- times the runner started it (crash loops end)
+            PRIMARY KEY (batch_n, idx),
+            UNIQUE (batch_n, custom_id)
+        );
+        CREATE INDEX message_batch_requests_pending
+            ON message_batch_requests (state, batch_n, prefix_key, idx);
+        """,
+    ],
+    # Stored responses of the Responses API (api/responses/store.py, `store: true`).
     "responses": [
         """
         CREATE TABLE responses (
@@ -44,99 +75,87 @@ MIGRATIONS: dict[str, list[str]] = {
 
 
 class Database:
-    """A SQLite connection in WAL mode; use `execute`/`query` from threads or `run` from asyncio."""
+    """One connection shared by the server's threads, serialised by a lock (SQLite has one writer)."""
 
-    def __init__(self, path: Path, migrations: dict[str, list[str]] | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self.migrate(MIGRATIONS if migrations is None else migrations)
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self.migrate()
 
-    def migrate(self, migrations: dict[str, list[str]]) -> None:
-        """Run every step not yet recorded, each feature in order, each step in one transaction."""
-        with self._lock:
-            self._conn.execute(
+    def migrate(self) -> None:
+        """Apply every migration not yet recorded, each feature's in order, each in one transaction."""
+        with self.transaction() as conn:
+            conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " feature TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL"
-                " DEFAULT (datetime('now')), PRIMARY KEY (feature, version))"
+                " feature TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (feature, version))"
             )
-            for feature, steps in migrations.items():
-                row = self._conn.execute(
-                    "SELECT MAX(version) FROM schema_migrations WHERE feature = ?", (feature,)
-                ).fetchone()
-                done = row[0] or 0
-                for version, sql in enumerate(steps, start=1):
-                    if version <= done:
+        for feature, steps in MIGRATIONS.items():
+            for version, sql in enumerate(steps, start=1):
+                with self.transaction() as conn:
+                    done = conn.execute(
+                        "SELECT 1 FROM schema_migrations WHERE feature = ? AND version = ?",
+                        (feature, version),
+                    ).fetchone()
+                    if done:
                         continue
-                    # the step and its record commit together, or not at all
-                    try:
-                        self._conn.executescript(
-                            "BEGIN;\n" + sql + "\nINSERT INTO schema_migrations (feature, version) VALUES "
-                            f"('{feature}', {version});\nCOMMIT;"
-                        )
-                    except sqlite3.Error:
-                        if self._conn.in_transaction:
-                            self._conn.execute("ROLLBACK")
-                        raise
+                    for statement in _statements(sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (feature, version) VALUES (?, ?)", (feature, version)
+                    )
 
-    def version(self, feature: str) -> int:
-        row = self.query_one("SELECT MAX(version) AS v FROM schema_migrations WHERE feature = ?", (feature,))
-        return (row["v"] if row else None) or 0
-
-    def execute(self, sql: str, params: tuple = ()) -> int:
-        """Run one statement; return the number of rows changed."""
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception); the write lock is taken up front."""
         with self._lock:
-            return self._conn.execute(sql, params).rowcount
-
-    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    def query_one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchone()
-
-    def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work(connection)` inside one transaction (rolled back if it raises)."""
-        with self._lock:
-            self._conn.execute("BEGIN")
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(self._conn)
+                yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
-            return result
 
-    async def run(self, fn: Callable[..., T], *args) -> T:
-        """Call `fn(*args)` (typically a method of this database) off the event loop."""
-        return await asyncio.to_thread(fn, *args)
+    def query(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def query_one(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchone()
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
 
+def _statements(sql: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit our transaction)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
 def open_database(home: Path | None = None) -> Database:
-    """The server's database file, `<LMDOCK_HOME>/lmdock.db`, migrated to the current schema."""
     return Database((home or lmdock_home()) / DB_FILENAME)
 
 
-_open_lock = threading.Lock()
-
-
-def shared_database(state: Any) -> Database:
-    """The server's database, opened on first use and kept on `state` (the app's `app.state`), so every
-    feature shares one connection; the app closes it on shutdown."""
-    db = getattr(state, "database", None)
+def database(app: Any) -> Database:
+    """The app's database, opened on first use (every feature shares this one connection)."""
+    db = getattr(app.state, "db", None)
     if db is None:
-        with _open_lock:
-            db = getattr(state, "database", None)
-            if db is None:
-                db = state.database = open_database()
+        db = app.state.db = open_database()
     return db

@@ -13,12 +13,13 @@ from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
-from lmdock.api.request_log import note_usage
+from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
 from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
+from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ async def create_message(request: Request):
     model = await _manager(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
+    note_sampling(request, prepared.sampling)
     encoder = MessageEncoder(params.model, prepared.input_tokens)
     if params.stream:
         return StreamingResponse(
@@ -98,4 +100,7 @@ async def list_models(
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str):
     manager = _manager(request)
+    upstream = manager.upstreams.get(model_id)
+    if upstream is not None:
+        return upstream_model_info(upstream)
     return model_info(manager, manager.resolve(model_id))

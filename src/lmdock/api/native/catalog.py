@@ -10,6 +10,7 @@ from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.estimate import estimate_memory
 from lmdock.models.loaded import MAX_DEFAULT_CTX, LoadedModel
 from lmdock.models.manager import ModelManager
+from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
 
 
@@ -55,6 +56,7 @@ def model_entry(manager: ModelManager, record: ModelRecord) -> dict[str, Any]:
         "max_context_length": meta.context_length,
         "format": "gguf",
         "capabilities": capabilities(record).as_dict(),
+        "sampling_defaults": sampling_defaults(record).as_dict(),
         "state": state,
         "loaded_instances": [],
         "aliases": record.aliases,

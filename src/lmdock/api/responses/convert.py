@@ -14,13 +14,12 @@ import re
 import secrets
 from typing import Any
 
-from lmdock.api.openai.convert import MAX_TOP_LOGPROBS
+from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import (
     ChatRequest,
     Message,
-    SamplingParams,
     ThinkingConfig,
     Tool,
     ToolCall,
@@ -313,19 +312,6 @@ def thinking_of(params: ResponseCreateParams) -> ThinkingConfig:
     return ThinkingConfig(enabled=True, effort=effort)
 
 
-def sampling_of(params: ResponseCreateParams) -> SamplingParams:
-    """OpenAI's documented defaults (temperature 1, top_p 1); top_k / min_p only when asked for."""
-    sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
-    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
-        value = getattr(params, name)
-        if value is not None:
-            setattr(sampling, name, value)
-    if params.repeat_penalty is not None:
-        sampling.repeat_penalty = params.repeat_penalty
-    sampling.seed = params.seed
-    return sampling
-
-
 def to_chat_request(params: ResponseCreateParams, items: list[Item]) -> ChatRequest:
     """The whole conversation (stored history + this request's items) as a core request.
     `max_tokens` is 0 when the client set no limit: the route then allows the rest of the context."""
@@ -344,7 +330,7 @@ def to_chat_request(params: ResponseCreateParams, items: list[Item]) -> ChatRequ
         max_tokens=params.max_output_tokens or 0,
         tools=tools,
         tool_choice=tool_choice_of(params, tools),
-        sampling=sampling_of(params),
+        sampling=sampling_of(params),  # the same fields as chat completions; unset ones: model defaults
         stop=params.stops,
         thinking=thinking_of(params),
         response_schema=response_schema_of(params),

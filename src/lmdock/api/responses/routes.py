@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from lmdock.api.openai.shared import model_for, read_json, sse_response
-from lmdock.api.request_log import note_usage
+from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.responses.convert import Item, normalize_input, to_chat_request
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.schema import ResponseCreateParams
@@ -20,10 +21,10 @@ from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done
-from lmdock.core.request import ChatRequest
+from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.models.loaded import LoadedModel
 from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
-from lmdock.storage.db import shared_database
+from lmdock.storage import database
 
 router = APIRouter()
 
@@ -41,7 +42,7 @@ def _store(request: Request) -> ResponseStore:
     if store is None:
         settings = state.settings
         store = state.responses_store = ResponseStore(
-            shared_database(state),
+            database(request.app),
             max_count=getattr(settings, "responses_max_stored", 10_000),
             max_age_s=getattr(settings, "responses_max_age_days", 30.0) * 86400,
         )
@@ -50,7 +51,7 @@ def _store(request: Request) -> ResponseStore:
 
 async def _stored(request: Request, response_id: str, param: str | None = None) -> StoredResponse:
     store = _store(request)
-    found = await store.db.run(store.get, response_id)
+    found = await asyncio.to_thread(store.get, response_id)
     if found is None:
         raise ResponseNotFound(f"Response with id '{response_id}' not found.", param=param)
     return found
@@ -61,8 +62,9 @@ def _frame(event: BaseModel) -> str:
     return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-def _base(params: ResponseCreateParams) -> dict[str, Any]:
-    """The request's settings as every Response snapshot repeats them."""
+def _base(params: ResponseCreateParams, sampling: SamplingParams | None = None) -> dict[str, Any]:
+    """The request's settings as every Response snapshot repeats them (`sampling`: the effective values,
+    the request's own plus the model's defaults)."""
     tools = [
         {
             "type": "function",
@@ -91,8 +93,8 @@ def _base(params: ResponseCreateParams) -> dict[str, Any]:
         "tools": tools,
         "tool_choice": choice,
         "parallel_tool_calls": params.parallel_tool_calls is not False,
-        "temperature": params.temperature if params.temperature is not None else 1.0,
-        "top_p": params.top_p if params.top_p is not None else 1.0,
+        "temperature": sampling.temperature if sampling else params.temperature,
+        "top_p": sampling.top_p if sampling else params.top_p,
         "max_output_tokens": params.max_output_tokens,
         "previous_response_id": params.previous_response_id,
         "metadata": params.metadata or {},
@@ -158,11 +160,12 @@ async def create_response(request: Request):
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
-    encoder = ResponseEncoder(_base(params), logprobs=params.wants_logprobs)
+    note_sampling(request, prepared.sampling)
+    encoder = ResponseEncoder(_base(params, prepared.sampling), logprobs=params.wants_logprobs)
 
     async def keep(response: dict[str, Any]) -> None:
         if params.stored:
-            await store.db.run(store.save, response, items, history)
+            await asyncio.to_thread(store.save, response, items, history)
 
     if params.stream:
         return sse_response(_stream(request, model.key, prepared, encoder, keep))
@@ -220,7 +223,7 @@ async def retrieve_response(request: Request, response_id: str):
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(request: Request, response_id: str):
     store = _store(request)
-    if not await store.db.run(store.delete, response_id):
+    if not await asyncio.to_thread(store.delete, response_id):
         raise ResponseNotFound(f"Response with id '{response_id}' not found.")
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lmdock.storage.db import Database
+from lmdock.storage import Database
 
 Item = dict[str, Any]
 
@@ -34,10 +34,10 @@ class ResponseStore:
         self.max_count = max_count
         self.max_age_s = max_age_s
 
-    # synchronous methods: call through `db.run` from the event loop
+    # synchronous (SQLite): call them through asyncio.to_thread from the event loop
 
     def save(self, response: dict[str, Any], input_items: list[Item], history: list[Item]) -> None:
-        def work(conn) -> None:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO responses (id, created_at, previous_response_id, model, response,"
                 " input_items, history) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -52,8 +52,6 @@ class ResponseStore:
                 ),
             )
             self._prune(conn)
-
-        self.db.transaction(work)
 
     def _prune(self, conn) -> None:
         if self.max_age_s > 0:
@@ -80,4 +78,5 @@ class ResponseStore:
         )
 
     def delete(self, response_id: str) -> bool:
-        return self.db.execute("DELETE FROM responses WHERE id = ?", (response_id,)) > 0
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
