@@ -6,7 +6,7 @@ import pytest
 from openai.types.responses import Response, ResponseItem
 from pydantic import TypeAdapter
 
-from lmdock.api.responses.convert import normalize_input, to_chat_request
+from lmdock.api.responses.convert import namespaces_of, normalize_input, to_chat_request
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.routes import _base, _without_orphans
 from lmdock.api.responses.schema import ResponseCreateParams
@@ -199,3 +199,24 @@ def test_failure_events():
     failed = enc.fail(RuntimeError("boom"))
     assert [e.type for e in failed] == ["error", "response.failed"]
     assert failed[-1].response.status == "failed" and failed[-1].response.error.message
+
+
+def test_namespace_tools_are_function_tools_and_calls_name_their_namespace():
+    agents = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "sub-agents",
+        "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}],
+    }
+    req = _req(input="x", tools=[WEATHER, agents])
+    assert [t.name for t in req.tools] == ["get_weather", "spawn_agent"]
+    params = _params(input="x", tools=[WEATHER, agents])
+    enc = ResponseEncoder(_base(params), namespaces=namespaces_of(params.tools))
+    for event in [
+        ev.ToolCallStart(0, "toolu_9", "spawn_agent"),
+        ev.ToolCallEnd(0, {}),
+        ev.Done("tool_use", ev.Usage(1, 1, 0)),
+    ]:
+        enc.feed(event)
+    final = Response.model_validate(enc.response().model_dump(mode="json", exclude_unset=True, by_alias=True))
+    assert final.output[0].namespace == "multi_agent_v1" and final.tools[1].type == "namespace"

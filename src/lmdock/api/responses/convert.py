@@ -242,34 +242,55 @@ def to_messages(items: list[Item]) -> list[Message]:
 # --- tools, formats, sampling ------------------------------------------------------------------
 
 
+def _function_tool(tool: Any, where: str) -> Tool:
+    if not isinstance(tool, dict):
+        raise _bad(where, "each tool must be an object")
+    name = tool.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _bad(f"{where}.name", "must be 1-128 letters, digits, _ . : or -")
+    parameters = tool.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise _bad(f"{where}.parameters", "must be a JSON Schema object")
+    description = tool.get("description")
+    return Tool(
+        name=name,
+        description=description if isinstance(description, str) else "",
+        parameters=parameters or {"type": "object", "properties": {}},
+    )
+
+
 def tools_of(raw: list[dict[str, Any]] | None) -> list[Tool]:
+    """Function tools, and the function tools grouped in a `namespace` tool (Codex sends its sub-agent
+    tools that way); hosted tools (web_search, file_search, ...) are OpenAI services: a 400."""
     tools = []
     for i, tool in enumerate(raw or []):
         where = f"tools.{i}"
-        if not isinstance(tool, dict):
-            raise _bad(where, "each tool must be an object")
-        kind = tool.get("type")
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "namespace":
+            for j, inner in enumerate(tool.get("tools") or []):
+                if not isinstance(inner, dict) or inner.get("type") != "function":
+                    raise _bad(f"{where}.tools.{j}.type", "a namespace may hold function tools only")
+                tools.append(_function_tool(inner, f"{where}.tools.{j}"))
+            continue
         if kind != "function":
             raise _bad(
                 f"{where}.type",
-                f"unsupported tool type {kind!r}: lmdock runs function tools only "
-                "(hosted tools such as web_search or file_search are OpenAI services)",
+                f"unsupported tool type {kind!r}: lmdock runs function tools only (hosted tools such as "
+                'web_search or file_search are OpenAI services; in Codex set web_search = "disabled")',
             )
-        name = tool.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise _bad(f"{where}.name", "must be 1-128 letters, digits, _ . : or -")
-        parameters = tool.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise _bad(f"{where}.parameters", "must be a JSON Schema object")
-        description = tool.get("description")
-        tools.append(
-            Tool(
-                name=name,
-                description=description if isinstance(description, str) else "",
-                parameters=parameters or {"type": "object", "properties": {}},
-            )
-        )
+        tools.append(_function_tool(tool, where))
     return tools
+
+
+def namespaces_of(raw: list[dict[str, Any]] | None) -> dict[str, str]:
+    """Function name -> its namespace, for the `namespace` field of the calls the model makes."""
+    return {
+        inner["name"]: tool["name"]
+        for tool in raw or []
+        if tool.get("type") == "namespace"
+        for inner in tool.get("tools") or []
+        if isinstance(inner, dict) and isinstance(inner.get("name"), str)
+    }
 
 
 def tool_choice_of(params: ResponseCreateParams, tools: list[Tool]) -> ToolChoice:

@@ -65,6 +65,7 @@ class _Item:
     call_id: str = ""
     name: str = ""
     arguments: str = ""
+    namespace: str | None = None
     done: bool = False
 
 
@@ -100,8 +101,11 @@ class ResponseEncoder:
     `base` holds the request-derived fields every Response snapshot repeats (model, tools, tool_choice,
     instructions, sampling, metadata...)."""
 
-    def __init__(self, base: dict[str, Any], *, logprobs: bool = False) -> None:
+    def __init__(
+        self, base: dict[str, Any], *, logprobs: bool = False, namespaces: dict[str, str] | None = None
+    ) -> None:
         self.id = new_id("resp_")
+        self.namespaces = namespaces or {}  # function name -> the namespace tool it came in
         self.created_at = int(time.time())
         self.base = base
         self.logprobs = logprobs
@@ -133,6 +137,7 @@ class ResponseEncoder:
             out = self._close()
             item = _Item("function_call", new_id("fc_"), call_id="call_" + event.id.removeprefix("toolu_"))
             item.name = event.name
+            item.namespace = self.namespaces.get(event.name)
             self.items.append(item)
             added = self._wire(item, "in_progress")
             out.append(self._added(item, added))
@@ -366,6 +371,7 @@ class ResponseEncoder:
             return ResponseReasoningItem(
                 type="reasoning", id=item.id, summary=[], content=content, status=status
             )
+        extra = {"namespace": item.namespace} if item.namespace else {}
         return ResponseFunctionToolCall(
             type="function_call",
             id=item.id,
@@ -373,6 +379,7 @@ class ResponseEncoder:
             name=item.name,
             arguments="" if status == "in_progress" else item.arguments,
             status=status,
+            **extra,
         )
 
     def _usage(self) -> ResponseUsage | None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from lmdock.api.openai.shared import model_for, read_json, sse_response
 from lmdock.api.request_log import note_sampling, note_usage
-from lmdock.api.responses.convert import Item, normalize_input, to_chat_request
+from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, to_chat_request
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.api.responses.store import ResponseStore, StoredResponse
@@ -62,19 +62,33 @@ def _frame(event: BaseModel) -> str:
     return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
+def _function_echo(tool: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": tool["name"],
+        "description": tool.get("description") if isinstance(tool.get("description"), str) else None,
+        "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        "strict": tool.get("strict") if isinstance(tool.get("strict"), bool) else False,
+    }
+
+
+def _tool_echo(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool as the Response repeats it (only the fields lmdock checked)."""
+    if tool.get("type") == "namespace":
+        description = tool.get("description")
+        return {
+            "type": "namespace",
+            "name": str(tool.get("name", "")),
+            "description": description if isinstance(description, str) else "",
+            "tools": [_function_echo(t) for t in tool.get("tools") or []],
+        }
+    return _function_echo(tool)
+
+
 def _base(params: ResponseCreateParams, sampling: SamplingParams | None = None) -> dict[str, Any]:
     """The request's settings as every Response snapshot repeats them (`sampling`: the effective values,
     the request's own plus the model's defaults)."""
-    tools = [
-        {
-            "type": "function",
-            "name": t["name"],
-            "description": t.get("description"),
-            "parameters": t.get("parameters") or {"type": "object", "properties": {}},
-            "strict": t.get("strict") if isinstance(t.get("strict"), bool) else False,
-        }
-        for t in params.tools or []
-    ]
+    tools = [_tool_echo(t) for t in params.tools or []]
     choice = params.tool_choice if params.tool_choice is not None else "auto"
     if isinstance(choice, dict):
         choice = {"type": "function", "name": choice["name"]}
@@ -161,7 +175,11 @@ async def create_response(request: Request):
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
     note_sampling(request, prepared.sampling)
-    encoder = ResponseEncoder(_base(params, prepared.sampling), logprobs=params.wants_logprobs)
+    encoder = ResponseEncoder(
+        _base(params, prepared.sampling),
+        logprobs=params.wants_logprobs,
+        namespaces=namespaces_of(params.tools),
+    )
 
     async def keep(response: dict[str, Any]) -> None:
         if params.stored:
