@@ -39,6 +39,9 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     responses_max_stored: int = 10_000  # stored Responses API responses kept (0: no limit)
     responses_max_age_days: float = 30.0  # and for how long (0: no limit)
+    repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
+    unload_grace: float = 30.0  # seconds an unload waits for requests in flight
+    log_level: str = "info"
     batch_slots: int = 0  # engine slots Message Batches may hold (0: parallel - 1, at least 1)
     batch_retention_days: float = 29.0  # results of ended batches are kept this long (0: forever)
     upstreams: list[Any] = field(default_factory=list)  # lmdock.upstream.UpstreamSpec, one per model

@@ -431,6 +431,8 @@ def test_api_key_is_asked_once_and_kept(browser: Browser, tmp_path_factory):
         page.get_by_role("textbox", name="API key").fill("wrong-key")
         page.get_by_role("button", name="Save key").click()
         expect(dialog).to_contain_text("refused the saved key")
+        expect(dialog).to_contain_text("invalid x-api-key")  # the server's own words
+        page.screenshot(path=str(ARTIFACTS / "api-key.png"))
         page.get_by_role("textbox", name="API key").fill("web-secret")
         page.get_by_role("textbox", name="API key").press("Enter")
         expect(dialog).to_be_hidden()

@@ -22,7 +22,7 @@ export class ApiError extends Error {
   }
 }
 
-type Listener = () => void;
+type Listener = (err: ApiError) => void;
 const unauthorizedListeners = new Set<Listener>();
 
 /** Called whenever the server answers 401: the app then asks for the key. */
@@ -81,7 +81,7 @@ export async function request(path: string, opts: RequestOptions = {}): Promise<
   }
   if (!res.ok) {
     const err = errorFromBody(res.status, await res.text());
-    if (res.status === 401) unauthorizedListeners.forEach((fn) => fn());
+    if (res.status === 401) unauthorizedListeners.forEach((fn) => fn(err));
     throw err;
   }
   return res;

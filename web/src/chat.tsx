@@ -285,7 +285,7 @@ export function ChatPage({ models, onModelsChanged }: Props) {
           </button>
         </header>
 
-        <div class="messages" ref={scroller} aria-live="polite">
+        <div class="messages" ref={scroller}>
           {!active?.messages.length && (
             <p class="empty">Send a message to start. Enter sends, Shift+Enter adds a line, Esc stops a reply.</p>
           )}

@@ -22,7 +22,7 @@ function pageFromHash(): Page {
 
 function App() {
   const [page, setPage] = useState<Page>(pageFromHash);
-  const [needKey, setNeedKey] = useState(false);
+  const [needKey, setNeedKey] = useState<string | null>(null); // the server's 401 message
   const [keyVersion, setKeyVersion] = useState(0);
   const [models, setModels] = useState<ModelEntry[]>([]);
   const [modelsError, setModelsError] = useState<string | null>(null);
@@ -32,7 +32,7 @@ function App() {
     window.addEventListener("hashchange", onHash);
     return () => window.removeEventListener("hashchange", onHash);
   }, []);
-  useEffect(() => onUnauthorized(() => setNeedKey(true)), []);
+  useEffect(() => onUnauthorized((err) => setNeedKey(err.detail)), []);
 
   const refresh = useCallback(async () => {
     try {
@@ -72,16 +72,17 @@ function App() {
         )}
       </header>
       <main key={keyVersion}>
-        {modelsError && page === "chat" && <p class="error banner" role="alert">{modelsError}</p>}
+        {modelsError && needKey === null && page === "chat" && <p class="error banner" role="alert">{modelsError}</p>}
         {page === "chat" && <ChatPage models={models} onModelsChanged={refresh} />}
         {page === "models" && <ModelsPage models={models} error={modelsError} refresh={refresh} />}
         {page === "server" && <ServerPage models={models} />}
       </main>
-      {needKey && (
+      {needKey !== null && (
         <KeyDialog
+          reason={needKey}
           onSave={(key) => {
             setApiKey(key);
-            setNeedKey(false);
+            setNeedKey(null);
             setKeyVersion((v) => v + 1);
           }}
         />
@@ -90,7 +91,7 @@ function App() {
   );
 }
 
-function KeyDialog({ onSave }: { onSave: (key: string) => void }) {
+function KeyDialog({ reason, onSave }: { reason: string; onSave: (key: string) => void }) {
   const [key, setKey] = useState("");
   const input = useRef<HTMLInputElement>(null);
   const had = apiKey();
@@ -106,8 +107,9 @@ function KeyDialog({ onSave }: { onSave: (key: string) => void }) {
       >
         <h2 id="key-title">API key</h2>
         <p>
-          {had ? "The server refused the saved key. " : "This server was started with --api-key. "}
-          Enter a key; it is kept in this browser only (localStorage) and sent as <code>x-api-key</code>.
+          {had ? "The server refused the saved key" : "This server was started with --api-key"} (
+          <em>{reason}</em>). Enter a key; it is kept in this browser only (localStorage) and sent as{" "}
+          <code>x-api-key</code>.
         </p>
         <label>
           API key

@@ -7,6 +7,7 @@ admission) before the API layer commits to a 200, so errors keep their status an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from lmdock.chat.parser import ParserSpec
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, TextDelta, ThinkingDelta, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import EngineEvent, EngineRequest, Finished, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,23 @@ class PreparedChat:
         """Core events; with logprobs, each TextDelta carries the entries of the tokens of its text."""
         parser = self.rendered.new_parser()
         aligner = LogprobAligner() if self.logprobs else None
-        async for event in self._stream:
-            if isinstance(event, TextChunk):
-                if aligner is not None and event.logprobs:
-                    aligner.add(event.logprobs)
-                for out in parser.feed(event.text):
+        try:
+            async for event in self._stream:
+                if isinstance(event, TextChunk):
+                    if aligner is not None and event.logprobs:
+                        aligner.add(event.logprobs)
+                    for out in parser.feed(event.text):
+                        yield _aligned(out, aligner)
+                    continue
+                for out in parser.finish():
                     yield _aligned(out, aligner)
-                continue
-            for out in parser.finish():
-                yield _aligned(out, aligner)
-            if aligner is not None and (rest := aligner.flush()):
-                yield TextDelta(text="", logprobs=rest)
-            yield self._done(event, parser.tool_calls)
+                if aligner is not None and (rest := aligner.flush()):
+                    yield TextDelta(text="", logprobs=rest)
+                yield self._done(event, parser.tool_calls)
+        finally:  # the consumer went away (or we are done): free the engine sequence now
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):
@@ -90,17 +96,27 @@ def _aligned(event: GenerationEvent, aligner: LogprobAligner | None) -> Generati
 
 
 class ChatSession:
-    """Chat generation for one loaded model."""
+    """Chat generation for one loaded model.
+
+    `engine` is the model's engine surface (`submit`, and `hold()` while a request prepares, so an
+    unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
+    in-process Engine is both: its LlamaModel tokenizes."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine,
         formatter: ChatFormatter,
         sampling_defaults: Callable[[], SamplingParams] | None = None,
+        vocab=None,
     ) -> None:
         self.engine = engine
         self.formatter = formatter
         self.sampling_defaults = sampling_defaults
+        self.vocab = vocab if vocab is not None else engine.model
+
+    def _hold(self):
+        hold = getattr(self.engine, "hold", None)
+        return hold() if hold is not None else contextlib.nullcontext()
 
     def effective_sampling(self, requested: SamplingParams) -> SamplingParams:
         """The request's sampling fields, the unset ones from the model's defaults."""
@@ -111,13 +127,17 @@ class ChatSession:
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
         rendered = self.formatter.render(req)
-        return rendered, self.engine.model.tokenize(rendered.text)
+        return rendered, self.vocab.tokenize(rendered.text)
 
     async def count_tokens(self, req: ChatRequest) -> int:
         _, tokens = await asyncio.to_thread(self._tokenize, req)
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
+        with self._hold():
+            return await self._prepare(req)
+
+    async def _prepare(self, req: ChatRequest) -> PreparedChat:
         rendered, tokens = await asyncio.to_thread(self._tokenize, req)
         sampling = self.effective_sampling(req.sampling)
         stream = await self.engine.submit(
@@ -151,11 +171,22 @@ class ChatSession:
         """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
 
         Text gets the vocabulary's BOS as llama-server's /completion does; token ids pass through."""
+        with self._hold():
+            return await self._prepare_raw(prompt, max_tokens, sampling, stop, logprobs)
+
+    async def _prepare_raw(
+        self,
+        prompt: str | list[int],
+        max_tokens: int,
+        sampling: SamplingParams,
+        stop: list[str],
+        logprobs: int | None,
+    ) -> PreparedChat:
         if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(self.engine.model.tokenize, prompt, add_special=True)
+            tokens = await asyncio.to_thread(self.vocab.tokenize, prompt, add_special=True)
         else:
             tokens = list(prompt)
-            if any(not 0 <= t < self.engine.model.n_vocab for t in tokens):
+            if any(not 0 <= t < self.vocab.n_vocab for t in tokens):
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")

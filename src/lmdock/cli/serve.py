@@ -74,6 +74,18 @@ def serve(
             envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
         ),
     ] = 30.0,
+    repack: Annotated[
+        bool | None,
+        typer.Option(
+            "--repack/--no-repack",
+            help="Use llama.cpp's extra weight buffer types (repacking, AMX); default: a CPU self-check "
+            "decides (env LMDOCK_REPACK=1/0).",
+        ),
+    ] = None,
+    unload_grace: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_UNLOAD_GRACE", help="Seconds an unload waits for requests in flight."),
+    ] = 30.0,
     batch_slots: Annotated[
         int,
         typer.Option(
@@ -133,6 +145,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         responses_max_stored=responses_max_stored,
         responses_max_age_days=responses_max_age,
+        repack=repack,
+        unload_grace=unload_grace,
+        log_level=log_level,
         batch_slots=batch_slots,
         batch_retention_days=batch_retention_days,
         upstreams=upstreams,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from lmdock.api.request_log import RequestLogMiddleware
 from lmdock.api.responses import router as responses_router
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
+from lmdock.engine.proxy import rss_bytes
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
@@ -45,9 +47,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         yield
         for task in tasks:
             task.cancel()
-        embedders = getattr(app.state, "embedders", None)
-        if embedders is not None:
-            embedders.close()
         await manager.close()
         db = getattr(app.state, "db", None)  # storage.database(app), opened on first use
         if db is not None:
@@ -84,6 +83,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            # each loaded model's worker process: status, pid, crashes, last crash, restart time
+            "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
+            "server_rss_bytes": rss_bytes(os.getpid()),
+            "failed": dict(manager.failed),
             "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 
