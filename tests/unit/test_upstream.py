@@ -53,6 +53,11 @@ def test_affinity_key_is_stable_across_turns_and_differs_between_conversations()
     other = _req(system, Message("user", "something else"), tools=TOOLS)
     assert affinity_key(turn1) == affinity_key(turn3) != affinity_key(other)
     assert affinity_key(turn1) != affinity_key(_req(system, first))
+    billed = [
+        Message("system", f"x-anthropic-billing-header: cc_version=2.1; cch={c};\nYou are Claude Code.")
+        for c in ("ab12c", "9f8e7")
+    ]
+    assert affinity_key(_req(billed[0], first)) == affinity_key(_req(billed[1], first))
 
 
 def test_router_affinity_least_outstanding_and_failover():

@@ -136,6 +136,9 @@ class FakeUpstream:
             def mode_stall(self, body: dict) -> None:
                 self._sse([_chunk({"role": "assistant", "content": "Hel"})], stall=True)
 
+            def mode_midfail(self, body: dict) -> None:  # vLLM reports a failure after streaming began so
+                self._sse([_chunk({"content": "Hel"}), {"error": {"message": "engine crashed", "code": 500}}])
+
             def mode_boom(self, body: dict) -> None:
                 self._send(500, {"error": {"message": "CUDA error: out of memory", "type": "server_error"}})
 

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import DEFAULT_MODEL, Server, start_server
 from tests.upstream.fake_upstream import FakeUpstream
 
 MODES = [
@@ -21,6 +21,7 @@ MODES = [
     "jsongarbage",
     "hang",
     "stall",
+    "midfail",
     "boom",
     "overflow",
     "clamp",
@@ -66,13 +67,21 @@ def front(tmp_path_factory, fake: FakeUpstream) -> Server:
         if mode == "ok":
             lines.append('api_key_env = "LMDOCK_TEST_UPSTREAM_KEY"')
         lines.append("")
+    lines += [  # raw prompts rendered and counted with a local GGUF's template and vocabulary
+        "[[upstream]]",
+        'name = "rawok"',
+        f'urls = ["{fake.base_url}/ok"]',
+        'kind = "openai"',
+        'prompt = "raw"',
+        f'tokenizer = "{DEFAULT_MODEL}"',
+    ]
     (tmp / "home" / "upstreams.toml").write_text("\n".join(lines))
     srv = start_server(
         tmp,
         "--model",
         "ok",
         env={"LMDOCK_TEST_UPSTREAM_KEY": SECRET},
-        ready=lambda h: len(h.get("upstreams", {})) == len(MODES),
+        ready=lambda h: len(h.get("upstreams", {})) == len(MODES) + 1,
     )
     yield srv
     srv.stop()
@@ -201,6 +210,19 @@ def test_a_stream_that_stalls_ends_with_an_error_event(front: Server):
     assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "timeout_error"
 
 
+def test_a_failure_reported_mid_stream_is_an_error_event(front: Server):
+    with httpx.stream(
+        "POST",
+        f"{front.base_url}/v1/messages",
+        json={"model": "midfail", "max_tokens": 5, "stream": True, "messages": ASK},
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200, r.read()
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "api_error"
+    assert "engine crashed" in events[-1]["error"]["message"]
+
+
 def test_an_upstream_server_error_keeps_its_message(client):
     with pytest.raises(anthropic.APIStatusError) as err:
         client.messages.create(model="boom", max_tokens=5, messages=ASK)
@@ -243,3 +265,15 @@ def test_upstreams_are_listed_with_health_and_metrics(front: Server, client):
     assert 'lmdock_upstream_errors_total{model="garbage"' in metrics
     for text in (json.dumps(models), json.dumps(health), metrics):
         assert SECRET not in text
+
+
+def test_raw_prompts_render_and_count_with_a_local_gguf(client, fake):
+    params = dict(model="rawok", system="Be brief.", messages=[{"role": "user", "content": "Hi"}])
+    counted = client.messages.count_tokens(**params).input_tokens
+    msg = client.messages.create(max_tokens=5, **params)
+    assert msg.content[0].text == "Hello world"
+    got = httpx.get(f"{fake.base_url}/ok/_requests").json()
+    sent = [r for r in got if r["_path"] == "v1/completions"][-1]
+    assert sent["prompt"].startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert sent["prompt"].endswith("<|im_start|>assistant\n")
+    assert 10 < counted < 40

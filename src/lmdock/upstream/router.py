@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from lmdock.chat.messages import normalize_billing_header
 from lmdock.core.request import ChatRequest
 
 AFFINITY_ENTRIES = 8192
@@ -75,8 +76,8 @@ def affinity_key(req: ChatRequest) -> str:
     """A hash of what stays the same across a conversation's turns."""
     head: list[object] = []
     for m in req.messages:
-        if m.role == "system":
-            head.append(["system", m.content])
+        if m.role == "system":  # Claude Code's attribution line changes every request: pinned
+            head.append(["system", normalize_billing_header(m.content)])
             continue
         head.append([m.role, m.content])
         break

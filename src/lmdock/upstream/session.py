@@ -25,6 +25,7 @@ from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.events import Done, GenerationEvent
 from lmdock.core.request import ChatRequest, SamplingParams
+from lmdock.upstream.config import UpstreamConfigError
 from lmdock.upstream.openai_chat import (
     ChatTranslator,
     StopMatcher,
@@ -79,6 +80,20 @@ class UpstreamSession:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self._formatter: ChatFormatter | None = None
+        self._vocab = None  # GgufVocab of the configured `tokenizer`, loaded on first use
+
+    async def vocab(self):
+        """The configured local GGUF vocabulary, or None."""
+        if self.spec.tokenizer is None:
+            return None
+        if self._vocab is None:
+            from lmdock.upstream.vocab import GgufVocab
+
+            try:
+                self._vocab = await asyncio.to_thread(GgufVocab, self.spec.tokenizer)
+            except UpstreamConfigError as exc:
+                raise InvalidRequest(f"upstream model '{self.spec.name}': {exc}") from None
+        return self._vocab
 
     @property
     def spec(self):
@@ -166,12 +181,19 @@ class UpstreamSession:
                     return counted["count"]
                 if isinstance(counted.get("tokens"), list):
                     return len(counted["tokens"])
+        if self.spec.tokenizer is not None:  # the same model's template and vocabulary, locally
+            rendered = await self._render(req)
+            vocab = await self.vocab()
+            return await asyncio.to_thread(vocab.count, rendered.text)
         raise InvalidRequest(
             f"count_tokens: upstream model '{self.spec.name}' has no tokenizer endpoint lmdock can use; "
             "set `tokenizer` to a local GGUF of the same model in its upstreams.toml entry"
         )
 
     async def _count_text(self, text: str, add_special: bool = False) -> int:
+        vocab = await self.vocab()
+        if vocab is not None:
+            return await asyncio.to_thread(vocab.count, text, add_special)
         counted = await self.upstream.post_json(
             "/tokenize",
             {
@@ -197,15 +219,22 @@ class UpstreamSession:
     async def _render(self, req: ChatRequest) -> RenderedPrompt:
         if self._formatter is None:
             info = self.upstream.info
+            vocab = await self.vocab()
+            if vocab is not None and vocab.chat_template:
+                info.chat_template, info.bos_token, info.eos_token = (
+                    vocab.chat_template,
+                    vocab.bos_token,
+                    vocab.eos_token,
+                )
             if not info.chat_template:
                 raise InvalidRequest(
                     f"upstream model '{self.spec.name}' is set to raw prompts but lmdock has no chat template "
-                    'for it (llama-server\'s /props gives one; otherwise use prompt = "chat")'
+                    "for it (set `tokenizer` to the model's GGUF; llama-server's /props also gives one)"
                 )
             self._formatter = ChatFormatter(
                 info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
             )
-        return self._formatter.render(req)
+        return await asyncio.to_thread(self._formatter.render, req)
 
     async def _prepare_rendered(self, req: ChatRequest) -> PreparedChat:
         rendered = await self._render(req)

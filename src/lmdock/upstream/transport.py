@@ -89,6 +89,12 @@ class Opened:
         except BadStream:
             self.node.stats.errors += 1
             raise
+        except StreamErrorBody as err:  # the upstream reported a failure mid-stream
+            self.node.stats.errors += 1
+            message = error_message(err.body, "error")
+            raise client_error(
+                self.upstream.spec.name, 500, err.body, overflow_of(err.body, message)
+            ) from None
         finally:
             await self.release()
 
