@@ -61,6 +61,18 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = 32 << 20,
+    repack: Annotated[
+        bool | None,
+        typer.Option(
+            "--repack/--no-repack",
+            help="Use llama.cpp's extra weight buffer types (repacking, AMX); default: a CPU self-check "
+            "decides (env LMDOCK_REPACK=1/0).",
+        ),
+    ] = None,
+    unload_grace: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_UNLOAD_GRACE", help="Seconds an unload waits for requests in flight."),
+    ] = 30.0,
     batch_slots: Annotated[
         int,
         typer.Option(
@@ -118,6 +130,9 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        repack=repack,
+        unload_grace=unload_grace,
+        log_level=log_level,
         batch_slots=batch_slots,
         batch_retention_days=batch_retention_days,
         upstreams=upstreams,

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmdock.server.errors import error_response, new_request_id
+from lmdock.server.web import is_public_path
 
 _OPEN_PATHS = ("/health", "/metrics")
 # routes whose documented request size exceeds the general limit (Message Batches: 256 MB)
@@ -61,7 +62,7 @@ class RequestContext:
         return max(self.max_body_bytes, _LARGE_BODY_PATHS.get(scope["path"], 0))
 
     def _authorized(self, request: Request) -> bool:
-        if request.url.path in _OPEN_PATHS:
+        if request.url.path in _OPEN_PATHS or is_public_path(request.url.path):
             return True
         offered = request.headers.get("x-api-key", "")
         auth = request.headers.get("authorization", "")

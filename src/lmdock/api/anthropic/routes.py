@@ -13,7 +13,7 @@ from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
-from lmdock.api.request_log import note_usage
+from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest
 from lmdock.models.manager import ModelManager
@@ -46,6 +46,7 @@ async def create_message(request: Request):
     model = await _manager(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
+    note_sampling(request, prepared.sampling)
     encoder = MessageEncoder(params.model, prepared.input_tokens)
     if params.stream:
         return StreamingResponse(

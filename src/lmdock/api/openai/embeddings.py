@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import numpy as np
@@ -16,8 +15,6 @@ from lmdock.api.request_log import note_usage
 from lmdock.api.validation import validate_body
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
-from lmdock.engine.embeddings import Embedder
-from lmdock.models.embedders import Embedders
 
 router = APIRouter()
 
@@ -34,22 +31,6 @@ def _inputs(raw: str | list[str] | list[int] | list[list[int]]) -> list[Input]:
     return list(raw)  # type: ignore[arg-type]
 
 
-def _embedders(request: Request) -> Embedders:
-    app = request.app
-    if getattr(app.state, "embedders", None) is None:
-        app.state.embedders = Embedders(n_threads=app.state.settings.threads)
-    return app.state.embedders
-
-
-def _embed_all(embedder: Embedder, inputs: list[Input]) -> tuple[list[np.ndarray], int]:
-    vectors, n_tokens = [], 0
-    for item in inputs:
-        tokens = embedder.tokenize(item) if isinstance(item, str) else item
-        vectors.append(embedder.embed(tokens))
-        n_tokens += len(tokens)
-    return vectors, n_tokens
-
-
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":  # little-endian float32, as the openai SDK decodes it
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
@@ -61,12 +42,14 @@ async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
     inputs = _inputs(params.input)
     model = await model_for(request, params.model, params.ttl)
-    embedder = await _embedders(request).get(model, request.app.state.manager.loaded)
-    if params.dimensions is not None and params.dimensions != embedder.n_embd:
-        raise InvalidRequest(
-            f"dimensions: {model.key} embeds in {embedder.n_embd} dimensions", param="dimensions"
-        )
-    vectors, n_tokens = await asyncio.to_thread(_embed_all, embedder, inputs)
+    if getattr(model, "engine", None) is None:
+        raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")
+    n_embd = model.engine.info.n_embd if model.engine.info else None
+    if params.dimensions is not None and params.dimensions != n_embd:
+        raise InvalidRequest(f"dimensions: {model.key} embeds in {n_embd} dimensions", param="dimensions")
+    # the embeddings context lives in the model's worker process, beside its engine
+    with model.engine.hold():
+        vectors, n_tokens = await model.engine.embed(inputs)
     note_usage(request, model.key, ev.Usage(input_tokens=n_tokens))
     data = [
         # model_construct: a base64 embedding is a string, which the float-list type does not allow
