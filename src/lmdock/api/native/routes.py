@@ -72,10 +72,15 @@ def _manager(request: Request) -> ModelManager:
     return request.app.state.manager
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, manager: ModelManager | None = None) -> str:
     """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
     if _PATH_LIKE.search(name.strip()):
         raise InvalidRequest(f"model: '{name}' looks like a file path; use a model key", param="model")
+    if manager is not None and manager.upstreams.get(name) is not None:
+        raise InvalidRequest(
+            f"model: '{name}' is served by upstream engines; there is nothing to load or unload",
+            param="model",
+        )
     return name
 
 
@@ -108,7 +113,7 @@ def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> boo
 async def load_model(request: Request):
     body = validate_body(LoadBody, await _body(request))
     manager = _manager(request)
-    record = manager.resolve(_check_name(body.model))
+    record = manager.resolve(_check_name(body.model, manager))
     want = body.settings()
     kv_type = want.kv_cache_type or "f16"
     kv_element_bytes(kv_type)  # validates the name
@@ -148,7 +153,7 @@ async def unload_model(request: Request):
     if not name:
         raise InvalidRequest("model: Field required", param="model")
     manager = _manager(request)
-    record = manager.resolve(_check_name(name))
+    record = manager.resolve(_check_name(name, manager))
     if not await manager.unload(record.key):
         raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
     return {"instance_id": record.key, "state": "not-loaded"}
