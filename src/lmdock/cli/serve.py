@@ -77,6 +77,19 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = _DEFAULT("max_body_bytes"),
+    responses_max_stored: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_STORED",
+            help="Stored /v1/responses kept, newest first (0: no limit).",
+        ),
+    ] = _DEFAULT("responses_max_stored"),
+    responses_max_age: Annotated[
+        float,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
+        ),
+    ] = _DEFAULT("responses_max_age_days"),
     repack: Annotated[
         bool | None,
         typer.Option(
@@ -147,6 +160,8 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        responses_max_stored=responses_max_stored,
+        responses_max_age_days=responses_max_age,
         repack=repack,
         unload_grace=unload_grace,
         log_level=log_level,

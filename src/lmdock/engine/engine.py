@@ -282,7 +282,10 @@ class Engine:
             self._end(seq, "eog", keep_cache=True)
             return
         self.stats.generated_tokens += 1
-        stop = seq.push_piece(self.model.token_piece(token))
+        logprob = None
+        if seq.request.logprobs is not None:
+            logprob = self.runner.logprob(seq, token, seq.request.logprobs)
+        stop = seq.push_piece(self.model.token_piece(token), logprob)
         seq.pending = token
         if stop is not None:
             self._end(seq, "stop", keep_cache=True, stop=stop)

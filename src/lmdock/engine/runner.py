@@ -12,10 +12,12 @@ import llama_cpp as L
 
 from lmdock.engine.batch import Batch
 from lmdock.engine.llama_model import LlamaModel
+from lmdock.engine.logprobs import logits_row, token_logprob
 from lmdock.engine.sampling import build_sampler_chain, free_sampler_chain
 from lmdock.engine.scheduler import Step
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import CopyPrefix, KvOp, Truncate
+from lmdock.engine.types import TokenLogprob
 
 
 class ModelRunner:
@@ -74,6 +76,12 @@ class ModelRunner:
         if seq.constraint is not None:
             seq.constraint.apply(L.llama_get_logits_ith(self.ctx, seq.batch_index))
         return L.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index)
+
+    def logprob(self, seq: Sequence, token: int, top: int) -> TokenLogprob:
+        """The sampled token's log-probability and the `top` alternatives, from the logits row the
+        sampler saw (after the grammar mask)."""
+        row = logits_row(L.llama_get_logits_ith(self.ctx, seq.batch_index), self.model.n_vocab)
+        return token_logprob(row, token, top, self.model.token_piece)
 
     def start_sampler(self, seq: Sequence) -> None:
         seq.sampler = build_sampler_chain(seq.request.sampling, self.model.n_vocab)

@@ -19,6 +19,7 @@ from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
 from lmdock.models.loaded import LoadOptions
+from lmdock.models.manager import ModelManager
 from lmdock.upstream.listing import upstream_entry
 
 router = APIRouter(prefix="/api/v1")
@@ -67,10 +68,15 @@ async def _body(request: Request) -> Any:
         raise InvalidRequest("request body is not valid JSON") from None
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, manager: ModelManager | None = None) -> str:
     """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
     if _PATH_LIKE.search(name.strip()):
         raise InvalidRequest(f"model: '{name}' looks like a file path; use a model key", param="model")
+    if manager is not None and manager.upstreams.get(name) is not None:
+        raise InvalidRequest(
+            f"model: '{name}' is served by upstream engines; there is nothing to load or unload",
+            param="model",
+        )
     return name
 
 
@@ -88,7 +94,7 @@ async def list_models(request: Request):
 async def load_model(request: Request):
     body = validate_body(LoadBody, await _body(request))
     manager = manager_of(request)
-    record = manager.resolve(_check_name(body.model))
+    record = manager.resolve(_check_name(body.model, manager))
     want = body.settings()
     kv_type = want.kv_cache_type or "f16"
     kv_element_bytes(kv_type)  # validates the name
@@ -123,7 +129,7 @@ async def unload_model(request: Request):
     if not name:
         raise InvalidRequest("model: Field required", param="model")
     manager = manager_of(request)
-    record = manager.resolve(_check_name(name))
+    record = manager.resolve(_check_name(name, manager))
     if not await manager.unload(record.key):
         raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
     return {"instance_id": record.key, "state": "not-loaded"}
