@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
-from lmdock.config import Settings
+from lmdock.config import MAX_DEFAULT_CTX, Settings
 from lmdock.engine import ContextParams, EngineConfig
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
 from lmdock.engine.proxy import WorkerEngine
@@ -17,8 +17,6 @@ from lmdock.engine.vocab import Vocab
 from lmdock.engine.worker import WorkerConfig
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
-
-MAX_DEFAULT_CTX = 32768
 
 
 @dataclass
@@ -93,8 +91,9 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
     params = ContextParams(
         n_ctx=requested_ctx or 0,
         n_batch=settings.batch_size,
-        n_ubatch=settings.batch_size,
-        n_seq_max=parallel + EngineConfig.cached_slots,
+        n_seq_max=parallel
+        + settings.cached_slots
+        + 1,  # + the scratch sequence chunk reuse moves runs through
         n_threads=settings.threads,
         flash_attn=options.flash_attn,
         use_extra_bufts=repack.repack,
@@ -103,7 +102,9 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         key=record.key,
         path=str(record.path),
         params=params,
-        engine=EngineConfig(parallel=parallel, max_queue=settings.max_queue),
+        engine=EngineConfig(
+            parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
+        ),
         cache_ram_bytes=settings.cache_ram_mib << 20,
         cache_dir=str(settings.cache_dir) if settings.cache_dir is not None else None,
         max_ctx=MAX_DEFAULT_CTX,
