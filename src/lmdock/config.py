@@ -37,6 +37,8 @@ class Settings:
     max_loaded: int = 1
     ttl_seconds: int = 3600
     cors_origins: list[str] = field(default_factory=list)
+    responses_max_stored: int = 10_000  # stored Responses API responses kept (0: no limit)
+    responses_max_age_days: float = 30.0  # and for how long (0: no limit)
     repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
     unload_grace: float = 30.0  # seconds an unload waits for requests in flight
     log_level: str = "info"

@@ -61,6 +61,19 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = 32 << 20,
+    responses_max_stored: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_STORED",
+            help="Stored /v1/responses kept, newest first (0: no limit).",
+        ),
+    ] = 10_000,
+    responses_max_age: Annotated[
+        float,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
+        ),
+    ] = 30.0,
     repack: Annotated[
         bool | None,
         typer.Option(
@@ -130,6 +143,8 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        responses_max_stored=responses_max_stored,
+        responses_max_age_days=responses_max_age,
         repack=repack,
         unload_grace=unload_grace,
         log_level=log_level,

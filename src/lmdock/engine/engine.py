@@ -23,6 +23,7 @@ from lmdock.core.errors import Overloaded, PromptTooLong
 from lmdock.engine.batch import Batch
 from lmdock.engine.constraint import ConstraintFactory
 from lmdock.engine.llama_model import LlamaModel
+from lmdock.engine.logprobs import logits_row, token_logprob
 from lmdock.engine.prompt_cache import PromptCache
 from lmdock.engine.sampling import build_sampler_chain, free_sampler_chain
 from lmdock.engine.scheduler import plan_prefill
@@ -284,7 +285,11 @@ class Engine:
             self._complete(seq, "eog")
             return
         self.stats.generated_tokens += 1
-        stop = seq.push_piece(self.model.token_piece(token))
+        logprob = None
+        if seq.request.logprobs is not None:  # from the row the sampler saw (after the grammar mask)
+            row = logits_row(L.llama_get_logits_ith(self.model.ctx, seq.batch_index), self.model.n_vocab)
+            logprob = token_logprob(row, token, seq.request.logprobs, self.model.token_piece)
+        stop = seq.push_piece(self.model.token_piece(token), logprob)
         seq.pending = token
         if stop is not None:
             self._complete(seq, "stop", stop=stop)

@@ -9,7 +9,7 @@ from enum import Enum
 from lmdock.engine.constraint import Constraint
 from lmdock.engine.detokenizer import IncrementalDecoder, StopMatcher
 from lmdock.engine.slots import Slot
-from lmdock.engine.types import EngineEvent, EngineRequest, Finished, FinishReason, TextChunk
+from lmdock.engine.types import EngineEvent, EngineRequest, Finished, FinishReason, TextChunk, TokenLogprob
 
 _ids = itertools.count(1)
 
@@ -44,6 +44,7 @@ class Sequence:
         self.constraint: Constraint | None = None
         self._decoder = IncrementalDecoder()
         self._stops = StopMatcher(request.stop)
+        self._logprobs: list[TokenLogprob] = []  # sampled tokens whose text is not emitted yet
 
     @property
     def position(self) -> int:
@@ -54,13 +55,26 @@ class Sequence:
     def prompt_left(self) -> int:
         return len(self.prompt) - self.cursor
 
-    def push_piece(self, piece: bytes) -> str | None:
-        """Feed one sampled token's bytes; emit safe text; return the stop string if one matched."""
+    def push_piece(self, piece: bytes, logprob: TokenLogprob | None = None) -> str | None:
+        """Feed one sampled token's bytes; emit safe text; return the stop string if one matched.
+
+        A token's logprob entry carries the text that token added to the decoded output and travels
+        with the first chunk that emits text at or after it (held-back text keeps its entries waiting)."""
         self.generated += 1
-        text, stop = self._stops.feed(self._decoder.feed(piece))
+        decoded = self._decoder.feed(piece)
+        if logprob is not None:
+            logprob.token = decoded
+            self._logprobs.append(logprob)
+        text, stop = self._stops.feed(decoded)
         if text:
-            self.emit(TextChunk(text=text))
+            self.emit(TextChunk(text=text, logprobs=self._take_logprobs()))
         return stop
+
+    def _take_logprobs(self) -> list[TokenLogprob] | None:
+        if self.request.logprobs is None:
+            return None
+        taken, self._logprobs = self._logprobs, []
+        return taken
 
     def finish(self, reason: FinishReason, *, stop: str | None = None, error: str | None = None) -> None:
         if self.phase is Phase.DONE:
@@ -69,7 +83,7 @@ class Sequence:
             tail, matched = self._stops.feed(self._decoder.flush())
             tail += "" if matched else self._stops.flush()
             if tail:
-                self.emit(TextChunk(text=tail))
+                self.emit(TextChunk(text=tail, logprobs=self._take_logprobs()))
         self.phase = Phase.DONE
         self.emit(
             Finished(

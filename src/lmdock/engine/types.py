@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lmdock.core.events import TokenLogprob
 from lmdock.core.request import SamplingParams
+
+__all__ = ["EngineEvent", "EngineRequest", "Finished", "FinishReason", "TextChunk", "TokenLogprob"]
 
 FinishReason = Literal["eog", "length", "stop", "context", "grammar", "cancelled", "error"]
 
@@ -24,20 +27,17 @@ class EngineRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = None  # None: off; k: each token's logprob and its k most likely alternatives
     priority: int = 0  # scheduling class (core.request.PRIORITY_*): lower is admitted first
 
 
 @dataclass
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: list[tuple[str, float]] = field(default_factory=list)
-
-
-@dataclass
 class TextChunk:
-    """Newly decoded text (may be empty while a UTF-8 sequence or a possible stop string is held back)."""
+    """Newly decoded text (may be empty while a UTF-8 sequence or a possible stop string is held back).
+
+    With logprobs requested, `logprobs` has one entry per sampled token since the previous chunk; their
+    `token` texts concatenate to the decoded output (which may run past `text` while a possible stop
+    string is held back)."""
 
     text: str
     n_tokens: int = 1

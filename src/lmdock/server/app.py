@@ -21,6 +21,7 @@ from lmdock.api.anthropic.batches import start_batch_runner
 from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogMiddleware
+from lmdock.api.responses import router as responses_router
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
 from lmdock.engine.proxy import rss_bytes
@@ -47,6 +48,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         for task in tasks:
             task.cancel()
         await manager.close()
+        db = getattr(app.state, "db", None)  # storage.database(app), opened on first use
+        if db is not None:
+            db.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.manager = manager
@@ -66,6 +70,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.include_router(anthropic_router)
     app.include_router(batches_router)
     app.include_router(openai_router)
+    app.include_router(responses_router)
     app.include_router(native_router)
     app.include_router(web_router)  # the web app at / (a client of the routes above)
 
