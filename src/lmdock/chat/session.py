@@ -18,7 +18,7 @@ from lmdock.chat.parser import ParserSpec
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, TextDelta, ThinkingDelta, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import Admitted, EngineEvent, EngineRequest, Finished, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,38 @@ _REASONS: dict[str, StopReason] = {
 
 @dataclass
 class PreparedChat:
-    """An admitted request: its prompt size is known and its events can be consumed."""
+    """A submitted request: its prompt size is known and its events can be consumed."""
 
     input_tokens: int
     rendered: RenderedPrompt
     user_stops: list[str]
     _stream: AsyncIterator[EngineEvent]
+    cached_tokens: int = 0
+    _early: EngineEvent | None = None  # what `admitted()` read that was not the admission
     logprobs: bool = False
     sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
+
+    async def admitted(self) -> Usage:
+        """Wait until the engine has set up the prompt's KV slot; the prompt usage as known then (with
+        the cache hit), which `Done.usage` repeats. Call before `events()`, or not at all."""
+        if self._stream is None:  # not an engine stream (an upstream model): nothing to wait for
+            return Usage(input_tokens=self.input_tokens, output_tokens=0)
+        event = await anext(self._stream, None)
+        if isinstance(event, Admitted):
+            self.cached_tokens = event.cached_tokens
+        else:
+            self._early = event  # the request ended first (cancelled, failed): events() reports it
+        return Usage(input_tokens=self.input_tokens, output_tokens=0, cached_tokens=self.cached_tokens)
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Core events; with logprobs, each TextDelta carries the entries of the tokens of its text."""
         parser = self.rendered.new_parser()
         aligner = LogprobAligner() if self.logprobs else None
         try:
-            async for event in self._stream:
+            async for event in self._engine_events():
+                if isinstance(event, Admitted):
+                    self.cached_tokens = event.cached_tokens
+                    continue
                 if isinstance(event, TextChunk):
                     if aligner is not None and event.logprobs:
                         aligner.add(event.logprobs)
@@ -68,6 +85,12 @@ class PreparedChat:
             aclose = getattr(self._stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _engine_events(self) -> AsyncIterator[EngineEvent]:
+        if self._early is not None:
+            yield self._early
+        async for event in self._stream:
+            yield event
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):

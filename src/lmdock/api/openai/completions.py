@@ -13,7 +13,13 @@ from fastapi.responses import JSONResponse
 from openai.types import Completion, CompletionChoice
 from openai.types.completion_choice import Logprobs
 
-from lmdock.api.openai.convert import check_unsupported, logprobs_of, sampling_of
+from lmdock.api.openai.convert import (
+    TextOrTokens,
+    check_unsupported,
+    logprobs_of,
+    sampling_of,
+    text_or_token_items,
+)
 from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
 from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
@@ -27,18 +33,6 @@ from lmdock.server.streaming import unless_disconnected
 router = APIRouter()
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for this endpoint
-
-Prompt = str | list[int]
-
-
-def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise InvalidRequest("prompt: must not be empty", param="prompt")
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    return list(prompt)  # type: ignore[arg-type]
 
 
 class _Encoder:
@@ -150,8 +144,8 @@ class _Encoder:
 
 async def _events(
     first: PreparedChat,
-    rest: list[Prompt],
-    prepare: Callable[[Prompt], Awaitable[PreparedChat]],
+    rest: list[TextOrTokens],
+    prepare: Callable[[TextOrTokens], Awaitable[PreparedChat]],
     encoder: _Encoder,
 ) -> AsyncIterator[ev.GenerationEvent]:
     """Every prompt's events in turn; a later prompt is admitted once the one before it is done."""
@@ -169,11 +163,11 @@ async def create_completion(request: Request):
     logprobs = logprobs_of(params)
     if logprobs is not None and params.echo:
         raise InvalidRequest("logprobs: not supported together with echo", param="logprobs")
-    prompts = _prompts(params.prompt)
+    prompts = text_or_token_items(params.prompt, "prompt")
     model = await model_for(request, params.model, params.ttl)
     sampling = sampling_of(params)
 
-    async def prepare(prompt: Prompt) -> PreparedChat:
+    async def prepare(prompt: TextOrTokens) -> PreparedChat:
         max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
         return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops, logprobs)
 

@@ -24,6 +24,20 @@ _PLACEHOLDERS = {
 }
 
 
+TextOrTokens = str | list[int]
+
+
+def text_or_token_items(raw: str | list[str] | list[int] | list[list[int]], param: str) -> list[TextOrTokens]:
+    """OpenAI's `prompt` / `input`: a string, a list of strings, token ids, or lists of token ids."""
+    if isinstance(raw, str):
+        return [raw]
+    if not raw:
+        raise InvalidRequest(f"{param}: must not be empty", param=param)
+    if all(isinstance(x, int) for x in raw):
+        return [list(raw)]  # type: ignore[arg-type]
+    return list(raw)  # type: ignore[arg-type]
+
+
 def sampling_of(params: GenerationParams) -> SamplingParams:
     """What the request set; the rest stays unset for the model's defaults (not OpenAI's documented
     temperature 1, on purpose: see models/sampling_defaults.py)."""
