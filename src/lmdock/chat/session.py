@@ -10,8 +10,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from llguidance import LLMatcher
+
 from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
 from lmdock.chat.parser import ParserSpec
+from lmdock.chat.plaintext import ContentGuard
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
@@ -42,14 +45,24 @@ class PreparedChat:
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         parser = self.rendered.new_parser()
-        async for event in self._stream:
-            if isinstance(event, TextChunk):
-                for out in parser.feed(event.text):
+        try:
+            async for event in self._stream:
+                if isinstance(event, TextChunk):
+                    for out in parser.feed(event.text):
+                        yield out
+                    continue
+                for out in parser.finish():
                     yield out
-                continue
-            for out in parser.finish():
-                yield out
-            yield self._done(event, parser.tool_calls)
+                yield self._done(event, parser.tool_calls)
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """End generation and free the engine sequence (idempotent; a no-op once finished). Routes call
+        it when the client goes away or the response ends, even if `events()` was never iterated."""
+        cancel = getattr(self._stream, "cancel", None)
+        if cancel is not None:
+            cancel()
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):
@@ -69,22 +82,55 @@ class PreparedChat:
 
 
 class ChatSession:
-    """Chat generation for one loaded model."""
+    """Chat generation for one loaded model.
+
+    `grammar_timeout` bounds rendering plus grammar compilation (set from `--grammar-timeout`); past
+    it the request is a 400 `schema too complex`. That work runs on a worker thread, never on the
+    engine's, and the engine compiles only a grammar that already compiled here."""
+
+    grammar_timeout: float = 10.0
 
     def __init__(self, engine: Engine, formatter: ChatFormatter) -> None:
         self.engine = engine
         self.formatter = formatter
+        self._guard: ContentGuard | None = None
+
+    @property
+    def guard(self) -> ContentGuard:
+        if self._guard is None:
+            self._guard = ContentGuard(self.engine.model.control_texts())
+        return self._guard
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
-        rendered = self.formatter.render(req)
-        return rendered, self.engine.model.tokenize(rendered.text)
+        """Render and tokenize; message content is plain text (see chat/plaintext.py)."""
+        safe, swapped = self.guard.protect(req)
+        rendered = self.formatter.render(safe)
+        if rendered.grammar:
+            error = LLMatcher.validate_grammar(rendered.grammar)
+            if error:
+                raise InvalidRequest(f"schema too complex or invalid: {error}")
+        tokens = self.guard.tokenize(rendered.text, swapped, self.engine.model.tokenize)
+        if swapped:
+            rendered.text = self.guard.restore(rendered.text, swapped)
+        return rendered, tokens
+
+    async def _render(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
+        work = asyncio.ensure_future(asyncio.to_thread(self._tokenize, req))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), self.grammar_timeout)
+        except TimeoutError:
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())  # finish unobserved
+            raise InvalidRequest(
+                f"schema too complex: preparing the prompt and its output grammar took more than "
+                f"{self.grammar_timeout:g} s (see --grammar-timeout)"
+            ) from None
 
     async def count_tokens(self, req: ChatRequest) -> int:
-        _, tokens = await asyncio.to_thread(self._tokenize, req)
+        _, tokens = await self._render(req)
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
-        rendered, tokens = await asyncio.to_thread(self._tokenize, req)
+        rendered, tokens = await self._render(req)
         stream = await self.engine.submit(
             EngineRequest(
                 prompt=tokens,

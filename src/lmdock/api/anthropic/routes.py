@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
+from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.request_log import note_usage
+from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
-from lmdock.core.errors import InvalidRequest
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
-from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
+from lmdock.server.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -28,30 +28,17 @@ def _manager(request: Request) -> ModelManager:
     return request.app.state.manager
 
 
-async def read_json(request: Request):
-    raw = await request.body()
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s %s body: %s", request.method, request.url.path, raw[:20000].decode(errors="replace"))
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 @router.post("/v1/messages")
 async def create_message(request: Request):
     params = parse(MessageCreateParams, await read_json(request))
     chat = to_chat_request(params)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
     model = await _manager(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     encoder = MessageEncoder(params.model, prepared.input_tokens)
     if params.stream:
-        return StreamingResponse(
-            _stream(request, model.key, prepared, encoder),
-            media_type="text/event-stream; charset=utf-8",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return SSEResponse(_stream(request, model.key, prepared, encoder), on_close=prepared.cancel)
 
     async def run() -> dict:
         async for event in prepared.events():
@@ -60,7 +47,10 @@ async def create_message(request: Request):
         note_usage(request, model.key, encoder.done.usage)
         return encoder.message().model_dump(mode="json")
 
-    return JSONResponse(await unless_disconnected(request, run))
+    try:
+        return JSONResponse(await unless_disconnected(request, run))
+    finally:
+        prepared.cancel()
 
 
 async def _stream(
@@ -83,8 +73,10 @@ async def _stream(
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request):
     params = parse(CountTokensParams, await read_json(request))
+    chat = to_chat_request(params)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
     model = await _manager(request).get(params.model)
-    n = await model.session.count_tokens(to_chat_request(params))
+    n = await model.session.count_tokens(chat)
     return {"input_tokens": n}
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmdock.api.native.catalog import default_context, instance_config, model_entry
 from lmdock.api.request_log import note_usage
-from lmdock.api.validation import validate_body
+from lmdock.api.validation import read_json, validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.downloads import parse_spec, plan_download
@@ -60,13 +59,6 @@ class DownloadBody(_Body):
     quantization: str | None = None
 
 
-async def _body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 def _manager(request: Request) -> ModelManager:
     return request.app.state.manager
 
@@ -103,7 +95,7 @@ def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> boo
 
 @router.post("/models/load")
 async def load_model(request: Request):
-    body = validate_body(LoadBody, await _body(request))
+    body = validate_body(LoadBody, await read_json(request))
     manager = _manager(request)
     record = manager.resolve(_check_name(body.model))
     want = body.settings()
@@ -139,7 +131,7 @@ async def load_model(request: Request):
 
 @router.post("/models/unload")
 async def unload_model(request: Request):
-    body = validate_body(UnloadBody, await _body(request))
+    body = validate_body(UnloadBody, await read_json(request))
     name = body.instance_id or body.model
     if not name:
         raise InvalidRequest("model: Field required", param="model")
@@ -152,7 +144,7 @@ async def unload_model(request: Request):
 
 @router.post("/models/download")
 async def download_model(request: Request):
-    body = validate_body(DownloadBody, await _body(request))
+    body = validate_body(DownloadBody, await read_json(request))
     spec = parse_spec(body.model, body.quantization)
     files = await asyncio.to_thread(plan_download, spec)
     job = _jobs(request).start(files, _manager(request).settings.models_dir)

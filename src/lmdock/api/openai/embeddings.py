@@ -10,12 +10,14 @@ from fastapi import APIRouter, Request
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
+from lmdock.api.limits import limits_of
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
 from lmdock.api.validation import validate_body
+from lmdock.config import RequestLimits
 from lmdock.core import events as ev
-from lmdock.core.errors import InvalidRequest
+from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.engine.embeddings import Embedder
 from lmdock.models.embedders import Embedders
 
@@ -41,13 +43,30 @@ def _embedders(request: Request) -> Embedders:
     return app.state.embedders
 
 
-def _embed_all(embedder: Embedder, inputs: list[Input]) -> tuple[list[np.ndarray], int]:
-    vectors, n_tokens = [], 0
+def _tokenize_all(embedder: Embedder, inputs: list[Input], limits: RequestLimits) -> list[list[int]]:
+    """Every input's tokens, refusing ids outside the vocabulary and more tokens than the limit."""
+    out, total = [], 0
     for item in inputs:
-        tokens = embedder.tokenize(item) if isinstance(item, str) else item
-        vectors.append(embedder.embed(tokens))
-        n_tokens += len(tokens)
-    return vectors, n_tokens
+        tokens = embedder.tokenize(item) if isinstance(item, str) else list(item)
+        total += len(tokens)
+        if total > limits.max_embedding_tokens:
+            raise InvalidRequest(
+                f"input: more than {limits.max_embedding_tokens} tokens in one request "
+                "(see --max-embedding-tokens)",
+                param="input",
+            )
+        out.append(tokens)
+    return out
+
+
+async def _embed_all(request: Request, embedder: Embedder, token_lists: list[list[int]]) -> list[np.ndarray]:
+    """One input at a time off the event loop, stopping when the client has gone."""
+    vectors = []
+    for tokens in token_lists:
+        if await request.is_disconnected():
+            raise LmdockError("client disconnected")
+        vectors.append(await asyncio.to_thread(embedder.embed, tokens))
+    return vectors
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -60,13 +79,22 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
     inputs = _inputs(params.input)
+    limits = limits_of(request)
+    if len(inputs) > limits.max_embedding_inputs:
+        raise InvalidRequest(
+            f"input: at most {limits.max_embedding_inputs} inputs per request (got {len(inputs)}; "
+            "see --max-embedding-inputs)",
+            param="input",
+        )
     model = await model_for(request, params.model, params.ttl)
     embedder = await _embedders(request).get(model, request.app.state.manager.loaded)
     if params.dimensions is not None and params.dimensions != embedder.n_embd:
         raise InvalidRequest(
             f"dimensions: {model.key} embeds in {embedder.n_embd} dimensions", param="dimensions"
         )
-    vectors, n_tokens = await asyncio.to_thread(_embed_all, embedder, inputs)
+    token_lists = await asyncio.to_thread(_tokenize_all, embedder, inputs, limits)
+    vectors = await _embed_all(request, embedder, token_lists)
+    n_tokens = sum(len(t) for t in token_lists)
     note_usage(request, model.key, ev.Usage(input_tokens=n_tokens))
     data = [
         # model_construct: a base64 embedding is a string, which the float-list type does not allow
