@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,13 @@ class Server:
 
 
 def start_server(
-    tmp: Path, *args: str, env: dict[str, str] | None = None, api_key: str = "test-key"
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    api_key: str = "test-key",
+    ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
 ) -> Server:
-    """Start `lmdock serve` on a free port and wait until the default model is loaded."""
+    """Start `lmdock serve` on a free port and wait until `ready(health)` (the default model is loaded)."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -74,7 +79,7 @@ def start_server(
             raise RuntimeError(f"lmdock serve exited with {proc.returncode}:\n{server.log()}")
         try:
             health = httpx.get(f"{server.base_url}/health", timeout=2).json()
-            if health["loaded"]:
+            if ready(health):
                 return server
         except (httpx.HTTPError, ValueError, KeyError):
             pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def lmdock_home() -> Path:
@@ -55,6 +56,9 @@ class Settings:
     allowed_hosts: list[str] = field(default_factory=list)
     admin_keys: list[str] = field(default_factory=list)
     limits: RequestLimits = field(default_factory=lambda: RequestLimits())
+    batch_slots: int = 0  # engine slots Message Batches may hold (0: parallel - 1, at least 1)
+    batch_retention_days: float = 29.0  # results of ended batches are kept this long (0: forever)
+    upstreams: list[Any] = field(default_factory=list)  # lmdock.upstream.UpstreamSpec, one per model
 
     @property
     def is_loopback(self) -> bool:

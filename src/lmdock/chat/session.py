@@ -139,6 +139,7 @@ class ChatSession:
                 stop=list(req.stop) + list(rendered.stop),
                 grammar=rendered.grammar,
                 logprobs=req.logprobs,
+                priority=req.priority,
             )
         )
         return PreparedChat(input_tokens=len(tokens), rendered=rendered, user_stops=req.stop, _stream=stream)

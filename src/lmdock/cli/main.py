@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from lmdock.cli.batch_cmd import batch_app
 from lmdock.cli.chat_cmd import chat
 from lmdock.cli.launch_cmd import launch_app
 from lmdock.cli.log_cmd import log_app
@@ -24,6 +25,7 @@ for command in (status, ls, ps, get, load, unload, chat):
 app.add_typer(model_app, name="model")
 app.add_typer(log_app, name="log")
 app.add_typer(launch_app, name="launch")
+app.add_typer(batch_app, name="batch")
 
 if __name__ == "__main__":
     app()

@@ -110,12 +110,46 @@ def serve(
         float,
         typer.Option(envvar="LMDOCK_GRAMMAR_TIMEOUT", help="Seconds to compile a tool/output grammar."),
     ] = _LIMITS.grammar_timeout,
+    batch_slots: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_BATCH_SLOTS",
+            help="Slots Message Batches may use at once (0: parallel - 1, min 1).",
+        ),
+    ] = 0,
+    batch_retention_days: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
+    ] = 29.0,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="LMDOCK_UPSTREAM",
+            help="Serve a model from upstream engines: NAME=URL[,URL...] (repeatable; kind probed).",
+        ),
+    ] = None,
+    upstream_config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LMDOCK_UPSTREAM_CONFIG", help="Upstream models file (default LMDOCK_HOME/upstreams.toml)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="LMDOCK_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the Anthropic Messages API (and the rest) on HOST:PORT."""
     import os
 
+    from lmdock.upstream.config import CONFIG_NAME, UpstreamConfigError, load_specs
+
     keys = [k for raw in api_key or [] for k in raw.split(",") if k.strip()]
+    try:
+        upstreams = load_specs(upstream_config or lmdock_home() / CONFIG_NAME, list(upstream or []))
+    except UpstreamConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if upstream_config is not None and not upstream_config.is_file():
+        console.print(f"[red]--upstream-config {upstream_config}: no such file[/red]")
+        raise typer.Exit(2)
     settings = Settings(
         host=host,
         port=port,
@@ -146,6 +180,9 @@ def serve(
             max_embedding_tokens=max_embedding_tokens,
             grammar_timeout=grammar_timeout,
         ),
+        batch_slots=batch_slots,
+        batch_retention_days=batch_retention_days,
+        upstreams=upstreams,
     )
     if not settings.is_loopback and not keys and not allow_unauthenticated:
         console.print(

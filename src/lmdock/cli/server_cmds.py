@@ -52,13 +52,17 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
     for m in active:
         config = m["loaded_instances"][0]["config"] if m["loaded_instances"] else {}
         ttl = config.get("ttl_seconds")
+        upstream = m.get("upstream")
+        state = m["state"]
+        if upstream:  # served by upstream nodes: say how many are healthy
+            state = f"upstream {upstream['healthy_nodes']}/{len(upstream['nodes'])} up"
         table.add_row(
             m["key"],
-            m["state"],
+            state,
             str(config.get("context_length", "-")),
             str(config.get("parallel", "-")),
             f"{ttl}s" if ttl else "-",
-            human_bytes(m["size_bytes"]),
+            human_bytes(m["size_bytes"]) if m.get("size_bytes") else "-",
         )
     console.print(table)
 

@@ -11,6 +11,10 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 
+# Scheduling classes, most urgent first: an engine admits (and keeps) a lower value before a higher one.
+PRIORITY_INTERACTIVE = 0
+PRIORITY_BATCH = 1  # Message Batches: runs in idle capacity, yields its slots to interactive requests
+
 
 @dataclass
 class ToolCall:
@@ -91,3 +95,4 @@ class ChatRequest:
     thinking: ThinkingConfig = field(default_factory=ThinkingConfig)
     response_schema: dict[str, Any] | None = None
     logprobs: int | None = None
+    priority: int = PRIORITY_INTERACTIVE

@@ -25,6 +25,7 @@ class EngineRequest:
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None
     logprobs: int | None = None
+    priority: int = 0  # scheduling class (core.request.PRIORITY_*): lower is admitted first
 
 
 @dataclass

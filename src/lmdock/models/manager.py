@@ -1,6 +1,6 @@
 """Which models exist, which are loaded, and what a requested model name means.
 
-Names resolve in this order: a loaded or stored model's key, one of its aliases, then any `claude-*`
+Names resolve in this order: an upstream model's name (lmdock.upstream), a loaded or stored model's key, one of its aliases, then any `claude-*`
 name (Claude Code's background and subagent calls) to the default model. Anything else is a 404 that
 lists what exists. Loading happens in a worker thread; a failed load leaves the server serving.
 """
@@ -17,6 +17,7 @@ from lmdock.core.errors import ModelLoadError, ModelNotFound
 from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 from lmdock.models.loaded import LoadedModel, LoadOptions, load
+from lmdock.upstream import UpstreamModel, UpstreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class ModelManager:
         self.loading: set[str] = set()
         self._lock = asyncio.Lock()
         self._explicit: store.ModelRecord | None = None
+        self.upstreams = UpstreamRegistry(settings.upstreams)
         if settings.model and Path(settings.model).suffix == ".gguf":
             self._explicit = store.record_for(Path(settings.model).expanduser())
 
@@ -50,6 +52,14 @@ class ModelManager:
         records = self.records()
         return records[0].key if records else DEFAULT_MODEL_KEY
 
+    def upstream_for(self, name: str) -> UpstreamModel | None:
+        """The upstream model a name means: its own name, or `claude-*` / `default` when it is the default."""
+        model = self.upstreams.get(name)
+        wanted = name.strip().lower()
+        if model is None and (wanted.startswith("claude") or wanted in ("default", "")):
+            model = self.upstreams.get(self.default_key)
+        return model
+
     def resolve(self, name: str) -> store.ModelRecord:
         wanted = name.strip().lower()
         records = self.records()
@@ -61,7 +71,10 @@ class ModelManager:
             for r in records:
                 if r.key == default or default in r.aliases:
                     return r
-        available = ", ".join(r.key for r in records) or "none (download one with `lmdock get`)"
+        available = (
+            ", ".join([u.key for u in self.upstreams] + [r.key for r in records])
+            or "none (download one with `lmdock get`)"
+        )
         raise ModelNotFound(f"model '{name}' not found; available models: {available}", param="model")
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -69,6 +82,10 @@ class ModelManager:
     async def get(self, name: str, ttl: int | None = None) -> LoadedModel:
         """The loaded model for a request, loading it just in time if needed. A request that causes the
         load may set the model's idle TTL (LM Studio's per-request `ttl`); a loaded model keeps its own."""
+        upstream = self.upstream_for(name)
+        if upstream is not None:
+            upstream.touch()
+            return upstream  # type: ignore[return-value]  # the same surface the API layers use
         record = self.resolve(name)
         model = self.loaded.get(record.key)
         if model is None:
@@ -129,3 +146,4 @@ class ModelManager:
     async def close(self) -> None:
         for key in list(self.loaded):
             await self._unload(key)
+        await self.upstreams.close()

@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 
 from lmdock import __version__
 from lmdock.api.anthropic import router as anthropic_router
+from lmdock.api.anthropic.batches import router as batches_router
+from lmdock.api.anthropic.batches import start_batch_runner
 from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogMiddleware
@@ -35,8 +37,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = [asyncio.create_task(_reap_idle(manager))]
-        if preload:
+        manager.upstreams.start()  # health checks of upstream nodes
+        if preload and manager.upstreams.get(manager.default_key) is None:
             tasks.append(asyncio.create_task(_preload(app, manager)))
+        tasks.append(start_batch_runner(app))
         yield
         for task in tasks:
             task.cancel()
@@ -69,6 +73,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
     app.include_router(anthropic_router)
+    app.include_router(batches_router)
     app.include_router(openai_router)
     app.include_router(native_router)
 
@@ -81,6 +86,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])

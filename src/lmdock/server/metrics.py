@@ -45,7 +45,57 @@ class _EngineCollector:
         yield from (queue, active, tps)
 
 
+class _UpstreamCollector:
+    """Per upstream node: requests, errors, failovers, latency, tokens, in-flight requests, health."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def collect(self):
+        labels = ["model", "node"]
+        counters = {
+            "requests": ("lmdock_upstream_requests", "Requests sent to an upstream node"),
+            "errors": (
+                "lmdock_upstream_errors",
+                "Requests an upstream node failed (refused, broke, timed out)",
+            ),
+            "failovers": ("lmdock_upstream_failovers", "Requests moved from this node to another"),
+            "completed": ("lmdock_upstream_completed", "Generations an upstream node finished"),
+            "seconds_total": (
+                "lmdock_upstream_request_seconds",
+                "Seconds from sending to the end of streams",
+            ),
+            "first_byte_seconds_total": (
+                "lmdock_upstream_first_chunk_seconds",
+                "Seconds from sending to the first streamed chunk",
+            ),
+            "prompt_tokens": ("lmdock_upstream_prompt_tokens", "Prompt tokens upstream nodes reported"),
+            "generated_tokens": ("lmdock_upstream_generated_tokens", "Tokens upstream nodes generated"),
+            "cached_tokens": (
+                "lmdock_upstream_cached_tokens",
+                "Prompt tokens upstream nodes read from cache",
+            ),
+        }
+        families = {k: CounterMetricFamily(n, h, labels=labels) for k, (n, h) in counters.items()}
+        outstanding = GaugeMetricFamily(
+            "lmdock_upstream_outstanding", "Requests in flight on an upstream node", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "lmdock_upstream_healthy", "1 if the node passed its health check", labels=labels
+        )
+        for model in self.manager.upstreams:
+            for node in model.upstream.nodes:
+                key = [model.key, node.url]
+                for attr, family in families.items():
+                    family.add_metric(key, getattr(node.stats, attr))
+                outstanding.add_metric(key, node.outstanding)
+                healthy.add_metric(key, 1 if node.healthy else 0)
+        yield from families.values()
+        yield from (outstanding, healthy)
+
+
 def metrics_response(manager: ModelManager) -> Response:
     registry = CollectorRegistry()
     registry.register(_EngineCollector(manager))
+    registry.register(_UpstreamCollector(manager))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

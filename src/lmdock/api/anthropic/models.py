@@ -9,6 +9,7 @@ from anthropic.types import ModelInfo
 from lmdock.core.errors import InvalidRequest
 from lmdock.models.manager import ModelManager
 from lmdock.models.store import ModelRecord
+from lmdock.upstream.listing import upstream_model_info
 
 
 def model_info(manager: ModelManager, record: ModelRecord) -> dict:
@@ -36,7 +37,8 @@ def list_models_page(
 ) -> dict:
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit: must be between 1 and 1000", param="limit")
-    records = manager.records()
+    upstreams = {u.key: u for u in manager.upstreams}
+    records: list = list(upstreams.values()) + [r for r in manager.records() if r.key not in upstreams]
     ids = [r.key for r in records]
     start, end = 0, len(records)
     if after_id is not None:
@@ -46,7 +48,10 @@ def list_models_page(
     if before_id is not None and after_id is None:
         start = max(0, end - limit)
     page = records[start : min(end, start + limit)]
-    data = [model_info(manager, r) for r in page]
+    data = [
+        upstream_model_info(r) if r.key in upstreams else model_info(manager, r)  # type: ignore[arg-type]
+        for r in page
+    ]
     return {
         "object": "list",
         "data": data,

@@ -19,6 +19,7 @@ from lmdock.chat.session import PreparedChat
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
 from lmdock.server.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
+from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -90,4 +91,7 @@ async def list_models(
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str):
     manager = _manager(request)
+    upstream = manager.upstreams.get(model_id)
+    if upstream is not None:
+        return upstream_model_info(upstream)
     return model_info(manager, manager.resolve(model_id))

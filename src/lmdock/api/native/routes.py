@@ -19,6 +19,7 @@ from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
 from lmdock.models.loaded import LoadedModel, LoadOptions
 from lmdock.models.manager import ModelManager
+from lmdock.upstream.listing import upstream_entry
 
 router = APIRouter(prefix="/api/v1")
 
@@ -81,7 +82,9 @@ async def list_models(request: Request):
     manager = _manager(request)
     await manager.unload_idle()  # report state as of now, not as of the last reaper pass
     records = await asyncio.to_thread(manager.records)
-    return {"models": [model_entry(manager, r) for r in records]}
+    upstreams = [upstream_entry(u) for u in manager.upstreams]
+    names = {u["key"] for u in upstreams}
+    return {"models": upstreams + [model_entry(manager, r) for r in records if r.key not in names]}
 
 
 def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> bool:

@@ -1,0 +1,87 @@
+"""An upstream model as the manager hands it to the API layers: the same surface as a LoadedModel
+(`key`, `n_ctx`, `session`, `touch`, `busy`), plus what listings and `lmdock ps` show about its nodes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lmdock.upstream.config import UpstreamSpec
+from lmdock.upstream.session import UpstreamSession
+from lmdock.upstream.transport import Upstream
+
+
+class UpstreamModel:
+    is_upstream = True
+
+    def __init__(self, spec: UpstreamSpec) -> None:
+        self.spec = spec
+        self.upstream = Upstream(spec)
+        self.session = UpstreamSession(self.upstream)
+        self.loaded_at = time.time()
+        self.last_used = time.monotonic()
+
+    @property
+    def key(self) -> str:
+        return self.spec.name
+
+    @property
+    def n_ctx(self) -> int:
+        return self.upstream.n_ctx or 0
+
+    @property
+    def busy(self) -> bool:
+        return any(n.outstanding for n in self.upstream.nodes)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    @property
+    def healthy_nodes(self) -> int:
+        return sum(n.healthy for n in self.upstream.nodes)
+
+    def status(self) -> dict[str, Any]:
+        """Nodes and health, for /api/v1/models, /health and `lmdock ps` (never the API key)."""
+        info = self.upstream.info
+        return {
+            "kind": info.kind,
+            "engine": info.flavor,
+            "prompt": self.spec.prompt,
+            "served_model": self.upstream.served_model,
+            "healthy_nodes": self.healthy_nodes,
+            "nodes": [
+                {
+                    "url": n.url,
+                    "state": n.state(),
+                    "outstanding": n.outstanding,
+                    "requests": n.stats.requests,
+                    "errors": n.stats.errors,
+                    "last_error": n.last_error,
+                }
+                for n in self.upstream.nodes
+            ],
+        }
+
+
+class UpstreamRegistry:
+    """The configured upstream models, by lower-cased name."""
+
+    def __init__(self, specs: list[UpstreamSpec]) -> None:
+        self.models: dict[str, UpstreamModel] = {s.key: UpstreamModel(s) for s in specs}
+
+    def get(self, name: str) -> UpstreamModel | None:
+        return self.models.get(name.strip().lower())
+
+    def __iter__(self):
+        return iter(self.models.values())
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def start(self) -> None:
+        for m in self.models.values():
+            m.upstream.start()
+
+    async def close(self) -> None:
+        for m in self.models.values():
+            await m.upstream.close()

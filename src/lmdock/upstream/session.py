@@ -1,0 +1,346 @@
+"""The session surface of an upstream model: the same `prepare` / `count_tokens` / `prepare_raw` a local
+model's ChatSession offers, so the API layers cannot tell the two apart.
+
+Two ways to talk to an upstream:
+- chat (default): an OpenAI chat/completions request; the upstream renders its template and parses its
+  tool calls, lmdock converts both ways and keeps its own guarantees on the way back (event order,
+  Anthropic tool ids, stop sequences, recovery of a bare-JSON tool call).
+- raw: lmdock renders the prompt with the model's template (from a configured GGUF or llama-server's
+  /props) and sends /v1/completions; lmdock's parser reads the text back, and with `grammar = "lark"`
+  lmdock's llguidance grammar constrains it upstream (vLLM / SGLang with the guidance backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
+from lmdock.chat.parser import ParserSpec
+from lmdock.chat.session import PreparedChat
+from lmdock.core.errors import InvalidRequest
+from lmdock.core.events import Done, GenerationEvent
+from lmdock.core.request import ChatRequest, SamplingParams
+from lmdock.upstream.config import UpstreamConfigError
+from lmdock.upstream.openai_chat import (
+    ChatTranslator,
+    StopMatcher,
+    StreamResult,
+    chat_body,
+    explicit_sampling,
+    read_usage,
+    translate,
+)
+from lmdock.upstream.router import Node, affinity_key
+from lmdock.upstream.transport import Opened, Upstream
+
+log = logging.getLogger(__name__)
+
+
+def _plain(text: str = "") -> RenderedPrompt:
+    return RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
+
+
+@dataclass
+class UpstreamChat(PreparedChat):
+    """A request an upstream node has accepted and started answering."""
+
+    opened: Opened | None = None
+    make_events: Any = None
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        assert self.opened is not None
+        opened = self.opened
+        chunks = opened.chunks()
+        try:
+            async for event in self.make_events(chunks):
+                if isinstance(event, Done):
+                    if not event.usage.input_tokens:
+                        event.usage.input_tokens = self.input_tokens
+                    _account(opened.node, event)
+                yield event
+        finally:
+            await chunks.aclose()
+            await opened.release()
+
+
+def _account(node: Node, done: Done) -> None:
+    stats = node.stats
+    stats.completed += 1
+    stats.prompt_tokens += done.usage.input_tokens
+    stats.generated_tokens += done.usage.output_tokens
+    stats.cached_tokens += done.usage.cached_tokens
+
+
+class UpstreamSession:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self._formatter: ChatFormatter | None = None
+        self._vocab = None  # GgufVocab of the configured `tokenizer`, loaded on first use
+
+    async def vocab(self):
+        """The configured local GGUF vocabulary, or None."""
+        if self.spec.tokenizer is None:
+            return None
+        if self._vocab is None:
+            from lmdock.upstream.vocab import GgufVocab
+
+            try:
+                self._vocab = await asyncio.to_thread(GgufVocab, self.spec.tokenizer)
+            except UpstreamConfigError as exc:
+                raise InvalidRequest(f"upstream model '{self.spec.name}': {exc}") from None
+        return self._vocab
+
+    @property
+    def spec(self):
+        return self.upstream.spec
+
+    # --- chat ----------------------------------------------------------------------------------------
+
+    def _chat_body(self, req: ChatRequest, max_tokens: int | None) -> dict[str, Any]:
+        return chat_body(
+            req,
+            self.upstream.served_model,
+            exact_tool_choice=self.upstream.info.kind == "lmdock",
+            max_tokens=max_tokens,
+        )
+
+    async def prepare(self, req: ChatRequest) -> PreparedChat:
+        await self.upstream.ensure_probed()
+        if self.spec.prompt == "raw":
+            return await self._prepare_rendered(req)
+        key = affinity_key(req)
+        counting = asyncio.create_task(self._quiet_count(req))  # for message_start, beside the request
+        try:
+            opened = await self.upstream.open(
+                "/v1/chat/completions", partial(self._chat_body, req), key, req.max_tokens or None
+            )
+        except BaseException:
+            counting.cancel()
+            raise
+        tools = [t.name for t in req.tools] if req.tool_choice.mode != "none" else []
+        translator = ChatTranslator(tools, list(req.stop))
+        return UpstreamChat(
+            input_tokens=await self._counted(counting),
+            rendered=_plain(),
+            user_stops=list(req.stop),
+            _stream=None,  # type: ignore[arg-type]
+            opened=opened,
+            make_events=lambda chunks: translate(chunks, translator, opened.clamped),
+        )
+
+    async def _quiet_count(self, req: ChatRequest) -> int:
+        try:
+            return await self.count_tokens(req)
+        except Exception:  # counting is a courtesy here: the final usage has the upstream's own number
+            return 0
+
+    async def _quiet_count_text(self, text: str) -> int:
+        try:
+            return await self._count_text(text)
+        except Exception:
+            return 0
+
+    @staticmethod
+    async def _counted(task: asyncio.Task[int]) -> int:
+        try:
+            return await asyncio.wait_for(task, timeout=5)
+        except (TimeoutError, asyncio.CancelledError):
+            return 0
+
+    async def count_tokens(self, req: ChatRequest) -> int:
+        await self.upstream.ensure_probed()
+        if self.spec.prompt == "raw":
+            rendered = await self._render(req)
+            return await self._count_text(rendered.text)
+        info = self.upstream.info
+        body = self._chat_body(req, None)
+        for k in ("stream", "stream_options"):
+            body.pop(k, None)
+        if info.flavor == "llama.cpp":
+            applied = await self.upstream.post_json("/apply-template", body, affinity_key(req))
+            if isinstance(applied, dict) and isinstance(applied.get("prompt"), str):
+                return await self._count_text(applied["prompt"], add_special=True)
+        elif info.flavor == "lmdock":
+            from lmdock.upstream.anthropic_body import anthropic_count_body
+
+            counted = await self.upstream.post_json(
+                "/v1/messages/count_tokens", anthropic_count_body(req, self.upstream.served_model)
+            )
+            if isinstance(counted, dict) and isinstance(counted.get("input_tokens"), int):
+                return counted["input_tokens"]
+        else:
+            body["add_generation_prompt"] = not body.pop("continue_final_message", False)
+            counted = await self.upstream.post_json("/tokenize", body)
+            if isinstance(counted, dict):
+                if isinstance(counted.get("count"), int):
+                    return counted["count"]
+                if isinstance(counted.get("tokens"), list):
+                    return len(counted["tokens"])
+        if self.spec.tokenizer is not None:  # the same model's template and vocabulary, locally
+            rendered = await self._render(req)
+            vocab = await self.vocab()
+            return await asyncio.to_thread(vocab.count, rendered.text)
+        raise InvalidRequest(
+            f"count_tokens: upstream model '{self.spec.name}' has no tokenizer endpoint lmdock can use; "
+            "set `tokenizer` to a local GGUF of the same model in its upstreams.toml entry"
+        )
+
+    async def _count_text(self, text: str, add_special: bool = False) -> int:
+        vocab = await self.vocab()
+        if vocab is not None:
+            return await asyncio.to_thread(vocab.count, text, add_special)
+        counted = await self.upstream.post_json(
+            "/tokenize",
+            {
+                "model": self.upstream.served_model,
+                "content": text,  # llama-server
+                "prompt": text,  # vLLM
+                "add_special": add_special,
+                "add_special_tokens": add_special,
+                "parse_special": True,
+            },
+        )
+        if isinstance(counted, dict):
+            if isinstance(counted.get("count"), int):
+                return counted["count"]
+            if isinstance(counted.get("tokens"), list):
+                return len(counted["tokens"])
+        raise InvalidRequest(
+            f"count_tokens: upstream model '{self.spec.name}' has no /tokenize endpoint lmdock can use"
+        )
+
+    # --- raw: lmdock renders, the upstream continues text ---------------------------------------------
+
+    async def _render(self, req: ChatRequest) -> RenderedPrompt:
+        if self._formatter is None:
+            info = self.upstream.info
+            vocab = await self.vocab()
+            if vocab is not None and vocab.chat_template:
+                info.chat_template, info.bos_token, info.eos_token = (
+                    vocab.chat_template,
+                    vocab.bos_token,
+                    vocab.eos_token,
+                )
+            if not info.chat_template:
+                raise InvalidRequest(
+                    f"upstream model '{self.spec.name}' is set to raw prompts but lmdock has no chat template "
+                    "for it (set `tokenizer` to the model's GGUF; llama-server's /props also gives one)"
+                )
+            self._formatter = ChatFormatter(
+                info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token
+            )
+        return await asyncio.to_thread(self._formatter.render, req)
+
+    async def _prepare_rendered(self, req: ChatRequest) -> PreparedChat:
+        rendered = await self._render(req)
+
+        def body_for(max_tokens: int | None) -> dict[str, Any]:
+            body = self._completion_body(rendered.text, max_tokens, req.sampling, list(rendered.stop))
+            if self.spec.grammar == "lark" and rendered.grammar:
+                body["structured_outputs"] = {"grammar": rendered.grammar}  # vLLM >= 0.10
+                body["guided_grammar"] = rendered.grammar  # older vLLM
+            return body
+
+        counting = asyncio.create_task(self._quiet_count_text(rendered.text))
+        try:
+            opened = await self.upstream.open(
+                "/v1/completions", body_for, affinity_key(req), req.max_tokens or None
+            )
+        except BaseException:
+            counting.cancel()
+            raise
+        stopper = StopMatcher(list(req.stop))
+        return UpstreamChat(
+            input_tokens=await self._counted(counting),
+            rendered=rendered,
+            user_stops=list(req.stop),
+            _stream=None,  # type: ignore[arg-type]
+            opened=opened,
+            make_events=lambda chunks: _text_events(chunks, rendered.new_parser(), stopper, opened.clamped),
+        )
+
+    def _completion_body(
+        self, prompt: str | list[int], max_tokens: int | None, sampling: SamplingParams, stop: list[str]
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.upstream.served_model,
+            "prompt": prompt,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if max_tokens:
+            body["max_tokens"] = max_tokens
+        if stop:
+            body["stop"] = stop
+        body.update(explicit_sampling(sampling))
+        return body
+
+    async def prepare_raw(
+        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+    ) -> PreparedChat:
+        """OpenAI /v1/completions passed through: the prompt as-is, stop sequences applied by lmdock."""
+        if not prompt:
+            raise InvalidRequest("prompt: must not be empty", param="prompt")
+        opened = await self.upstream.open(
+            "/v1/completions",
+            lambda mt: self._completion_body(prompt, mt, sampling, []),
+            None,
+            max_tokens,
+        )
+        stopper = StopMatcher(list(stop))
+        text = prompt if isinstance(prompt, str) else ""
+        return UpstreamChat(
+            input_tokens=0,
+            rendered=_plain(text),
+            user_stops=list(stop),
+            _stream=None,  # type: ignore[arg-type]
+            opened=opened,
+            make_events=lambda chunks: _text_events(
+                chunks, OutputParser(ParserSpec()), stopper, opened.clamped
+            ),
+        )
+
+
+async def _text_events(
+    chunks: AsyncIterator[dict[str, Any]], parser: OutputParser, stopper: StopMatcher, clamped: bool
+) -> AsyncIterator[GenerationEvent]:
+    """Completion text chunks -> lmdock's parser -> core events (what the local engine path does)."""
+    result = StreamResult()
+    async for chunk in chunks:
+        read_usage(chunk, result)
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            text = choice.get("text")
+            if text is None:
+                text = (choice.get("delta") or {}).get("content")
+            if isinstance(text, str) and text:
+                result.chunks += 1
+                for event in parser.feed(stopper.feed(text)):
+                    yield event
+            if choice.get("finish_reason"):
+                result.finish_reason = choice["finish_reason"]
+        if stopper.hit is not None:
+            break
+    if stopper.hit is None:
+        for event in parser.feed(stopper.flush()):
+            yield event
+    for event in parser.finish():
+        yield event
+    usage = result.usage
+    if not result.usage_seen:
+        usage.output_tokens = result.chunks
+    if stopper.hit is not None:
+        reason, stop_sequence = "stop_sequence", stopper.hit
+    elif result.finish_reason == "length":
+        reason, stop_sequence = ("context_window" if clamped else "max_tokens"), None
+    else:
+        reason, stop_sequence = "end_turn", None
+    if parser.tool_calls and reason in ("end_turn", "stop_sequence"):
+        reason, stop_sequence = "tool_use", None
+    yield Done(stop_reason=reason, usage=usage, stop_sequence=stop_sequence)

@@ -1,0 +1,85 @@
+"""Real upstream nodes for the upstream tests: llama-server processes built from the llama.cpp vendored in
+llama-cpp-python (bench/_servers.py builds it once into ~/.cache/lmdock-bench; several minutes on 2 cores
+the first time), and `lmdock serve` in front of them.
+
+The `server` and `client` fixtures here replace the ones the project's own e2e tests use, so those tests,
+imported into this package, run against lmdock with an upstream model instead of a local one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sys
+from pathlib import Path
+
+import anthropic
+import pytest
+
+from tests.conftest import DEFAULT_MODEL, REPO, Server, start_server
+
+sys.path.insert(0, str(REPO / "bench"))
+import _servers  # noqa: E402
+
+NAME = "qwen2.5-coder-0.5b-instruct"  # the name the shared e2e tests ask for
+RAW = "qwen-raw"
+
+
+def llama_server_binary() -> Path:
+    """The cached llama-server, built on first use (one build at a time across processes)."""
+    _servers.CACHE.mkdir(parents=True, exist_ok=True)
+    with open(_servers.CACHE / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _servers.build_llama_server()
+
+
+def start_node(tmp: Path, index: int) -> _servers.Server:
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"default model missing at {DEFAULT_MODEL}: run `make model`")
+    llama_server_binary()
+    spec = _servers.ServerSpec("llama-server", ctx=8192, threads=2, parallel=2, extra=("--jinja",))
+    return _servers.Server(spec, tmp / f"llama-server-{index}.log").start(timeout=300)
+
+
+def start_front(tmp: Path, nodes: list[_servers.Server]) -> Server:
+    """lmdock with NAME (chat mode) and RAW (raw prompts) served by `nodes`."""
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    urls = ", ".join(f'"{n.base_url}"' for n in nodes)
+    (home / "upstreams.toml").write_text(
+        f'[[upstream]]\nname = "{NAME}"\nurls = [{urls}]\nhealth_interval = 1\n\n'
+        f'[[upstream]]\nname = "{RAW}"\nurls = [{urls}]\nprompt = "raw"\nhealth_interval = 1\n'
+    )
+    return start_server(
+        tmp, "--model", NAME, ready=lambda h: h["upstreams"].get(NAME, {}).get("healthy_nodes") == len(nodes)
+    )
+
+
+@pytest.fixture(scope="session")
+def llama_nodes(tmp_path_factory) -> list[_servers.Server]:
+    tmp = tmp_path_factory.mktemp("nodes")
+    nodes = []
+    try:
+        for i in range(2):
+            nodes.append(start_node(tmp, i))
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, llama_nodes) -> Server:
+    srv = start_front(tmp_path_factory.mktemp("front"), llama_nodes)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=server.base_url,
+        api_key="unused",
+        max_retries=0,
+        _strict_response_validation=True,
+        timeout=300,
+    )
