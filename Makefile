@@ -7,12 +7,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python builds from source (about 4 minutes on 2 cores); pip's wheel cache keeps the build.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: serve test install model clients lint format bench
+.PHONY: serve test install model clients web webapp browser lint format bench
 
-serve: model
+serve: model webapp
 	$(VENV)/bin/lmdock serve $(ARGS)
 
-test: model clients
+test: model clients web browser
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -32,6 +32,28 @@ clients: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The web app at / (web/, built into the package at src/lmdock/server/webapp; not committed).
+WEB_OUT := src/lmdock/server/webapp/index.html
+WEB_SRC := $(wildcard web/src/*) web/index.html web/build.mjs web/tsconfig.json
+
+web: $(WEB_OUT)
+
+$(WEB_OUT): web/node_modules/.package-lock.json $(WEB_SRC)
+	cd web && npm run --silent build
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# `make serve` builds the web app when npm is there; without it the server runs and / says how to build.
+webapp:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory web; \
+	else echo "note: npm not found, so the web app at / is not built (install Node 20+, then make web)"; fi
+
+# The browser the web app's tests drive (Playwright uses the system Chromium; its own download is not needed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -56,6 +56,9 @@ class Settings:
     allowed_hosts: list[str] = field(default_factory=list)
     admin_keys: list[str] = field(default_factory=list)
     limits: RequestLimits = field(default_factory=lambda: RequestLimits())
+    repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
+    unload_grace: float = 30.0  # seconds an unload waits for requests in flight
+    log_level: str = "info"
     batch_slots: int = 0  # engine slots Message Batches may hold (0: parallel - 1, at least 1)
     batch_retention_days: float = 29.0  # results of ended batches are kept this long (0: forever)
     upstreams: list[Any] = field(default_factory=list)  # lmdock.upstream.UpstreamSpec, one per model

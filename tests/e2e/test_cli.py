@@ -70,6 +70,8 @@ def test_launch_claude_sets_the_environment(server: Server):
     assert all(env[f"ANTHROPIC_DEFAULT_{t}_MODEL"] == QWEN for t in ("OPUS", "SONNET", "HAIKU"))
     assert env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "8192" and env["CLAUDE_CODE_ATTRIBUTION_HEADER"] == "0"
     assert env["ANTHROPIC_AUTH_TOKEN"] == "lmdock" and env["ANTHROPIC_API_KEY"] == "''"
+    # Claude Code sends no sampling fields: say what the model's defaults are (on stderr)
+    assert "sampling for requests that set none: temperature" in " ".join(printed.stderr.split())
 
 
 @pytest.mark.skipif(not (REPO / "node_modules/.bin/claude").exists(), reason="run `make clients` first")

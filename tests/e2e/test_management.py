@@ -134,7 +134,9 @@ def test_load_reload_and_unload_from_the_cli(mgmt: Server):
     ps = lmdock(mgmt, "ps")
     assert SECOND in ps.stdout and "1024" in ps.stdout
     r = httpx.post(
-        f"{mgmt.base_url}/api/v1/models/load", json={"model": SECOND, "config": {"context_length": 2048}}
+        f"{mgmt.base_url}/api/v1/models/load",
+        json={"model": SECOND, "config": {"context_length": 2048}},
+        timeout=120,
     )
     assert r.status_code == 200 and r.json()["config"]["context_length"] == 2048  # reloaded to match
     assert r.json()["config"]["ttl_seconds"] is None  # an explicit load never expires

@@ -77,9 +77,12 @@ def test_tool_choice_variants():
         _req(messages=msgs, tools=tools, tool_choice={"type": "tool", "name": "b"})
 
 
-def test_sampling_defaults_follow_the_messages_api():
+def test_unset_sampling_stays_unset_for_the_model_defaults():
+    """Not the Messages API's documented temperature 1.0: the model layer fills in the model's defaults."""
     req = _req(messages=[{"role": "user", "content": "x"}])
-    assert req.sampling.temperature == 1.0 and req.sampling.top_k == 0 and req.sampling.top_p == 1.0
+    assert req.sampling.explicit() == {}
+    req = _req(messages=[{"role": "user", "content": "x"}], temperature=0, top_k=3)
+    assert req.sampling.explicit() == {"temperature": 0, "top_k": 3}
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,7 @@ def test_response_format_sampling_stop_and_limits():
     assert (req.sampling.temperature, req.sampling.top_k, req.sampling.top_p, req.sampling.seed) == (
         0,
         5,
-        1.0,
+        None,  # unset: the model's default applies
         7,
     )
     assert req.stop == ["END"] and req.max_tokens == 12

@@ -123,7 +123,8 @@ def test_chat_body_history_in_openai_form():
 
 
 def test_only_explicit_sampling_is_sent():
-    assert explicit_sampling(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)) == {}
+    assert explicit_sampling(SamplingParams()) == {}  # unset stays unset: the upstream's defaults apply
+    assert explicit_sampling(SamplingParams(temperature=1.0)) == {"temperature": 1.0}  # set is set
     sent = explicit_sampling(SamplingParams(temperature=0.0, top_p=0.5, seed=3, repeat_penalty=1.1))
     assert sent == {"temperature": 0.0, "top_p": 0.5, "seed": 3, "repetition_penalty": 1.1}
 

@@ -52,6 +52,11 @@ def hub_of(app: Any) -> RequestLogHub:
     return hub
 
 
+def note_sampling(request: Request, sampling: Any) -> None:
+    """Record the effective sampling settings (the request's own plus the model's defaults)."""
+    request.state.log_sampling = sampling.as_dict()
+
+
 def note_usage(request: Request, model: str, usage: Usage | None = None) -> None:
     """Record the model a request used and, once generation is done, its token counts."""
     request.state.log_model = model
@@ -98,4 +103,5 @@ def _entry(scope: Scope, status: int, seconds: float) -> dict[str, Any]:
         "output_tokens": usage.output_tokens if usage else None,
         "cached_tokens": usage.cached_tokens if usage else None,
         "duration_ms": round(seconds * 1000, 1),
+        "sampling": state.get("log_sampling"),
     }

@@ -7,8 +7,10 @@ admission) before the API layer commits to a 200, so errors keep their status an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from llguidance import LLMatcher
 
@@ -18,7 +20,9 @@ from lmdock.chat.plaintext import ContentGuard
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import Engine, EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import EngineEvent, EngineRequest, Finished, TextChunk
+
+log = logging.getLogger(__name__)
 
 
 class GenerationFailed(LmdockError):
@@ -42,6 +46,7 @@ class PreparedChat:
     rendered: RenderedPrompt
     user_stops: list[str]
     _stream: AsyncIterator[EngineEvent]
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         parser = self.rendered.new_parser()
@@ -54,7 +59,7 @@ class PreparedChat:
                 for out in parser.finish():
                     yield out
                 yield self._done(event, parser.tool_calls)
-        finally:
+        finally:  # the consumer went away (or we are done): free the engine sequence now
             self.cancel()
 
     def cancel(self) -> None:
@@ -84,22 +89,46 @@ class PreparedChat:
 class ChatSession:
     """Chat generation for one loaded model.
 
-    `grammar_timeout` bounds rendering plus grammar compilation (set from `--grammar-timeout`); past
-    it the request is a 400 `schema too complex`. That work runs on a worker thread, never on the
-    engine's, and the engine compiles only a grammar that already compiled here."""
+    `engine` is the model's engine surface (`submit`, and `hold()` while a request prepares, so an
+    unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
+    in-process Engine is both: its LlamaModel tokenizes.
+
+    Message content is tokenized as plain text (chat/plaintext.py). `grammar_timeout` bounds rendering
+    plus grammar compilation (set from `--grammar-timeout`); past it the request is a 400 `schema too
+    complex`. That work runs on a thread of the server process, never on the engine's."""
 
     grammar_timeout: float = 10.0
 
-    def __init__(self, engine: Engine, formatter: ChatFormatter) -> None:
+    def __init__(
+        self,
+        engine,
+        formatter: ChatFormatter,
+        sampling_defaults: Callable[[], SamplingParams] | None = None,
+        vocab=None,
+    ) -> None:
         self.engine = engine
         self.formatter = formatter
+        self.sampling_defaults = sampling_defaults
+        self.vocab = vocab if vocab is not None else engine.model
         self._guard: ContentGuard | None = None
 
     @property
     def guard(self) -> ContentGuard:
         if self._guard is None:
-            self._guard = ContentGuard(self.engine.model.control_texts())
+            control_texts = getattr(self.vocab, "control_texts", None)
+            self._guard = ContentGuard(control_texts() if control_texts is not None else [])
         return self._guard
+
+    def _hold(self):
+        hold = getattr(self.engine, "hold", None)
+        return hold() if hold is not None else contextlib.nullcontext()
+
+    def effective_sampling(self, requested: SamplingParams) -> SamplingParams:
+        """The request's sampling fields, the unset ones from the model's defaults."""
+        defaults = self.sampling_defaults() if self.sampling_defaults else None
+        sampling = requested.resolved(defaults)
+        log.debug("sampling: %s (request set %s)", sampling.as_dict(), requested.explicit() or "nothing")
+        return sampling
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
         """Render and tokenize; message content is plain text (see chat/plaintext.py)."""
@@ -109,7 +138,7 @@ class ChatSession:
             error = LLMatcher.validate_grammar(rendered.grammar)
             if error:
                 raise InvalidRequest(f"schema too complex or invalid: {error}")
-        tokens = self.guard.tokenize(rendered.text, swapped, self.engine.model.tokenize)
+        tokens = self.guard.tokenize(rendered.text, swapped, self.vocab.tokenize)
         if swapped:
             rendered.text = self.guard.restore(rendered.text, swapped)
         return rendered, tokens
@@ -130,19 +159,30 @@ class ChatSession:
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
+        with self._hold():
+            return await self._prepare(req)
+
+    async def _prepare(self, req: ChatRequest) -> PreparedChat:
         rendered, tokens = await self._render(req)
+        sampling = self.effective_sampling(req.sampling)
         stream = await self.engine.submit(
             EngineRequest(
                 prompt=tokens,
                 max_tokens=req.max_tokens,
-                sampling=req.sampling,
+                sampling=sampling,
                 stop=list(req.stop) + list(rendered.stop),
                 grammar=rendered.grammar,
                 logprobs=req.logprobs,
                 priority=req.priority,
             )
         )
-        return PreparedChat(input_tokens=len(tokens), rendered=rendered, user_stops=req.stop, _stream=stream)
+        return PreparedChat(
+            input_tokens=len(tokens),
+            rendered=rendered,
+            user_stops=req.stop,
+            _stream=stream,
+            sampling=sampling,
+        )
 
     async def prepare_raw(
         self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
@@ -150,17 +190,26 @@ class ChatSession:
         """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
 
         Text gets the vocabulary's BOS as llama-server's /completion does; token ids pass through."""
+        with self._hold():
+            return await self._prepare_raw(prompt, max_tokens, sampling, stop)
+
+    async def _prepare_raw(
+        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+    ) -> PreparedChat:
         if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(self.engine.model.tokenize, prompt, add_special=True)
+            tokens = await asyncio.to_thread(self.vocab.tokenize, prompt, add_special=True)
         else:
             tokens = list(prompt)
-            if any(not 0 <= t < self.engine.model.n_vocab for t in tokens):
+            if any(not 0 <= t < self.vocab.n_vocab for t in tokens):
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")
+        sampling = self.effective_sampling(sampling)
         stream = await self.engine.submit(
             EngineRequest(prompt=tokens, max_tokens=max_tokens, sampling=sampling, stop=list(stop))
         )
         text = prompt if isinstance(prompt, str) else ""
         plain = RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
-        return PreparedChat(input_tokens=len(tokens), rendered=plain, user_stops=stop, _stream=stream)
+        return PreparedChat(
+            input_tokens=len(tokens), rendered=plain, user_stops=stop, _stream=stream, sampling=sampling
+        )

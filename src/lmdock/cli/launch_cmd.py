@@ -30,6 +30,20 @@ def _loaded_model(server: Server, wanted: str | None) -> tuple[str, int]:
     return result["model_instance_id"], result["config"]["context_length"]
 
 
+def _sampling_line(server: Server, key: str) -> str | None:
+    """The model's effective sampling defaults as the server reports them (Claude Code sets none)."""
+    for m in server.request("GET", "/api/v1/models")["models"]:
+        d = m.get("sampling_defaults")
+        if m["key"] == key and d:
+            origins = sorted(set(d["source"].values()) - {"lmdock"})
+            where = f"from {' + '.join(origins)}" if origins else "lmdock defaults"
+            return (
+                f"temperature {d['temperature']:g}, top_k {d['top_k']}, top_p {d['top_p']:g}, "
+                f"min_p {d['min_p']:g} ({where}; edit {d['preset_path']} to change)"
+            )
+    return None
+
+
 def claude_env(server: Server, model: str, context_length: int) -> dict[str, str]:
     env = {
         "ANTHROPIC_BASE_URL": server.base_url,
@@ -77,12 +91,22 @@ def claude(
             f"[yellow]{key} starts with claude-: Claude Code will assume a 200K window and ignore "
             "CLAUDE_CODE_AUTO_COMPACT_WINDOW.[/yellow]"
         )
+    sampling = _sampling_line(server, key)
     if print_env:
         for name, value in env.items():
             console.print(f"export {name}={shlex.quote(value)}", highlight=False, markup=False)
+        if sampling:  # stderr: stdout stays `eval`-able
+            err_console.print(
+                f"# sampling for requests that set none: {sampling}", highlight=False, markup=False
+            )
         return
     binary = find_claude()
     if binary is None:
         fail("Claude Code is not installed: npm install -g @anthropic-ai/claude-code")
     err_console.print(f"Starting Claude Code on {key} (context {context_length}) at {server.base_url}")
+    for name, value in env.items():
+        shown = "…" if name == "ANTHROPIC_AUTH_TOKEN" and server.api_key else value
+        err_console.print(f"  {name}={shlex.quote(shown)}", highlight=False, markup=False)
+    if sampling:
+        err_console.print(f"  sampling for requests that set none: {sampling}", highlight=False, markup=False)
     os.execvpe(binary, [binary, *ctx.args], {**os.environ, **env})

@@ -110,6 +110,18 @@ def serve(
         float,
         typer.Option(envvar="LMDOCK_GRAMMAR_TIMEOUT", help="Seconds to compile a tool/output grammar."),
     ] = _LIMITS.grammar_timeout,
+    repack: Annotated[
+        bool | None,
+        typer.Option(
+            "--repack/--no-repack",
+            help="Use llama.cpp's extra weight buffer types (repacking, AMX); default: a CPU self-check "
+            "decides (env LMDOCK_REPACK=1/0).",
+        ),
+    ] = None,
+    unload_grace: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_UNLOAD_GRACE", help="Seconds an unload waits for requests in flight."),
+    ] = 30.0,
     batch_slots: Annotated[
         int,
         typer.Option(
@@ -180,6 +192,9 @@ def serve(
             max_embedding_tokens=max_embedding_tokens,
             grammar_timeout=grammar_timeout,
         ),
+        repack=repack,
+        unload_grace=unload_grace,
+        log_level=log_level,
         batch_slots=batch_slots,
         batch_retention_days=batch_retention_days,
         upstreams=upstreams,

@@ -47,11 +47,14 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
         return
     table = Table(box=None)
     table.add_column("MODEL", no_wrap=True, min_width=max(len(m["key"]) for m in active))
-    for name in ("STATE", "CONTEXT", "PARALLEL", "TTL", "SIZE"):
-        table.add_column(name, no_wrap=True)
+    for name in ("STATE", "CONTEXT", "PARALLEL", "TTL", "SIZE", "CRASHES", "LAST CRASH"):
+        table.add_column(name, no_wrap=name != "LAST CRASH")
     for m in active:
-        config = m["loaded_instances"][0]["config"] if m["loaded_instances"] else {}
+        instance = m["loaded_instances"][0] if m["loaded_instances"] else {}
+        config = instance.get("config", {})
+        worker = instance.get("worker", {})
         ttl = config.get("ttl_seconds")
+        last = worker.get("last_crash") or (m.get("error") if m["state"] == "failed" else None)
         upstream = m.get("upstream")
         state = m["state"]
         if upstream:  # served by upstream nodes: say how many are healthy
@@ -63,6 +66,8 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
             str(config.get("parallel", "-")),
             f"{ttl}s" if ttl else "-",
             human_bytes(m["size_bytes"]) if m.get("size_bytes") else "-",
+            str(worker.get("crashes", "-")),
+            last or "-",
         )
     console.print(table)
 

@@ -15,6 +15,7 @@ from lmdock.config import default_models_dir
 from lmdock.core.errors import LmdockError
 from lmdock.models.capabilities import capabilities
 from lmdock.models.downloads import download_file, parse_spec, plan_download
+from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import record_for, scan
 
 ModelsDirOption = Annotated[
@@ -23,6 +24,15 @@ ModelsDirOption = Annotated[
 ]
 
 _SHORT = {"trained_for_tool_use": "tools", "reasoning": "reasoning", "vision": "vision"}
+
+
+def _sampling_cell(d: dict) -> str:
+    """`t=0.2 k=40 p=0.95 min_p=0.05` plus where non-built-in values came from."""
+    text = f"t={d['temperature']:g} k={d['top_k']} p={d['top_p']:g} min_p={d['min_p']:g}"
+    if d["repeat_penalty"] != 1.0:
+        text += f" rep={d['repeat_penalty']:g}"
+    origins = sorted(set(d["source"].values()) - {"lmdock"})
+    return text + (f" ({'+'.join(origins)})" if origins else "")
 
 
 def ls(models_dir: ModelsDirOption = None, as_json: JsonOption = False) -> None:
@@ -42,6 +52,7 @@ def ls(models_dir: ModelsDirOption = None, as_json: JsonOption = False) -> None:
                 "size_bytes": r.size_bytes,
                 "max_context_length": meta.context_length,
                 "capabilities": [_SHORT[name] for name, on in caps.as_dict().items() if on],
+                "sampling_defaults": sampling_defaults(r).as_dict(),
                 "path": str(r.path),
                 "error": meta.error,
             }
@@ -57,6 +68,7 @@ def ls(models_dir: ModelsDirOption = None, as_json: JsonOption = False) -> None:
     for name in ("PARAMS", "ARCH", "QUANT", "SIZE", "CONTEXT"):
         table.add_column(name, no_wrap=True)
     table.add_column("CAPABILITIES", overflow="fold")
+    table.add_column("SAMPLING DEFAULTS", overflow="fold")
     for row in rows:
         caps = "[red]unreadable[/red]" if row["error"] else ", ".join(row["capabilities"])
         table.add_row(
@@ -67,6 +79,7 @@ def ls(models_dir: ModelsDirOption = None, as_json: JsonOption = False) -> None:
             human_bytes(row["size_bytes"]),
             str(row["max_context_length"] or "-"),
             caps,
+            _sampling_cell(row["sampling_defaults"]),
         )
     console.print(table)
 

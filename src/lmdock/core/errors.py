@@ -62,3 +62,18 @@ class Overloaded(LmdockError):
     def __init__(self, message: str = "Overloaded", *, retry_after: int = 2) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelUnavailable(LmdockError):
+    """The model is being unloaded or its worker is restarting; a retry a moment later will work."""
+
+    status = 503
+    kind = "api_error"
+
+
+class ModelFailed(LmdockError):
+    """The model's worker crashed again while loading or on its first decode; lmdock stopped restarting
+    it. Loading it again (API or `lmdock load`) tries once more."""
+
+    status = 500
+    kind = "api_error"

@@ -57,19 +57,71 @@ class ToolChoice:
     parallel: bool = True
 
 
+_SAMPLING_FIELDS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "penalty_last_n",
+    "seed",
+)
+
+
 @dataclass
 class SamplingParams:
-    """Sampling settings; temperature 0 means greedy. Defaults follow llama.cpp's common defaults."""
+    """Sampling settings as a request gave them: `None` means unset, and the model's defaults fill it in
+    (`resolved`). Temperature 0 means greedy. The API layers never fill in their protocol's documented
+    defaults, so the model layer can tell "unset" from "set"."""
 
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_last_n: int = 64
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    penalty_last_n: int | None = None
     seed: int | None = None
+
+    def resolved(self, defaults: SamplingParams | None = None) -> SamplingParams:
+        """Every unset field from `defaults`, then from lmdock's built-in defaults."""
+        out = {}
+        for name in _SAMPLING_FIELDS:
+            value = getattr(self, name)
+            if value is None and defaults is not None:
+                value = getattr(defaults, name)
+            if value is None:
+                value = getattr(BUILTIN_SAMPLING, name)
+            out[name] = value
+        return SamplingParams(**out)
+
+    def explicit(self) -> dict[str, float | int]:
+        """The fields the request set."""
+        return {n: getattr(self, n) for n in _SAMPLING_FIELDS if getattr(self, n) is not None}
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {n: getattr(self, n) for n in _SAMPLING_FIELDS}
+
+
+# lmdock's own defaults for requests that set nothing and models that recommend nothing, chosen for
+# agentic tool use on small models (measured with bench/sampling_replay.py and bench/agent_tasks.py; see
+# the README): a low temperature with the tail cut. Anthropic's and OpenAI's documented default is
+# temperature 1.0 over the whole vocabulary; on a 0.5-1.5B model that picks wrong tools and invents
+# arguments, so lmdock departs from it on purpose. Explicit request values always win.
+BUILTIN_SAMPLING = SamplingParams(
+    temperature=0.2,
+    top_k=40,
+    top_p=0.95,
+    min_p=0.05,
+    repeat_penalty=1.0,
+    presence_penalty=0.0,
+    frequency_penalty=0.0,
+    penalty_last_n=64,
+    seed=None,
+)
 
 
 @dataclass

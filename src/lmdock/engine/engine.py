@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import llama_cpp as L
@@ -93,8 +94,16 @@ class EngineStream:
 class Engine:
     """Continuous-batching generation over one LlamaModel."""
 
-    def __init__(self, model: LlamaModel, config: EngineConfig, cache: PromptCache | None = None) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        config: EngineConfig,
+        cache: PromptCache | None = None,
+        *,
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
         self.model = model
+        self.on_step = on_step  # called on the engine thread after each loop turn (the worker flushes events)
         self.config = config
         self.n_ctx = model.n_ctx
         self.n_batch = model.params.n_batch
@@ -120,7 +129,6 @@ class Engine:
 
     async def submit(self, request: EngineRequest) -> EngineStream:
         """Generate for `request`; raises PromptTooLong / Overloaded before the first event."""
-        self.check_prompt(len(request.prompt))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
@@ -128,17 +136,27 @@ class Engine:
             with contextlib.suppress(RuntimeError):  # the consumer's event loop is gone: nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, event)
 
+        if request.grammar:  # compiling a grammar takes milliseconds: keep it off the event loop
+            seq = await asyncio.to_thread(self.enqueue, request, emit)
+        else:
+            seq = self.enqueue(request, emit)
+        return EngineStream(self, seq, queue)
+
+    def enqueue(self, request: EngineRequest, emit: Callable[[EngineEvent], None]) -> Sequence:
+        """Queue `request` from any thread; `emit` receives its events on the engine thread. Raises
+        PromptTooLong / Overloaded / InvalidRequest (bad constraint) before anything is queued."""
+        self.check_prompt(len(request.prompt))
         max_tokens = min(request.max_tokens, self.n_ctx - len(request.prompt))
         seq = Sequence(request, emit, max_tokens)
         if request.grammar:
-            seq.constraint = await asyncio.to_thread(self.constraints.create, request.grammar)
+            seq.constraint = self.constraints.create(request.grammar)
         with self._cv:
             if len(self._waiting) >= self.config.max_queue:
                 raise Overloaded("Overloaded: the request queue is full", retry_after=2)
             self._waiting.append(seq)
             self.stats.requests += 1
             self._cv.notify()
-        return EngineStream(self, seq, queue)
+        return seq
 
     def cancel(self, seq: Sequence) -> None:
         with self._cv:
@@ -198,6 +216,8 @@ class Engine:
                     log.exception("engine step failed")
                     for seq in list(self._active):
                         self._drop(seq, "error", error=str(exc))
+            if self.on_step is not None:
+                self.on_step()
 
     def _reap_cancelled(self) -> None:
         for seq in [s for s in self._waiting if s.cancelled]:

@@ -7,6 +7,7 @@ touches the context (decode, memory, state) belongs to the engine thread.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,21 @@ from lmdock.engine.bindings import check_bindings
 
 _backend_lock = threading.Lock()
 _backend_ready = False
+_buffer_lines: list[str] | None = None  # llama.cpp's "<type> model buffer size" lines of the load in progress
+_last_level = 0
+
+
+@L.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data) -> None:
+    """llama.cpp's log: errors go to stderr, the load's buffer-type lines are kept, the rest is dropped."""
+    global _last_level
+    if level != 5:  # 5 continues the previous message
+        _last_level = level
+    msg = text.decode("utf-8", errors="replace")
+    if _buffer_lines is not None and "model buffer size" in msg:
+        _buffer_lines.append(msg)
+    if _last_level == 3:
+        sys.stderr.write(msg)
 
 
 def init_backend() -> None:
@@ -27,9 +43,35 @@ def init_backend() -> None:
     with _backend_lock:
         if not _backend_ready:
             check_bindings()
-            llama_cpp_logger.set_verbose(False)  # llama.cpp's load chatter; errors still print
+            llama_cpp_logger.set_verbose(False)
+            L.llama_log_set(_log_callback, ctypes.c_void_p(0))
             L.llama_backend_init()
             _backend_ready = True
+
+
+def load_model_file(path: Path, *, use_extra_bufts: bool = True, vocab_only: bool = False):
+    """`llama_model_load_from_file` that also returns the weight buffer types llama.cpp chose and their
+    sizes in MiB (e.g. {"CPU_Mapped": 468.0, "CPU_REPACK": 120.4}; AMX shows as "AMX")."""
+    global _buffer_lines
+    init_backend()
+    mparams = L.llama_model_default_params()
+    mparams.use_extra_bufts = use_extra_bufts
+    mparams.vocab_only = vocab_only
+    with _backend_lock:  # one load at a time per process, so the captured lines are this load's
+        lines = _buffer_lines = []
+        try:
+            model = L.llama_model_load_from_file(str(path).encode(), mparams)
+        finally:
+            _buffer_lines = None
+    buffers: dict[str, float] = {}
+    for line in lines:
+        head, _, size = line.partition("model buffer size")
+        name = head.split()[-1] if head.split() else "?"
+        try:
+            buffers[name] = buffers.get(name, 0.0) + float(size.strip(" =\n").split()[0])
+        except (ValueError, IndexError):
+            buffers[name] = buffers.get(name, 0.0)
+    return model, buffers
 
 
 def tokenize(vocab, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
@@ -78,6 +120,7 @@ class ContextParams:
     n_seq_max: int = 8
     n_threads: int = 2
     flash_attn: bool | None = None  # None: llama.cpp decides (on for CPU, as llama-server's `-fa auto`)
+    use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
 
 
 class LlamaModel:
@@ -89,8 +132,7 @@ class LlamaModel:
         self.params = params
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
-        mparams = L.llama_model_default_params()
-        self.model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
+        self.model, self.buffer_types = load_model_file(self.path, use_extra_bufts=params.use_extra_bufts)
         if not self.model:
             raise ModelLoadError(f"failed to load model {self.path.name}: not a valid GGUF file")
         self.vocab = L.llama_model_get_vocab(self.model)

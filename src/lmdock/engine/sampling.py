@@ -12,8 +12,10 @@ from lmdock.core.request import SamplingParams
 def build_sampler_chain(params: SamplingParams, n_vocab: int):
     """Penalties -> top-k -> top-p -> min-p -> temperature -> dist, or greedy when temperature <= 0.
 
-    Penalty samplers are stateful, so every request gets its own chain; the caller frees it.
+    Penalty samplers are stateful, so every request gets its own chain; the caller frees it. Fields
+    still unset here (callers that bypass the chat session) get lmdock's built-in defaults.
     """
+    params = params.resolved()
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
     if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:

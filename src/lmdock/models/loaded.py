@@ -1,14 +1,21 @@
-"""A model in memory: llama.cpp model + engine + chat session, built from settings and load options."""
+"""A model in memory: its worker process (llama.cpp, engine), the server-side vocabulary and chat
+session, built from settings and load options."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
-from lmdock.chat import ChatFormatter, special_tokens_of
+from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
 from lmdock.config import Settings
-from lmdock.engine import ContextParams, Engine, EngineConfig, LlamaModel, PromptCache, model_fingerprint
+from lmdock.engine import ContextParams, EngineConfig
+from lmdock.engine.cpu_check import RepackVerdict, decide_repack
+from lmdock.engine.proxy import WorkerEngine
+from lmdock.engine.vocab import Vocab
+from lmdock.engine.worker import WorkerConfig
+from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
 
 MAX_DEFAULT_CTX = 32768
@@ -27,10 +34,11 @@ class LoadOptions:
 @dataclass
 class LoadedModel:
     record: ModelRecord
-    llama: LlamaModel
-    engine: Engine
+    engine: WorkerEngine
+    vocab: Vocab
     session: ChatSession
     options: LoadOptions
+    repack: RepackVerdict
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -40,11 +48,11 @@ class LoadedModel:
 
     @property
     def n_ctx(self) -> int:
-        return self.llama.n_ctx
+        return self.engine.n_ctx
 
     @property
     def busy(self) -> bool:
-        return bool(self.engine.active_count or self.engine.queue_depth)
+        return bool(self.engine.in_flight or self.engine.active_count or self.engine.queue_depth)
 
     def idle_seconds(self, now: float) -> float:
         """Time since the model was last asked for or last finished a request (0 while busy)."""
@@ -55,14 +63,33 @@ class LoadedModel:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
-    def close(self) -> None:
-        self.engine.close()
+    def backend(self) -> dict:
+        """How llama.cpp runs this model: weight buffer types and the repack decision."""
+        info = self.engine.info
+        return {
+            "buffer_types": dict(info.buffer_types) if info else {},
+            "extra_buffer_types": self.repack.repack,
+            "repack_decision": self.repack.as_dict(),
+        }
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Let in-flight requests finish (up to `grace` seconds), stop the worker, free the vocabulary."""
+        await self.engine.close(grace)
+        await asyncio.to_thread(self.vocab.close)
 
 
-def load(record: ModelRecord, settings: Settings, options: LoadOptions) -> LoadedModel:
-    """Load a model file and start its engine thread (blocking; call from a worker thread)."""
+async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on_failed=None) -> LoadedModel:
+    """Start a worker process for a model file and wait until it has loaded and warmed up."""
     parallel = options.parallel or settings.parallel
     requested_ctx = options.ctx_size or settings.ctx_size
+    repack = await asyncio.to_thread(
+        decide_repack,
+        record.path,
+        record.key,
+        record.metadata.quantization,
+        settings.threads,
+        settings.repack,
+    )
     params = ContextParams(
         n_ctx=requested_ctx or 0,
         n_batch=settings.batch_size,
@@ -70,24 +97,40 @@ def load(record: ModelRecord, settings: Settings, options: LoadOptions) -> Loade
         n_seq_max=parallel + EngineConfig.cached_slots,
         n_threads=settings.threads,
         flash_attn=options.flash_attn,
+        use_extra_bufts=repack.repack,
     )
-    llama = LlamaModel(record.path, params, default_ctx_cap=MAX_DEFAULT_CTX)
-    cache_dir = None
-    if settings.cache_dir is not None:
-        key = model_fingerprint(record.path, f"ctx={llama.n_ctx}|fa={options.flash_attn}|kv=f16")
-        cache_dir = settings.cache_dir / key
-    cache = PromptCache(ram_bytes=settings.cache_ram_mib << 20, disk_dir=cache_dir)
-    engine = Engine(llama, EngineConfig(parallel=parallel, max_queue=settings.max_queue), cache)
+    config = WorkerConfig(
+        key=record.key,
+        path=str(record.path),
+        params=params,
+        engine=EngineConfig(parallel=parallel, max_queue=settings.max_queue),
+        cache_ram_bytes=settings.cache_ram_mib << 20,
+        cache_dir=str(settings.cache_dir) if settings.cache_dir is not None else None,
+        max_ctx=MAX_DEFAULT_CTX,
+        log_level=settings.log_level,
+    )
+    engine = WorkerEngine(record.key, config, on_failed=on_failed)
+    vocab_task = asyncio.ensure_future(asyncio.to_thread(Vocab, record.path, record.key))
+    try:
+        info = await engine.start()
+    except BaseException:
+        await engine.close(0)
+        vocab = await asyncio.gather(vocab_task, return_exceptions=True)
+        if isinstance(vocab[0], Vocab):
+            await asyncio.to_thread(vocab[0].close)
+        raise
+    vocab = await vocab_task
     formatter = ChatFormatter(
-        llama.chat_template(),
-        bos_token=llama.token_text(llama.bos_id),
-        eos_token=llama.token_text(llama.eos_id),
-        special_tokens=special_tokens_of(engine.constraints.tokenizer),
+        info.chat_template,
+        bos_token=info.bos_text,
+        eos_token=info.eos_text,
+        special_tokens=info.special_tokens,
     )
     return LoadedModel(
         record=record,
-        llama=llama,
         engine=engine,
-        session=ChatSession(engine, formatter),
+        vocab=vocab,
+        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params, vocab=vocab),
         options=options,
+        repack=repack,
     )

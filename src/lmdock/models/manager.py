@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from lmdock.config import Settings
-from lmdock.core.errors import ModelLoadError, ModelNotFound
+from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelNotFound
 from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 from lmdock.models.loaded import LoadedModel, LoadOptions, load
@@ -27,6 +27,7 @@ class ModelManager:
         self.settings = settings
         self.loaded: dict[str, LoadedModel] = {}
         self.loading: set[str] = set()
+        self.failed: dict[str, str] = {}  # key -> why its worker was given up on
         self._lock = asyncio.Lock()
         self._explicit: store.ModelRecord | None = None
         self.upstreams = UpstreamRegistry(settings.upstreams)
@@ -88,6 +89,8 @@ class ModelManager:
             return upstream  # type: ignore[return-value]  # the same surface the API layers use
         record = self.resolve(name)
         model = self.loaded.get(record.key)
+        if model is None and record.key in self.failed:
+            raise ModelFailed(self.failed[record.key])
         if model is None:
             jit_ttl = ttl if ttl is not None else self.settings.ttl_seconds
             model = await self.load(record.key, LoadOptions(ttl_seconds=jit_ttl))
@@ -104,16 +107,27 @@ class ModelManager:
                 lru = min(self.loaded.values(), key=lambda m: m.last_used)
                 await self._unload(lru.key)
             self.loading.add(record.key)
+            self.failed.pop(record.key, None)
             try:
                 started = time.monotonic()
-                model = await asyncio.to_thread(load, record, self.settings, options or LoadOptions())
-            except ModelLoadError:
+                model = await load(record, self.settings, options or LoadOptions(), self._on_failed)
+            except ModelFailed as exc:
+                self.failed[record.key] = exc.message
+                raise
+            except LmdockError:
                 raise
             except Exception as exc:
                 raise ModelLoadError(f"failed to load {record.key}: {exc}") from exc
             finally:
                 self.loading.discard(record.key)
-            log.info("loaded %s in %.1fs (ctx %d)", record.key, time.monotonic() - started, model.n_ctx)
+            log.info(
+                "loaded %s in %.1fs (ctx %d, worker pid %s, buffers %s)",
+                record.key,
+                time.monotonic() - started,
+                model.n_ctx,
+                model.engine.pid,
+                model.backend()["buffer_types"],
+            )
             self.loaded[record.key] = model
             return model
 
@@ -123,11 +137,21 @@ class ModelManager:
             return await self._unload(record.key)
 
     async def _unload(self, key: str) -> bool:
+        """Unload a model: requests in flight finish first (up to settings.unload_grace seconds)."""
         model = self.loaded.pop(key, None)
         if model is None:
-            return False
-        await asyncio.to_thread(model.close)
+            return self.failed.pop(key, None) is not None
+        await model.close(self.settings.unload_grace)
         return True
+
+    def _on_failed(self, engine) -> None:
+        """A loaded model's worker crashed again while restarting: drop it, remember why."""
+        model = self.loaded.get(engine.key)
+        if model is None or model.engine is not engine:
+            return
+        del self.loaded[engine.key]
+        self.failed[engine.key] = engine.failure or f"model '{engine.key}' failed"
+        asyncio.get_running_loop().create_task(model.close(0))
 
     async def unload_idle(self) -> list[str]:
         """Unload models idle for longer than their TTL, counted from the end of their last request and
@@ -144,6 +168,8 @@ class ModelManager:
         return expired
 
     async def close(self) -> None:
+        """Server shutdown: stop every worker (requests still running get a moment, then an error)."""
         for key in list(self.loaded):
-            await self._unload(key)
+            model = self.loaded.pop(key)
+            await model.close(grace=2.0)
         await self.upstreams.close()

@@ -47,6 +47,7 @@ class GGUFMetadata:
     n_vocab: int = 0
     pooling: bool = False
     tensor_bytes: int = 0
+    sampling: dict[str, float] = field(default_factory=dict)  # general.sampling.* (the author's advice)
     error: str | None = None
 
     @property
@@ -111,6 +112,11 @@ def _from_header(
         n_vocab=arrays.get("tokenizer.ggml.tokens", 0),
         pooling=f"{arch}.pooling_type" in kv,
         tensor_bytes=tensor_bytes,
+        sampling={
+            k.removeprefix("general.sampling."): v
+            for k, v in kv.items()
+            if k.startswith("general.sampling.") and isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
     )
 
 

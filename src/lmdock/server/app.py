@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -23,10 +24,12 @@ from lmdock.api.request_log import RequestLogMiddleware
 from lmdock.chat.session import ChatSession
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
+from lmdock.engine.proxy import rss_bytes
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
 from lmdock.server.middleware import BodyTooLarge, HostPolicy, RequestContext
+from lmdock.server.web import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         yield
         for task in tasks:
             task.cancel()
-        embedders = getattr(app.state, "embedders", None)
-        if embedders is not None:
-            embedders.close()
         await manager.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -76,6 +76,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.include_router(batches_router)
     app.include_router(openai_router)
     app.include_router(native_router)
+    app.include_router(web_router)  # the web app at / (a client of the routes above)
 
     @app.get("/health")
     async def health():
@@ -86,6 +87,10 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "loading": loading,
             "load_error": app.state.load_error,
             "version": __version__,
+            # each loaded model's worker process: status, pid, crashes, last crash, restart time
+            "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
+            "server_rss_bytes": rss_bytes(os.getpid()),
+            "failed": dict(manager.failed),
             "upstreams": {u.key: u.status() for u in manager.upstreams},
         }
 

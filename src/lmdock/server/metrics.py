@@ -33,7 +33,11 @@ class _EngineCollector:
         tps = GaugeMetricFamily(
             "lmdock_tokens_per_second", "Tokens processed per second of decode time", labels=["model"]
         )
+        crashes = CounterMetricFamily(
+            "lmdock_worker_crashes", "Times a model's worker process died", labels=["model"]
+        )
         for key, model in list(self.manager.loaded.items()):
+            crashes.add_metric([key], getattr(model.engine, "crashes", 0))
             stats = model.engine.stats
             for attr, family in families.items():
                 family.add_metric([key], getattr(stats, attr))
@@ -42,7 +46,7 @@ class _EngineCollector:
             work = stats.generated_tokens + stats.prompt_tokens_processed
             tps.add_metric([key], work / stats.decode_seconds if stats.decode_seconds else 0.0)
         yield from families.values()
-        yield from (queue, active, tps)
+        yield from (queue, active, tps, crashes)
 
 
 class _UpstreamCollector:

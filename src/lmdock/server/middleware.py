@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmdock.server.errors import error_response, new_request_id
+from lmdock.server.web import is_public_path
 
 _OPEN_PATHS = ("/health", "/metrics")
 # Routes that change what the server holds (load, unload, download): --admin-key guards them.
@@ -159,7 +160,7 @@ class RequestContext:
             if not self._offers(request, self.admin_keys):
                 return 401, "authentication_error", "this route requires the admin key (--admin-key)"
             return None
-        if path in _OPEN_PATHS or not self.api_keys:
+        if path in _OPEN_PATHS or is_public_path(path) or not self.api_keys:
             return None
         if not self._offers(request, self.api_keys + self.admin_keys):
             return 401, "authentication_error", "invalid x-api-key: provide a valid API key"

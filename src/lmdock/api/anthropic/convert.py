@@ -17,8 +17,6 @@ from lmdock.core.request import (
     ToolChoice,
 )
 
-# The Messages API documents temperature 1.0 as its default; top_k/top_p apply only when given.
-_DEFAULT_TEMPERATURE = 1.0
 _IMAGE_PLACEHOLDER = "[image omitted: this model has no vision support]"
 
 
@@ -199,14 +197,9 @@ def to_chat_request(params: CountTokensParams) -> ChatRequest:
     """Build the protocol-neutral request (count_tokens passes a request without max_tokens)."""
     tools = _tools(params)
     is_create = isinstance(params, MessageCreateParams)
-    sampling = SamplingParams(temperature=_DEFAULT_TEMPERATURE, top_k=0, top_p=1.0, min_p=0.0)
+    sampling = SamplingParams()  # unset fields: the model's defaults (models/sampling_defaults.py)
     if is_create:
-        if params.temperature is not None:
-            sampling.temperature = params.temperature
-        if params.top_p is not None:
-            sampling.top_p = params.top_p
-        if params.top_k is not None:
-            sampling.top_k = params.top_k
+        sampling = SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
     return ChatRequest(
         model=params.model,
         messages=_messages(params),

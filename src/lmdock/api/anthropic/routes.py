@@ -13,7 +13,7 @@ from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
 from lmdock.api.limits import check_chat, limits_of
-from lmdock.api.request_log import note_usage
+from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
 from lmdock.models.manager import ModelManager
@@ -37,6 +37,7 @@ async def create_message(request: Request):
     model = await _manager(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
+    note_sampling(request, prepared.sampling)
     encoder = MessageEncoder(params.model, prepared.input_tokens)
     if params.stream:
         return SSEResponse(_stream(request, model.key, prepared, encoder), on_close=prepared.cancel)

@@ -10,6 +10,7 @@ from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.estimate import estimate_memory
 from lmdock.models.loaded import MAX_DEFAULT_CTX, LoadedModel
 from lmdock.models.manager import ModelManager
+from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
 
 
@@ -43,6 +44,8 @@ def model_entry(manager: ModelManager, record: ModelRecord) -> dict[str, Any]:
     meta = record.metadata
     loaded = manager.loaded.get(record.key)
     state = "loaded" if loaded else "loading" if record.key in manager.loading else "not-loaded"
+    if not loaded and record.key in manager.failed:
+        state = "failed"
     entry: dict[str, Any] = {
         "type": model_type(record),
         "publisher": record.publisher or None,
@@ -55,6 +58,7 @@ def model_entry(manager: ModelManager, record: ModelRecord) -> dict[str, Any]:
         "max_context_length": meta.context_length,
         "format": "gguf",
         "capabilities": capabilities(record).as_dict(),
+        "sampling_defaults": sampling_defaults(record).as_dict(),
         "state": state,
         "loaded_instances": [],
         "aliases": record.aliases,
@@ -66,10 +70,14 @@ def model_entry(manager: ModelManager, record: ModelRecord) -> dict[str, Any]:
                 "id": loaded.key,
                 "config": instance_config(loaded, manager.settings),
                 "loaded_at": loaded.loaded_at,
+                "worker": loaded.engine.report(),
+                "backend": loaded.backend(),
             }
         )
     if meta.error:
         entry["error"] = meta.error
+    elif state == "failed":
+        entry["error"] = manager.failed[record.key]
     else:
         entry["memory_estimate"] = estimate_memory(
             record, default_context(record, manager.settings)

@@ -129,6 +129,7 @@ async def load_model(request: Request):
         "state": "loaded",
         "config": instance_config(model, manager.settings),
         "load_time_seconds": round(time.monotonic() - started, 3),
+        "backend": model.backend(),
     }
 
 

@@ -17,7 +17,7 @@ from lmdock.api.openai.convert import check_unsupported, sampling_of
 from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
 from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
-from lmdock.api.request_log import note_usage
+from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core import events as ev
@@ -147,6 +147,7 @@ async def create_completion(request: Request):
         return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops)
 
     first = await prepare(prompts[0])  # a bad (first) prompt is still a plain 400
+    note_sampling(request, first.sampling)
     encoder = _Encoder(params.model, len(prompts), echo=params.echo, include_usage=params.include_usage)
     encoder.current = first
     events = _events(first, prompts[1:], prepare, encoder)

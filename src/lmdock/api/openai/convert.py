@@ -33,8 +33,9 @@ _PLACEHOLDERS = {
 
 
 def sampling_of(params: GenerationParams) -> SamplingParams:
-    """OpenAI's documented defaults (temperature 1, top_p 1); top_k / min_p only when asked for."""
-    sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    """What the request set; the rest stays unset for the model's defaults (not OpenAI's documented
+    temperature 1, on purpose: see models/sampling_defaults.py)."""
+    sampling = SamplingParams()
     for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
         value = getattr(params, name)
         if value is not None:

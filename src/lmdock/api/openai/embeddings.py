@@ -17,9 +17,7 @@ from lmdock.api.request_log import note_usage
 from lmdock.api.validation import validate_body
 from lmdock.config import RequestLimits
 from lmdock.core import events as ev
-from lmdock.core.errors import InvalidRequest, LmdockError
-from lmdock.engine.embeddings import Embedder
-from lmdock.models.embedders import Embedders
+from lmdock.core.errors import InvalidRequest
 
 router = APIRouter()
 
@@ -36,18 +34,14 @@ def _inputs(raw: str | list[str] | list[int] | list[list[int]]) -> list[Input]:
     return list(raw)  # type: ignore[arg-type]
 
 
-def _embedders(request: Request) -> Embedders:
-    app = request.app
-    if getattr(app.state, "embedders", None) is None:
-        app.state.embedders = Embedders(n_threads=app.state.settings.threads)
-    return app.state.embedders
-
-
-def _tokenize_all(embedder: Embedder, inputs: list[Input], limits: RequestLimits) -> list[list[int]]:
-    """Every input's tokens, refusing ids outside the vocabulary and more tokens than the limit."""
+def _tokenize_all(vocab, inputs: list[Input], limits: RequestLimits) -> list[list[int]]:
+    """Every input's tokens (as the embedder tokenizes: specials added, special text kept as text),
+    refusing more tokens in all than the limit before the worker is asked to embed anything."""
     out, total = [], 0
     for item in inputs:
-        tokens = embedder.tokenize(item) if isinstance(item, str) else list(item)
+        tokens = (
+            vocab.tokenize(item, add_special=True, parse_special=False) if isinstance(item, str) else item
+        )
         total += len(tokens)
         if total > limits.max_embedding_tokens:
             raise InvalidRequest(
@@ -55,18 +49,8 @@ def _tokenize_all(embedder: Embedder, inputs: list[Input], limits: RequestLimits
                 "(see --max-embedding-tokens)",
                 param="input",
             )
-        out.append(tokens)
+        out.append(list(tokens))
     return out
-
-
-async def _embed_all(request: Request, embedder: Embedder, token_lists: list[list[int]]) -> list[np.ndarray]:
-    """One input at a time off the event loop, stopping when the client has gone."""
-    vectors = []
-    for tokens in token_lists:
-        if await request.is_disconnected():
-            raise LmdockError("client disconnected")
-        vectors.append(await asyncio.to_thread(embedder.embed, tokens))
-    return vectors
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -87,14 +71,15 @@ async def create_embeddings(request: Request):
             param="input",
         )
     model = await model_for(request, params.model, params.ttl)
-    embedder = await _embedders(request).get(model, request.app.state.manager.loaded)
-    if params.dimensions is not None and params.dimensions != embedder.n_embd:
-        raise InvalidRequest(
-            f"dimensions: {model.key} embeds in {embedder.n_embd} dimensions", param="dimensions"
-        )
-    token_lists = await asyncio.to_thread(_tokenize_all, embedder, inputs, limits)
-    vectors = await _embed_all(request, embedder, token_lists)
-    n_tokens = sum(len(t) for t in token_lists)
+    if getattr(model, "engine", None) is None:
+        raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")
+    inputs = await asyncio.to_thread(_tokenize_all, model.vocab, inputs, limits)
+    n_embd = model.engine.info.n_embd if model.engine.info else None
+    if params.dimensions is not None and params.dimensions != n_embd:
+        raise InvalidRequest(f"dimensions: {model.key} embeds in {n_embd} dimensions", param="dimensions")
+    # the embeddings context lives in the model's worker process, beside its engine
+    with model.engine.hold():
+        vectors, n_tokens = await model.engine.embed(inputs)
     note_usage(request, model.key, ev.Usage(input_tokens=n_tokens))
     data = [
         # model_construct: a base64 embedding is a string, which the float-list type does not allow

@@ -1,0 +1,57 @@
+"""The server's tokenizer: a vocabulary-only load of the model file (no weights, no context).
+
+Rendering and counting stay in the server process, so `count_tokens` and prompt preparation never wait
+on the worker (and keep working while it restarts). `close()` waits for tokenizations in progress, so
+an unload cannot free the vocabulary under a request that is still tokenizing.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import llama_cpp as L
+
+from lmdock.core.errors import ModelLoadError, ModelUnavailable
+from lmdock.engine.llama_model import control_texts, load_model_file, tokenize
+
+
+class Vocab:
+    def __init__(self, path: Path, key: str) -> None:
+        self.key = key
+        model, _ = load_model_file(path, vocab_only=True)
+        if not model:
+            raise ModelLoadError(f"failed to load the vocabulary of {path.name}")
+        self._model = model
+        self._vocab = L.llama_model_get_vocab(model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
+        self._users = 0
+        self._cv = threading.Condition()
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        with self._cv:
+            if self._model is None:
+                raise ModelUnavailable(f"model '{self.key}' was unloaded; retry in a moment")
+            self._users += 1
+        try:
+            return tokenize(self._vocab, text, add_special=add_special, parse_special=parse_special)
+        finally:
+            with self._cv:
+                self._users -= 1
+                self._cv.notify_all()
+
+    def control_texts(self) -> list[str]:
+        """The text of every control token: what message content must not produce (chat/plaintext.py)."""
+        with self._cv:
+            if self._model is None:
+                raise ModelUnavailable(f"model '{self.key}' was unloaded; retry in a moment")
+            return control_texts(self._vocab)
+
+    def close(self) -> None:
+        with self._cv:
+            while self._users:
+                self._cv.wait()
+            if self._model is not None:
+                L.llama_model_free(self._model)
+                self._model = None
+                self._vocab = None
