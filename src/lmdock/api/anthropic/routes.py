@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,9 +15,9 @@ from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
 from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
-from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
 from lmdock.server.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
@@ -25,20 +26,16 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager
-
-
 @router.post("/v1/messages")
 async def create_message(request: Request):
     params = parse(MessageCreateParams, await read_json(request))
     chat = to_chat_request(params)
     check_chat(chat, limits_of(request), n_messages=len(params.messages))
-    model = await _manager(request).get(params.model)
+    model = await manager_of(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     note_sampling(request, prepared.sampling)
-    encoder = MessageEncoder(params.model, prepared.input_tokens)
+    encoder = MessageEncoder(params.model)
     if params.stream:
         return SSEResponse(_stream(request, model.key, prepared, encoder), on_close=prepared.cancel)
 
@@ -58,8 +55,14 @@ async def create_message(request: Request):
 async def _stream(
     request: Request, model_key: str, prepared: PreparedChat, encoder: MessageEncoder
 ) -> AsyncIterator[str]:
-    yield sse(encoder.start_event())
     try:
+        admitted = asyncio.ensure_future(prepared.admitted())
+        try:
+            while not (await asyncio.wait({admitted}, timeout=ping_interval()))[0]:
+                yield ": queued\n\n"  # an SSE comment: keeps the connection alive, clients ignore it
+        finally:
+            admitted.cancel()
+        yield sse(encoder.start_event(admitted.result()))
         async for event in with_pings(prepared.events(), ping_interval()):
             if event is None:
                 yield sse({"type": "ping"})
@@ -77,7 +80,7 @@ async def count_tokens(request: Request):
     params = parse(CountTokensParams, await read_json(request))
     chat = to_chat_request(params)
     check_chat(chat, limits_of(request), n_messages=len(params.messages))
-    model = await _manager(request).get(params.model)
+    model = await manager_of(request).get(params.model)
     n = await model.session.count_tokens(chat)
     return {"input_tokens": n}
 
@@ -86,12 +89,12 @@ async def count_tokens(request: Request):
 async def list_models(
     request: Request, limit: int = 20, after_id: str | None = None, before_id: str | None = None
 ):
-    return list_models_page(_manager(request), limit=limit, after_id=after_id, before_id=before_id)
+    return list_models_page(manager_of(request), limit=limit, after_id=after_id, before_id=before_id)
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str):
-    manager = _manager(request)
+    manager = manager_of(request)
     upstream = manager.upstreams.get(model_id)
     if upstream is not None:
         return upstream_model_info(upstream)

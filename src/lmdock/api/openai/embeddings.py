@@ -11,6 +11,7 @@ from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
 from lmdock.api.limits import limits_of
+from lmdock.api.openai.convert import TextOrTokens, text_or_token_items
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
@@ -21,20 +22,8 @@ from lmdock.core.errors import InvalidRequest
 
 router = APIRouter()
 
-Input = str | list[int]
 
-
-def _inputs(raw: str | list[str] | list[int] | list[list[int]]) -> list[Input]:
-    if isinstance(raw, str):
-        return [raw]
-    if not raw:
-        raise InvalidRequest("input: must not be empty", param="input")
-    if all(isinstance(x, int) for x in raw):
-        return [list(raw)]  # type: ignore[arg-type]
-    return list(raw)  # type: ignore[arg-type]
-
-
-def _tokenize_all(vocab, inputs: list[Input], limits: RequestLimits) -> list[list[int]]:
+def _tokenize_all(vocab, inputs: list[TextOrTokens], limits: RequestLimits) -> list[list[int]]:
     """Every input's tokens (as the embedder tokenizes: specials added, special text kept as text),
     refusing more tokens in all than the limit before the worker is asked to embed anything."""
     out, total = [], 0
@@ -62,7 +51,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
-    inputs = _inputs(params.input)
+    inputs = text_or_token_items(params.input, "input")
     limits = limits_of(request)
     if len(inputs) > limits.max_embedding_inputs:
         raise InvalidRequest(
