@@ -81,5 +81,5 @@ def client(server: Server) -> anthropic.Anthropic:
         api_key="unused",
         max_retries=0,
         _strict_response_validation=True,
-        timeout=300,
+        timeout=900,
     )

@@ -125,7 +125,7 @@ def test_upstream_is_listed_with_its_nodes(server: Server):
 
 
 def _events(server: Server, body: dict):
-    with httpx.stream("POST", f"{server.base_url}/v1/messages", json=body, timeout=120) as r:
+    with httpx.stream("POST", f"{server.base_url}/v1/messages", json=body, timeout=600) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -143,7 +143,7 @@ def own_nodes(tmp_path):
 def test_killing_nodes_fails_over_then_529(tmp_path, own_nodes):
     front = start_front(tmp_path, own_nodes)
     try:
-        client = anthropic.Anthropic(base_url=front.base_url, api_key="x", max_retries=0, timeout=120)
+        client = anthropic.Anthropic(base_url=front.base_url, api_key="x", max_retries=0, timeout=600)
         # a long answer streams from one node; kill that node mid-stream
         events = _events(
             front,

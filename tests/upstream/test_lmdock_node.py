@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import anthropic
+import httpx
 import pytest
 
 from tests.conftest import Server, start_server
@@ -59,3 +60,12 @@ def test_an_lmdock_node_is_detected_and_serves_tools_exactly(pair: tuple[Server,
         timeout=60,
     )
     assert ps.returncode == 0 and "via-node" in ps.stdout and "upstream 1/1 up" in ps.stdout, ps.stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "lmdock.cli.main", "status", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Upstream: via-node (1/1 nodes up)" in status.stdout, status.stdout
+    r = httpx.post(f"{front.base_url}/api/v1/models/load", json={"model": "via-node"}, timeout=30)
+    assert r.status_code == 400 and "upstream" in r.json()["error"]["message"]

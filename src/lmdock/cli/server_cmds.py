@@ -31,6 +31,10 @@ def status(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: Jso
     console.print(f"Loaded: {', '.join(health.get('loaded') or []) or 'none'}", highlight=False)
     if health.get("loading"):
         console.print(f"Loading: {', '.join(health['loading'])}", highlight=False)
+    upstreams = health.get("upstreams") or {}
+    if upstreams:
+        served = [f"{k} ({u['healthy_nodes']}/{len(u['nodes'])} nodes up)" for k, u in upstreams.items()]
+        console.print(f"Upstream: {', '.join(served)}", highlight=False)
     if health.get("load_error"):
         console.print(f"[red]Last load error: {health['load_error']}[/red]", highlight=False)
 

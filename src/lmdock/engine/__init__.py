@@ -4,9 +4,10 @@ batching, prefix reuse across sequences, and RAM/disk prompt caching."""
 from lmdock.engine.engine import Engine, EngineConfig, EngineStats
 from lmdock.engine.llama_model import ContextParams, LlamaModel
 from lmdock.engine.prompt_cache import PromptCache, model_fingerprint
-from lmdock.engine.types import EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine.types import Admitted, EngineEvent, EngineRequest, Finished, TextChunk
 
 __all__ = [
+    "Admitted",
     "ContextParams",
     "Engine",
     "EngineConfig",

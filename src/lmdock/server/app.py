@@ -20,10 +20,12 @@ from lmdock.api.anthropic.batches import router as batches_router
 from lmdock.api.anthropic.batches import start_batch_runner
 from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
-from lmdock.api.request_log import RequestLogMiddleware
+from lmdock.api.request_log import RequestLogHub, RequestLogMiddleware
+from lmdock.api.responses import router as responses_router
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
 from lmdock.engine.proxy import rss_bytes
+from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
@@ -38,6 +40,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # app-wide services, one each, reached through lmdock.api.services
+        app.state.request_log = RequestLogHub()
+        app.state.download_jobs = DownloadJobs()
         tasks = [asyncio.create_task(_reap_idle(manager))]
         manager.upstreams.start()  # health checks of upstream nodes
         if preload and manager.upstreams.get(manager.default_key) is None:
@@ -47,6 +52,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
         for task in tasks:
             task.cancel()
         await manager.close()
+        db = getattr(app.state, "db", None)  # storage.database(app), opened on first use
+        if db is not None:
+            db.close()
 
     app = FastAPI(title="lmdock", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.manager = manager
@@ -66,6 +74,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.include_router(anthropic_router)
     app.include_router(batches_router)
     app.include_router(openai_router)
+    app.include_router(responses_router)
     app.include_router(native_router)
     app.include_router(web_router)  # the web app at / (a client of the routes above)
 

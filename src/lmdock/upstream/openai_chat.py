@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from lmdock.chat.calls import coerce_arguments, new_tool_id
@@ -31,23 +31,9 @@ from lmdock.core.request import ChatRequest, SamplingParams
 _THINK = ("<think>", "</think>")
 
 
-# What the protocol layers fill in for unset values (until they leave them unset): never sent upstream.
-_FILLED_IN = {"temperature": (0.8, 1.0), "top_k": (40, 0), "top_p": (0.95, 1.0), "min_p": (0.05, 0.0)}
-
-
 def explicit_sampling(sampling: SamplingParams) -> dict[str, Any]:
     """The sampling values the client set, for the upstream; unset ones are left to its own defaults."""
-    explicit = getattr(sampling, "explicit", None)
-    if callable(explicit):  # SamplingParams that know what was set
-        out = {k: v for k, v in explicit().items() if v is not None}
-    else:
-        defaults = SamplingParams()
-        out = {}
-        for f in fields(SamplingParams):
-            value = getattr(sampling, f.name)
-            if value is None or value == getattr(defaults, f.name) or value in _FILLED_IN.get(f.name, ()):
-                continue
-            out[f.name] = value
+    out = {k: v for k, v in sampling.explicit().items() if v is not None}
     if "repeat_penalty" in out:  # llama-server and vLLM call it this
         out["repetition_penalty"] = out.pop("repeat_penalty")
     out.pop("penalty_last_n", None)

@@ -33,6 +33,8 @@ from lmdock.upstream.errors import (
 from lmdock.upstream.router import Node, Router
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: with health checks every few seconds per node that drowns the log
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _BUSY = (429, 503, 529)
 _GATEWAY = (502, 504)

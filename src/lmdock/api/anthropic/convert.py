@@ -27,20 +27,22 @@ def _text_of(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    parts = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if kind == "text":
-            parts.append(str(block.get("text", "")))
-        elif kind == "image":
-            parts.append(_IMAGE_PLACEHOLDER)
-        elif kind == "document":
-            parts.append(_document_text(block))
-        elif kind == "search_result":
-            parts.append(_text_of(block.get("content")))
+    parts = [_block_text(block) for block in content if isinstance(block, dict)]
     return "\n".join(p for p in parts if p)
+
+
+def _block_text(block: dict[str, Any]) -> str | None:
+    """The text a content block stands for in a prompt (None for blocks that are not content)."""
+    kind = block.get("type")
+    if kind == "text":
+        return str(block.get("text", ""))
+    if kind == "image":
+        return _IMAGE_PLACEHOLDER
+    if kind == "document":
+        return _document_text(block)
+    if kind == "search_result":
+        return _text_of(block.get("content"))
+    return None
 
 
 def _document_text(block: dict[str, Any]) -> str:
@@ -67,14 +69,8 @@ def _user_messages(blocks: list[dict[str, Any]]) -> list[Message]:
                     is_error=bool(block.get("is_error")),
                 )
             )
-        elif kind == "text":
-            text.append(str(block.get("text", "")))
-        elif kind == "image":
-            text.append(_IMAGE_PLACEHOLDER)
-        elif kind == "document":
-            text.append(_document_text(block))
-        elif kind == "search_result":
-            text.append(_text_of(block.get("content")))
+        elif (part := _block_text(block)) is not None:
+            text.append(part)
     if text:
         out.append(Message(role="user", content="\n\n".join(text)))
     return out

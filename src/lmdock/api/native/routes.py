@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lmdock.api.native.catalog import default_context, instance_config, model_entry
 from lmdock.api.request_log import note_usage
+from lmdock.api.services import download_jobs_of, manager_of
 from lmdock.api.validation import validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
-from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
-from lmdock.models.loaded import LoadedModel, LoadOptions
+from lmdock.models.loaded import LoadOptions
 from lmdock.models.manager import ModelManager
 from lmdock.upstream.listing import upstream_entry
 
@@ -68,26 +68,21 @@ async def _body(request: Request) -> Any:
         raise InvalidRequest("request body is not valid JSON") from None
 
 
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager
-
-
-def _check_name(name: str) -> str:
+def _check_name(name: str, manager: ModelManager | None = None) -> str:
     """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
     if _PATH_LIKE.search(name.strip()):
         raise InvalidRequest(f"model: '{name}' looks like a file path; use a model key", param="model")
+    if manager is not None and manager.upstreams.get(name) is not None:
+        raise InvalidRequest(
+            f"model: '{name}' is served by upstream engines; there is nothing to load or unload",
+            param="model",
+        )
     return name
-
-
-def _jobs(request: Request) -> DownloadJobs:
-    if getattr(request.app.state, "download_jobs", None) is None:
-        request.app.state.download_jobs = DownloadJobs()
-    return request.app.state.download_jobs
 
 
 @router.get("/models")
 async def list_models(request: Request):
-    manager = _manager(request)
+    manager = manager_of(request)
     await manager.unload_idle()  # report state as of now, not as of the last reaper pass
     records = await asyncio.to_thread(manager.records)
     upstreams = [upstream_entry(u) for u in manager.upstreams]
@@ -95,20 +90,11 @@ async def list_models(request: Request):
     return {"models": upstreams + [model_entry(manager, r) for r in records if r.key not in names]}
 
 
-def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> bool:
-    """Whether a loaded model must be reloaded to match explicitly requested settings."""
-    return (
-        (want.context_length is not None and want.context_length != model.n_ctx)
-        or (want.parallel is not None and want.parallel != (model.options.parallel or default_parallel))
-        or (want.flash_attention is not None and want.flash_attention != model.options.flash_attn)
-    )
-
-
 @router.post("/models/load")
 async def load_model(request: Request):
     body = validate_body(LoadBody, await _body(request))
-    manager = _manager(request)
-    record = manager.resolve(_check_name(body.model))
+    manager = manager_of(request)
+    record = manager.resolve(_check_name(body.model, manager))
     want = body.settings()
     kv_type = want.kv_cache_type or "f16"
     kv_element_bytes(kv_type)  # validates the name
@@ -120,18 +106,13 @@ async def load_model(request: Request):
     note_usage(request, record.key)
     record.check_loadable()
     started = time.monotonic()
-    current = manager.loaded.get(record.key)
-    if current is not None and _differs(current, want, manager.settings.parallel):
-        await manager.unload(record.key)
-    elif current is not None and want.ttl is not None:
-        current.options.ttl_seconds = want.ttl
     options = LoadOptions(
         ctx_size=want.context_length,
         parallel=want.parallel,
         ttl_seconds=want.ttl,
         flash_attn=want.flash_attention,
     )
-    model = await manager.load(record.key, options)
+    model = await manager.load_as_asked(record.key, options)
     return {
         "model_instance_id": model.key,
         "state": "loaded",
@@ -147,8 +128,8 @@ async def unload_model(request: Request):
     name = body.instance_id or body.model
     if not name:
         raise InvalidRequest("model: Field required", param="model")
-    manager = _manager(request)
-    record = manager.resolve(_check_name(name))
+    manager = manager_of(request)
+    record = manager.resolve(_check_name(name, manager))
     if not await manager.unload(record.key):
         raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
     return {"instance_id": record.key, "state": "not-loaded"}
@@ -159,14 +140,14 @@ async def download_model(request: Request):
     body = validate_body(DownloadBody, await _body(request))
     spec = parse_spec(body.model, body.quantization)
     files = await asyncio.to_thread(plan_download, spec)
-    job = _jobs(request).start(files, _manager(request).settings.models_dir)
+    job = download_jobs_of(request).start(files, manager_of(request).settings.models_dir)
     return job.to_dict()
 
 
 @router.get("/models/download/status")
 async def download_jobs(request: Request):
     groups: dict[str, list[dict]] = {"downloading": [], "completed": [], "failed": []}
-    for job in _jobs(request).jobs.values():
+    for job in download_jobs_of(request).jobs.values():
         entry = job.to_dict()
         groups["completed" if job.status == "already_downloaded" else job.status].append(entry)
     return groups
@@ -175,4 +156,4 @@ async def download_jobs(request: Request):
 @router.get("/models/download/{job_id}")
 @router.get("/models/download/status/{job_id}")
 async def download_status(request: Request, job_id: str):
-    return _jobs(request).get(job_id).to_dict()
+    return download_jobs_of(request).get(job_id).to_dict()

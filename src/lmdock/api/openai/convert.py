@@ -24,6 +24,20 @@ _PLACEHOLDERS = {
 }
 
 
+TextOrTokens = str | list[int]
+
+
+def text_or_token_items(raw: str | list[str] | list[int] | list[list[int]], param: str) -> list[TextOrTokens]:
+    """OpenAI's `prompt` / `input`: a string, a list of strings, token ids, or lists of token ids."""
+    if isinstance(raw, str):
+        return [raw]
+    if not raw:
+        raise InvalidRequest(f"{param}: must not be empty", param=param)
+    if all(isinstance(x, int) for x in raw):
+        return [list(raw)]  # type: ignore[arg-type]
+    return list(raw)  # type: ignore[arg-type]
+
+
 def sampling_of(params: GenerationParams) -> SamplingParams:
     """What the request set; the rest stays unset for the model's defaults (not OpenAI's documented
     temperature 1, on purpose: see models/sampling_defaults.py)."""
@@ -38,12 +52,29 @@ def sampling_of(params: GenerationParams) -> SamplingParams:
     return sampling
 
 
+MAX_TOP_LOGPROBS = 20
+
+
 def check_unsupported(params: GenerationParams) -> None:
     """Refuse what lmdock cannot honour yet rather than answer something else."""
     if params.n != 1:
         raise InvalidRequest("n: only n=1 is supported", param="n")
-    if getattr(params, "logprobs", None):
-        raise InvalidRequest("logprobs: not supported yet", param="logprobs")
+
+
+def logprobs_of(params: GenerationParams) -> int | None:
+    """How many alternatives per token to report (None: no logprobs). Chat completions ask with
+    `logprobs: true` + `top_logprobs`; text completions with `logprobs: <int>`."""
+    logprobs = getattr(params, "logprobs", None)
+    top = getattr(params, "top_logprobs", None)
+    if isinstance(logprobs, bool) or logprobs is None:  # chat completions
+        if top is not None and not logprobs:
+            raise InvalidRequest("top_logprobs: requires logprobs to be true", param="top_logprobs")
+        k, name = (top or 0) if logprobs else None, "top_logprobs"
+    else:
+        k, name = logprobs, "logprobs"
+    if k is not None and not 0 <= k <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(f"{name}: must be between 0 and {MAX_TOP_LOGPROBS}", param=name)
+    return k
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -156,4 +187,5 @@ def to_chat_request(params: ChatCompletionParams) -> ChatRequest:
         stop=params.stops,
         thinking=_thinking(params),
         response_schema=_response_schema(params),
+        logprobs=logprobs_of(params),
     )

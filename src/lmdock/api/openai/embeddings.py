@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
+from lmdock.api.openai.convert import text_or_token_items
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
@@ -17,18 +18,6 @@ from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
 
 router = APIRouter()
-
-Input = str | list[int]
-
-
-def _inputs(raw: str | list[str] | list[int] | list[list[int]]) -> list[Input]:
-    if isinstance(raw, str):
-        return [raw]
-    if not raw:
-        raise InvalidRequest("input: must not be empty", param="input")
-    if all(isinstance(x, int) for x in raw):
-        return [list(raw)]  # type: ignore[arg-type]
-    return list(raw)  # type: ignore[arg-type]
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -40,7 +29,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
-    inputs = _inputs(params.input)
+    inputs = text_or_token_items(params.input, "input")
     model = await model_for(request, params.model, params.ttl)
     if getattr(model, "engine", None) is None:
         raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")

@@ -29,7 +29,9 @@ async def create_chat_completion(request: Request):
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await model.session.prepare(chat)
     note_sampling(request, prepared.sampling)
-    encoder = ChatEncoder(params.model, include_usage=params.include_usage)
+    encoder = ChatEncoder(
+        params.model, include_usage=params.include_usage, logprobs=chat.logprobs is not None
+    )
     if params.stream:
         frames = stream_frames(request, model.key, prepared.events(), encoder.feed, [encoder.first_chunk()])
         return sse_response(frames)

@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from lmdock.api.openai.encode import sse_data
 from lmdock.api.request_log import note_usage
+from lmdock.api.services import manager_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.events import Done, GenerationEvent, Usage
 from lmdock.models.loaded import LoadedModel
-from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
 from lmdock.server.streaming import ping_interval, with_pings
 
@@ -32,7 +32,7 @@ async def read_json(request: Request) -> Any:
 async def model_for(request: Request, name: str, ttl: int | None) -> LoadedModel:
     """The loaded model for a request. A request that loads it just in time may set its idle TTL
     (LM Studio's per-request `ttl`); an already loaded model keeps its own."""
-    manager: ModelManager = request.app.state.manager
+    manager = manager_of(request)
     model = await manager.get(name, ttl)
     note_usage(request, model.key)
     return model
