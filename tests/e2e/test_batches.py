@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -210,3 +212,102 @@ def test_a_killed_server_resumes_its_batch_without_losing_or_repeating_results(t
         assert all(attempts[c] == 1 for c in before)  # finished before the kill: never started again
     finally:
         second.stop()
+
+
+def test_cli_follows_a_batch_and_prints_its_results(server: Server, client: anthropic.Anthropic):
+    port = server.base_url.rsplit(":", 1)[1]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "lmdock.cli.main", "batch", *args, "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    requests = [{"custom_id": f"c-{i}", "params": _ask(f"Say {i}.")} for i in range(3)]
+    batch = client.messages.batches.create(requests=requests)
+    shown = cli("show", batch.id)  # follows the batch with a progress bar until it ends
+    assert shown.returncode == 0, shown.stderr
+    assert f"{batch.id}  ended" in shown.stdout and "3 succeeded" in shown.stdout
+    listed = json.loads(cli("ls", "--json").stdout)
+    assert batch.id in [b["id"] for b in listed]
+    table = cli("ls").stdout
+    assert batch.id in table and "SUCCEEDED" in table
+    lines = [json.loads(line) for line in cli("results", batch.id).stdout.splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == ["c-0", "c-1", "c-2"]
+    assert all(line["result"]["type"] == "succeeded" for line in lines)
+    assert "ended" in cli("cancel", batch.id).stdout
+    assert f"Deleted {batch.id}" in cli("delete", batch.id).stdout
+    missing = cli("show", batch.id)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def _metric(server: Server, name: str) -> float:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_interactive_requests_go_ahead_of_batch_work(tmp_path):
+    """One slot, held by a long batch request: an interactive request preempts it and finishes first,
+    then the batch request resumes and completes (nothing it generated is lost or repeated)."""
+    server = start_server(tmp_path, "--parallel", "1", "--batch-slots", "1")
+    db = tmp_path / "home" / "lmdock.db"
+    try:
+        client = _sdk(server)
+        params = {
+            "model": MODEL,
+            "max_tokens": 120,
+            "temperature": 0.0,
+            "messages": [{"role": "user", "content": "Count from 1 to 200, one number per line."}],
+        }
+        requests = [{"custom_id": f"long-{i}", "params": params} for i in range(2)]
+        batch = client.messages.batches.create(requests=requests)
+        deadline = time.monotonic() + 600
+        while _metric(server, "lmdock_active_sequences") < 1:  # the batch holds the only slot
+            assert time.monotonic() < deadline, "the batch never started"
+            time.sleep(0.05)
+        preemptions = _metric(server, "lmdock_preemptions_total")
+        reply = client.messages.create(
+            model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "Say hi."}]
+        )
+        assert reply.content and reply.usage.output_tokens <= 4
+        # ordering, not timing: the interactive request finished while the batch request it found
+        # running (120 tokens to generate) had not, so it was admitted ahead of it
+        assert _committed(db) == {}
+        assert _metric(server, "lmdock_preemptions_total") > preemptions
+
+        ended = _wait_ended(client, batch.id)
+        assert ended.request_counts.succeeded == 2
+        results = _results(client, batch.id)
+        for result in results.values():
+            text = result.message.content[0].text
+            numbers = [line for line in text.splitlines() if line.strip()]
+            assert numbers[:5] == ["1", "2", "3", "4", "5"], text  # resumed text continues, no repeat
+            assert len(numbers) == len(set(numbers)), text
+    finally:
+        server.stop()
+
+
+def test_requests_sharing_a_system_prompt_reuse_its_cache(client: anthropic.Anthropic):
+    system = " ".join(f"Rule {i}: label each fruit by colour, size and season, briefly." for i in range(60))
+    requests = [
+        {
+            "custom_id": f"fruit-{i}",
+            "params": {
+                "model": MODEL,
+                "max_tokens": 4,
+                "system": system,
+                "messages": [{"role": "user", "content": f"Label fruit number {i}: a {fruit}."}],
+            },
+        }
+        for i, fruit in enumerate(["pear", "plum", "fig", "lime", "kiwi", "date"])
+    ]
+    batch = client.messages.batches.create(requests=requests)
+    _wait_ended(client, batch.id)
+    usages = [r.message.usage for r in _results(client, batch.id).values()]
+    shared = [
+        u for u in usages if u.cache_read_input_tokens >= 0.8 * (u.input_tokens + u.cache_read_input_tokens)
+    ]
+    # the first request of the group computes the system prompt; every sibling reads it from the cache
+    assert len(shared) >= len(requests) - 1, usages

@@ -251,7 +251,7 @@ def test_pending_work_groups_requests_by_prompt_prefix(store):
     order = [p.custom_id[0] for p in store.pending(10)]
     assert order in (list("aaabb"), list("bbaaa"))  # each prefix group runs together
     b1 = next(p for p in store.pending(10) if p.custom_id == "b1")
-    preferred = [p.custom_id for p in store.pending(10, prefer_prefix=b1.prefix_key)]
+    preferred = [p.custom_id for p in store.pending(10, prefer=(b1.batch_n, b1.prefix_key))]
     assert preferred == ["b1", "b2", "a1", "a2", "a3"]  # the group being worked on goes on first
 
 

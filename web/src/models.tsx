@@ -119,10 +119,8 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
     <tr data-model={m.key}>
       <th scope="row">
         <div class="model-key">{m.key}</div>
-        <div class="muted small-text">
-          {[m.display_name !== m.key ? m.display_name : "", m.architecture, m.aliases.length ? `alias ${m.aliases.join(", ")}` : ""]
-            .filter(Boolean)
-            .join(" · ")}
+        <div class="muted small-text" title={m.aliases.length ? `also answers to: ${m.aliases.join(", ")}` : undefined}>
+          {[m.display_name !== m.key ? m.display_name : "", m.architecture].filter(Boolean).join(" · ")}
         </div>
         {m.error && <div class="error small-text">{m.error}</div>}
       </th>

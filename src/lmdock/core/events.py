@@ -22,8 +22,22 @@ class Usage:
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token: the text it contributes, its log-probability, and the most likely
+    alternatives at that position (token text, logprob), best first. A plain picklable dataclass."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
 class TextDelta:
+    """Answer text. With logprobs requested, `logprobs` covers exactly this text's tokens (an entry may be
+    delivered on the delta after the one its text started in, and a final delta may carry only entries)."""
+
     text: str
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass

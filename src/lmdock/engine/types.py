@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lmdock.core.events import TokenLogprob
 from lmdock.core.request import SamplingParams
+
+__all__ = [
+    "Admitted",
+    "EngineEvent",
+    "EngineRequest",
+    "Finished",
+    "FinishReason",
+    "TextChunk",
+    "TokenLogprob",
+]
 
 FinishReason = Literal["eog", "length", "stop", "context", "grammar", "cancelled", "error"]
 
@@ -24,20 +35,27 @@ class EngineRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = None  # None: off; k: each token's logprob and its k most likely alternatives
     priority: int = 0  # scheduling class (core.request.PRIORITY_*): lower is admitted first
 
 
 @dataclass
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: list[tuple[str, float]] = field(default_factory=list)
+@dataclass
+class Admitted:
+    """The first event of a request once it holds a KV slot: how much of its prompt the cache already
+    held (so a protocol can report usage before any text; `Finished` repeats the same counts)."""
+
+    prompt_tokens: int
+    cached_tokens: int
 
 
 @dataclass
 class TextChunk:
-    """Newly decoded text (may be empty while a UTF-8 sequence or a possible stop string is held back)."""
+    """Newly decoded text (may be empty while a UTF-8 sequence or a possible stop string is held back).
+
+    With logprobs requested, `logprobs` has one entry per sampled token since the previous chunk; their
+    `token` texts concatenate to the decoded output (which may run past `text` while a possible stop
+    string is held back)."""
 
     text: str
     n_tokens: int = 1
@@ -56,4 +74,4 @@ class Finished:
     error: str | None = None
 
 
-EngineEvent = TextChunk | Finished
+EngineEvent = Admitted | TextChunk | Finished

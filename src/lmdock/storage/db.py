@@ -56,6 +56,21 @@ MIGRATIONS: dict[str, list[str]] = {
             ON message_batch_requests (state, batch_n, prefix_key, idx);
         """,
     ],
+    # Stored responses of the Responses API (api/responses/store.py, `store: true`).
+    "responses": [
+        """
+        CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            previous_response_id TEXT,
+            model TEXT NOT NULL,
+            response TEXT NOT NULL,      -- the Response object as returned (JSON)
+            input_items TEXT NOT NULL,   -- this request's input items, with ids (JSON list)
+            history TEXT NOT NULL        -- the items before them: the conversation so far (JSON list)
+        );
+        CREATE INDEX responses_created_at ON responses (created_at);
+        """,
+    ],
 }
 
 

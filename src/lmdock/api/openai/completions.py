@@ -11,8 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from openai.types import Completion, CompletionChoice
+from openai.types.completion_choice import Logprobs
 
-from lmdock.api.openai.convert import check_unsupported, sampling_of
+from lmdock.api.limits import check_stops, limits_of
+from lmdock.api.openai.convert import (
+    TextOrTokens,
+    check_unsupported,
+    logprobs_of,
+    sampling_of,
+    text_or_token_items,
+)
 from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
 from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
@@ -27,32 +35,36 @@ router = APIRouter()
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for this endpoint
 
-Prompt = str | list[int]
-
-
-def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise InvalidRequest("prompt: must not be empty", param="prompt")
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    return list(prompt)  # type: ignore[arg-type]
-
 
 class _Encoder:
     """Accumulates the choices of one request; `feed()` also returns the chunks to stream."""
 
-    def __init__(self, model: str, n_prompts: int, *, echo: bool, include_usage: bool) -> None:
+    def __init__(
+        self, model: str, n_prompts: int, *, echo: bool, include_usage: bool, logprobs: bool = False
+    ) -> None:
         self.id = new_id("cmpl-")
         self.created = int(time.time())
         self.model = model
         self.echo = echo
         self.include_usage = include_usage
         self.texts: list[list[str]] = [[] for _ in range(n_prompts)]
+        self.logprobs: list[Logprobs] | None = (
+            [
+                Logprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+                for _ in range(n_prompts)
+            ]
+            if logprobs
+            else None
+        )
         self.finish: list[str] = []
         self.usage = ev.Usage()
         self._echo_pending: str | None = None
+        self.current: PreparedChat | None = None  # the prompt generating now
+
+    def cancel(self) -> None:
+        """End the generation under way (the client left, or the response ended)."""
+        if self.current is not None:
+            self.current.cancel()
 
     def begin(self, prepared: PreparedChat) -> None:
         """A new prompt's events follow; with `echo`, its text opens the choice."""
@@ -66,9 +78,9 @@ class _Encoder:
         if self._echo_pending is not None:
             out.append(self._chunk(index, self._echo_pending))
             self._echo_pending = None
-        if isinstance(event, ev.TextDelta) and event.text:
+        if isinstance(event, ev.TextDelta) and (event.text or event.logprobs):
             self.texts[index].append(event.text)
-            out.append(self._chunk(index, event.text))
+            out.append(self._chunk(index, event.text, logprobs=self._logprobs(index, event)))
         elif isinstance(event, ev.Done):
             for name in ("input_tokens", "output_tokens", "cached_tokens"):
                 setattr(self.usage, name, getattr(self.usage, name) + getattr(event.usage, name))
@@ -78,10 +90,31 @@ class _Encoder:
                 out.append(self._completion([], usage=wire_usage(self.usage)))
         return out
 
-    def _chunk(self, index: int, text: str, finish_reason: str | None = None) -> Completion:
+    def _logprobs(self, index: int, event: ev.TextDelta) -> Logprobs | None:
+        """The legacy shape for this delta's tokens (also added to the choice's running total). The
+        tokens concatenate to the text, so a token's offset is the length of the tokens before it."""
+        if self.logprobs is None:
+            return None
+        entries = event.logprobs or []
+        total = self.logprobs[index]
+        offset = total.text_offset[-1] + len(total.tokens[-1]) if total.tokens else 0
+        delta = Logprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+        for e in entries:
+            delta.tokens.append(e.token)
+            delta.token_logprobs.append(e.logprob)
+            delta.top_logprobs.append(dict(e.top))
+            delta.text_offset.append(offset)
+            offset += len(e.token)
+        for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+            getattr(total, name).extend(getattr(delta, name))
+        return delta
+
+    def _chunk(
+        self, index: int, text: str, finish_reason: str | None = None, logprobs: Logprobs | None = None
+    ) -> Completion:
         # unvalidated: a stream chunk carries `finish_reason: null`, which the type does not allow
         choice = CompletionChoice.model_construct(
-            index=index, text=text, finish_reason=finish_reason, logprobs=None
+            index=index, text=text, finish_reason=finish_reason, logprobs=logprobs
         )
         return self._completion([choice])
 
@@ -98,7 +131,12 @@ class _Encoder:
     def completion(self) -> Completion:
         """The whole answer, after every prompt's Done."""
         choices = [
-            CompletionChoice(index=i, text="".join(text), finish_reason=finish, logprobs=None)
+            CompletionChoice(
+                index=i,
+                text="".join(text),
+                finish_reason=finish,
+                logprobs=self.logprobs[i] if self.logprobs is not None else None,
+            )
             for i, (text, finish) in enumerate(zip(self.texts, self.finish, strict=True))
         ]
         return Completion(
@@ -113,13 +151,14 @@ class _Encoder:
 
 async def _events(
     first: PreparedChat,
-    rest: list[Prompt],
-    prepare: Callable[[Prompt], Awaitable[PreparedChat]],
+    rest: list[TextOrTokens],
+    prepare: Callable[[TextOrTokens], Awaitable[PreparedChat]],
     encoder: _Encoder,
 ) -> AsyncIterator[ev.GenerationEvent]:
     """Every prompt's events in turn; a later prompt is admitted once the one before it is done."""
     for item in [first, *rest]:
         prepared = item if isinstance(item, PreparedChat) else await prepare(item)
+        encoder.current = prepared
         encoder.begin(prepared)
         async for event in prepared.events():
             yield event
@@ -129,21 +168,33 @@ async def _events(
 async def create_completion(request: Request):
     params = validate_body(CompletionParams, await read_json(request))
     check_unsupported(params)
-    prompts = _prompts(params.prompt)
+    check_stops(params.stops, limits_of(request), "stop")
+    logprobs = logprobs_of(params)
+    if logprobs is not None and params.echo:
+        raise InvalidRequest("logprobs: not supported together with echo", param="logprobs")
+    prompts = text_or_token_items(params.prompt, "prompt")
     model = await model_for(request, params.model, params.ttl)
     sampling = sampling_of(params)
 
-    async def prepare(prompt: Prompt) -> PreparedChat:
+    async def prepare(prompt: TextOrTokens) -> PreparedChat:
         max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
-        return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops)
+        return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops, logprobs)
 
     first = await prepare(prompts[0])  # a bad (first) prompt is still a plain 400
     note_sampling(request, first.sampling)
-    encoder = _Encoder(params.model, len(prompts), echo=params.echo, include_usage=params.include_usage)
+    encoder = _Encoder(
+        params.model,
+        len(prompts),
+        echo=params.echo,
+        include_usage=params.include_usage,
+        logprobs=logprobs is not None,
+    )
+    encoder.current = first
     events = _events(first, prompts[1:], prepare, encoder)
     if params.stream:
         return sse_response(
-            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage)
+            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage),
+            on_close=encoder.cancel,
         )
 
     async def run() -> dict:
@@ -151,6 +202,9 @@ async def create_completion(request: Request):
             encoder.feed(event)
         return encoder.completion().model_dump(mode="json", exclude_unset=True)
 
-    result = await unless_disconnected(request, run)
+    try:
+        result = await unless_disconnected(request, run)
+    finally:
+        encoder.cancel()
     note_usage(request, model.key, encoder.usage)
     return JSONResponse(result)

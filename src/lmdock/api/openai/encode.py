@@ -12,18 +12,25 @@ import secrets
 import time
 from typing import Any
 
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionTokenLogprob,
+)
+from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import (
     ChoiceDelta,
     ChoiceDeltaToolCall,
     ChoiceDeltaToolCallFunction,
 )
+from openai.types.chat.chat_completion_chunk import ChoiceLogprobs as ChunkLogprobs
 from openai.types.chat.chat_completion_message_function_tool_call import (
     ChatCompletionMessageFunctionToolCall,
     Function,
 )
+from openai.types.chat.chat_completion_token_logprob import TopLogprob
 from openai.types.completion_usage import CompletionUsage, PromptTokensDetails
 
 from lmdock.core import events as ev
@@ -57,14 +64,28 @@ def sse_data(payload: Any) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
+def token_logprobs(entries: list[ev.TokenLogprob]) -> list[ChatCompletionTokenLogprob]:
+    """Core logprob entries as chat completions carry them (with each token's UTF-8 bytes)."""
+    return [
+        ChatCompletionTokenLogprob(
+            token=e.token,
+            bytes=list(e.token.encode()),
+            logprob=e.logprob,
+            top_logprobs=[TopLogprob(token=t, bytes=list(t.encode()), logprob=lp) for t, lp in e.top],
+        )
+        for e in entries
+    ]
+
+
 class ChatEncoder:
     """Accumulates one generation; `feed()` also returns the chunks to stream for each event."""
 
-    def __init__(self, model: str, *, include_usage: bool = False) -> None:
+    def __init__(self, model: str, *, include_usage: bool = False, logprobs: bool = False) -> None:
         self.id = new_id("chatcmpl-")
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
+        self.logprobs: list[ChatCompletionTokenLogprob] | None = [] if logprobs else None
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.calls: list[ChatCompletionMessageFunctionToolCall] = []
@@ -75,9 +96,13 @@ class ChatEncoder:
         return self._chunk(ChoiceDelta(role="assistant", content=""))
 
     def feed(self, event: ev.GenerationEvent) -> list[ChatCompletionChunk]:
-        if isinstance(event, ev.TextDelta) and event.text:
+        if isinstance(event, ev.TextDelta) and (event.text or event.logprobs):
             self.text.append(event.text)
-            return [self._chunk(ChoiceDelta(content=event.text))]
+            entries = None
+            if self.logprobs is not None:
+                entries = token_logprobs(event.logprobs or [])
+                self.logprobs.extend(entries)
+            return [self._chunk(ChoiceDelta(content=event.text), logprobs=entries)]
         if isinstance(event, ev.ThinkingDelta) and event.text:
             self.reasoning.append(event.text)
             return [self._chunk(ChoiceDelta(reasoning_content=event.text))]
@@ -121,8 +146,11 @@ class ChatEncoder:
         *,
         finish_reason: str | None = None,
         usage: CompletionUsage | None = None,
+        logprobs: list[ChatCompletionTokenLogprob] | None = None,
     ) -> ChatCompletionChunk:
         choices = [] if delta is None else [ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)]
+        if logprobs is not None:
+            choices[0].logprobs = ChunkLogprobs(content=logprobs, refusal=None)
         chunk = ChatCompletionChunk(
             id=self.id,
             object="chat.completion.chunk",
@@ -154,7 +182,9 @@ class ChatEncoder:
                     index=0,
                     message=message,
                     finish_reason=FINISH_REASONS[self.done.stop_reason],
-                    logprobs=None,
+                    logprobs=None
+                    if self.logprobs is None
+                    else ChoiceLogprobs(content=self.logprobs, refusal=None),
                 )
             ],
             usage=wire_usage(self.done.usage),

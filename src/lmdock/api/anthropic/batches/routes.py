@@ -8,6 +8,7 @@ documentation (everything is `processing` until the batch ends); live progress i
 from __future__ import annotations
 
 import asyncio
+import json
 
 from anthropic.types.messages import DeletedMessageBatch
 from fastapi import APIRouter, Request
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import BatchStore, batch_object, completed_count
-from lmdock.api.anthropic.routes import read_json
+from lmdock.api.services import manager_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.storage import database
 
@@ -51,10 +52,19 @@ def _memoized(resolve):
     return cached
 
 
+async def _read_json(request: Request):
+    """Parse the body off the event loop (a batch may be up to 256 MB)."""
+    raw = await request.body()
+    try:
+        return await asyncio.to_thread(json.loads, raw)
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+
+
 @router.post("/v1/messages/batches")
 async def create_batch(request: Request):
-    body = await read_json(request)
-    manager = request.app.state.manager
+    body = await _read_json(request)
+    manager = manager_of(request)
     resolve = _memoized(lambda name: manager.upstream_for(name) or manager.resolve(name))
     requests = await asyncio.to_thread(validate_create, body, resolve)
     store = _store(request)

@@ -58,7 +58,7 @@ class BatchRunner:
         self.poll_seconds = poll_seconds
         self._work: dict[tuple[int, int], _Work] = {}
         self._wake = asyncio.Event()
-        self._prefix: str | None = None
+        self._group: tuple[int, str] | None = None  # (batch, prompt prefix) being worked on
         self._retry_at = 0.0
 
     def wake(self) -> None:
@@ -105,7 +105,7 @@ class BatchRunner:
         while len(self._work) < self.slots and loop.time() >= self._retry_at:
             if self._engines_waiting():
                 return
-            candidates = self.store.pending(self.slots + len(self._work) + 1, self._prefix)
+            candidates = self.store.pending(self.slots + len(self._work) + 1, self._group)
             nxt = next((c for c in candidates if c.key not in self._work), None)
             if nxt is None:
                 return
@@ -115,7 +115,7 @@ class BatchRunner:
             )
             if warming:
                 return  # the group's first request is computing the shared prefix: reuse it next
-            self._prefix = nxt.prefix_key
+            self._group = (nxt.batch_n, nxt.prefix_key)
             attempts = self.store.start_attempt(nxt.batch_n, nxt.idx)
             if attempts > MAX_ATTEMPTS:
                 self.store.commit(nxt.batch_n, nxt.idx, "errored", _interrupted(attempts - 1))
@@ -156,7 +156,7 @@ class BatchRunner:
             chat.priority = PRIORITY_BATCH
             model = await self.manager.get(params.model)
             prepared = await model.session.prepare(chat)
-            encoder = MessageEncoder(params.model, prepared.input_tokens)
+            encoder = MessageEncoder(params.model)
             async for event in prepared.events():
                 if not work.prefilled.is_set():
                     work.prefilled.set()

@@ -192,16 +192,24 @@ class BatchStore:
 
     # --- runner side -------------------------------------------------------------------------------
 
-    def pending(self, limit: int, prefer_prefix: str | None = None) -> list[PendingRequest]:
-        """Pending requests of running batches: oldest batch first, requests sharing a prompt prefix
-        together (the group being worked on first), so the prefix cache keeps hitting."""
-        rows = self.db.query(
+    def pending(self, limit: int, prefer: tuple[int, str] | None = None) -> list[PendingRequest]:
+        """Pending requests of running batches: the group being worked on (`prefer`: batch and prompt
+        prefix) first, then oldest batch first with requests sharing a prefix together, so the prefix
+        cache keeps hitting. Both queries walk the pending index in order (no sort)."""
+        select = (
             "SELECT r.batch_n, b.id AS batch_id, r.idx, r.custom_id, r.params, r.prefix_key"
             " FROM message_batch_requests r JOIN message_batches b ON b.n = r.batch_n"
             " WHERE r.state = 'pending' AND b.status = 'in_progress'"
-            " ORDER BY (r.prefix_key = ?) DESC, r.batch_n, r.prefix_key, r.idx LIMIT ?",
-            (prefer_prefix or "", limit),
         )
+        rows = []
+        if prefer is not None:
+            rows = self.db.query(
+                select + " AND r.batch_n = ? AND r.prefix_key = ? ORDER BY r.idx LIMIT ?", (*prefer, limit)
+            )
+        if len(rows) < limit:
+            more = self.db.query(select + " ORDER BY r.batch_n, r.prefix_key, r.idx LIMIT ?", (limit,))
+            seen = {(r["batch_n"], r["idx"]) for r in rows}
+            rows += [r for r in more if (r["batch_n"], r["idx"]) not in seen][: limit - len(rows)]
         return [PendingRequest(**dict(r)) for r in rows]
 
     def commit(self, batch_n: int, idx: int, state: str, result: dict) -> bool:
