@@ -53,6 +53,7 @@ class EngineStats:
     evictions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
+    preemptions: int = 0
 
 
 class Engine:
@@ -218,9 +219,13 @@ class Engine:
             if self._stopping:
                 return False
             cancelled = self.scheduler.cancelled()
+            suspended = self.scheduler.make_way()
             admitted = self.scheduler.admit()
         for seq in cancelled:
             self._end(seq, "cancelled")
+        for _seq, ops in suspended:  # its sampler, grammar and text state stay with it
+            self.runner.apply(ops)
+            self.stats.preemptions += 1
         for seq, claim in admitted:
             self._isolated(seq, self._start, seq, claim)
         step = self.scheduler.schedule()
@@ -244,9 +249,11 @@ class Engine:
         if self.cache is not None:
             self._restore(seq.slot, seq.prompt)
         seq.cursor = len(seq.slot.tokens)  # what the KV really holds, whatever the cache did
-        self.runner.start_sampler(seq)
-        self.stats.prompt_tokens += len(seq.prompt)
-        self.stats.cache_hit_tokens += seq.cursor
+        if seq.sampler is None:  # a suspended sequence resumes with its own
+            self.runner.start_sampler(seq)
+        if seq.cached is None:
+            self.stats.prompt_tokens += len(seq.prompt)
+            self.stats.cache_hit_tokens += seq.cursor
         seq.admitted()
 
     def _step(self, step: Step) -> None:
@@ -264,7 +271,7 @@ class Engine:
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens
-            if plan.seq.phase is Phase.DECODE and self.cache is not None:
+            if plan.seq.phase is Phase.DECODE and plan.seq.generated == 0 and self.cache is not None:
                 self._isolated(plan.seq, self._persist, plan.seq)
         for seq in ready:
             if seq.phase is not Phase.DONE:
@@ -302,8 +309,8 @@ class Engine:
         elif isinstance(decision, Preempt):
             with self._cv:
                 ops = self.scheduler.preempt(decision.seq)
-            self.runner.apply(ops)
-            self.runner.free_sampler(decision.seq)
+            self.runner.apply(ops)  # its sampler stays: it restarts the prompt, not the request
+            self.stats.preemptions += 1
         else:
             self._end(decision.seq, "context")
 

@@ -2,17 +2,20 @@
 
 Why a request waits (read top to bottom):
 1. `add`: the waiting queue already holds `max_queue` requests -> refused at once (Overloaded, a 529).
-2. `admit`: the most urgent class first (`EngineRequest.priority`: interactive before batch), then
-   first come, first served; the request due next that cannot start blocks those behind it:
+2. `make_way`: while a request waits for a free sequence or slot, running sequences of a less urgent
+   class (`EngineRequest.priority`: interactive before batch) step back to the queue; they keep what
+   they computed (prompt and generated tokens stay cached in their slot) and resume from there.
+3. `admit`: the most urgent class first, then first come, first served; the request due next that
+   cannot start blocks those behind it:
    - admission is held after a preemption until a running sequence finishes (`hold_admission`),
      so the preempted prompt is not pushed out again at once;
    - `parallel` sequences are already running;
    - every KV slot is busy (`SlotPool.claim` found none idle).
-3. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
+4. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
    decoding sequence, then gives what is left of the `n_batch` token budget to prefills, oldest first;
    while anything decodes, prefill gets at most `prefill_chunk_while_decoding` tokens per step so a
    long prompt cannot freeze running streams.
-4. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
+5. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
    slot; with none left, send the newest prefilling sequence of the least urgent class back to the
    head of the queue (preempt);
    with nothing to preempt, end the longest sequence with reason "context".
@@ -131,6 +134,33 @@ class Scheduler:
             return "every KV slot is busy"
         return None
 
+    def make_way(self) -> list[tuple[Sequence, list[KvOp]]]:
+        """Suspend running sequences of a less urgent class, newest first, while the request due next
+        is blocked only by them; returns each suspended sequence with the KV ops to apply."""
+        suspended: list[tuple[Sequence, list[KvOp]]] = []
+        while self.waiting and not (self.hold_admission and self.running):
+            head = self.next_waiting()
+            if len(self.running) < self.config.parallel and self.pool.free_slot() is not None:
+                break  # it can be admitted as things are
+            victims = [s for s in reversed(self.running) if s.request.priority > head.request.priority]
+            if not victims:
+                break
+            victim = max(victims, key=lambda s: s.request.priority)
+            suspended.append((victim, self.suspend(victim)))
+        return suspended
+
+    def suspend(self, seq: Sequence) -> list[KvOp]:
+        """Send a running sequence back to the head of the queue without losing its work: its KV stays
+        cached in its slot, and its prompt becomes everything it has so far (prompt, generated tokens,
+        the sampled token not yet decoded), which the next admission finds there and continues."""
+        self.running.remove(seq)
+        if seq.phase is Phase.DECODE:
+            seq.prompt = list(seq.slot.tokens) + [seq.pending]
+        ops = self.pool.release(seq.slot, keep_cache=True)
+        seq.slot, seq.cursor, seq.phase = None, 0, Phase.WAITING
+        self.waiting.appendleft(seq)
+        return ops
+
     def admit(self) -> list[tuple[Sequence, Claim]]:
         """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;
         each gets a slot whose KV ops the engine must apply before the sequence's first step."""
@@ -143,7 +173,7 @@ class Scheduler:
             if claim is None:
                 break
             self.waiting.remove(seq)
-            seq.slot = claim.slot
+            seq.slot, seq.cursor = claim.slot, claim.reused  # the engine may restore more from cache
             seq.phase = Phase.PREFILL
             self.running.append(seq)
             admitted.append((seq, claim))

@@ -36,7 +36,7 @@ class Sequence:
     def __init__(self, request: EngineRequest, emit: Callable[[EngineEvent], None], max_tokens: int) -> None:
         self.id = next(_ids)
         self.request = request
-        self.prompt = request.prompt
+        self.prompt = request.prompt  # what the slot must hold: grows by the generated tokens if suspended
         self.emit = emit
         self.max_tokens = max_tokens
         self.clamped_by_context = max_tokens < request.max_tokens
@@ -72,7 +72,7 @@ class Sequence:
         """The slot is set up (prefix reused or restored): report the cache hit, once per request."""
         if self.cached is None:
             self.cached = self.cursor
-            self.emit(Admitted(prompt_tokens=len(self.prompt), cached_tokens=self.cached))
+            self.emit(Admitted(prompt_tokens=len(self.request.prompt), cached_tokens=self.cached))
 
     def push_piece(self, piece: bytes, logprob: TokenLogprob | None = None) -> str | None:
         """Feed one sampled token's bytes; emit safe text; return the stop string if one matched.
@@ -107,7 +107,7 @@ class Sequence:
         self.emit(
             Finished(
                 reason=reason,
-                prompt_tokens=len(self.prompt),
+                prompt_tokens=len(self.request.prompt),
                 cached_tokens=self.cached or 0,
                 generated_tokens=self.generated,
                 stop_sequence=stop,
