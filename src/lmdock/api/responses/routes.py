@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.openai.shared import model_for, read_json, sse_response
 from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, to_chat_request
@@ -171,6 +172,7 @@ async def create_response(request: Request):
         history = previous.conversation()
     items = normalize_input(params.input)
     chat = to_chat_request(params, history + items)  # client errors before a model is loaded for nothing
+    check_chat(chat, limits_of(request), schema_key="parameters", format_param="text.format.schema")
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
@@ -186,7 +188,7 @@ async def create_response(request: Request):
             await asyncio.to_thread(store.save, response, items, history)
 
     if params.stream:
-        return sse_response(_stream(request, model.key, prepared, encoder, keep))
+        return sse_response(_stream(request, model.key, prepared, encoder, keep), on_close=prepared.cancel)
 
     async def run() -> dict:
         async for event in prepared.events():
@@ -197,7 +199,10 @@ async def create_response(request: Request):
         await keep(response)
         return response
 
-    return JSONResponse(await unless_disconnected(request, run))
+    try:
+        return JSONResponse(await unless_disconnected(request, run))
+    finally:
+        prepared.cancel()  # the client left, or the answer is complete: free the engine sequence
 
 
 async def _stream(
