@@ -51,9 +51,9 @@ class EngineStats:
     generated_tokens: int = 0
     cache_hit_tokens: int = 0
     evictions: int = 0
+    preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
-    preemptions: int = 0
 
 
 class EngineStream:
@@ -245,13 +245,13 @@ class Engine:
             if self._stopping:
                 return False
             cancelled = self.scheduler.cancelled()
-            suspended = self.scheduler.make_way()
+            yielded = self.scheduler.yield_to_priority()
             admitted = self.scheduler.admit()
+        # preempted for a more urgent request: resumes when admitted again, with its sampler, grammar
+        # and text state, and its KV kept as prefix cache
+        self.stats.preemptions += len(yielded)
         for seq in cancelled:
             self._end(seq, "cancelled")
-        for _seq, ops in suspended:  # its sampler, grammar and text state stay with it
-            self.runner.apply(ops)
-            self.stats.preemptions += 1
         for seq, claim in admitted:
             self._isolated(seq, self._start, seq, claim)
         step = self.scheduler.schedule()

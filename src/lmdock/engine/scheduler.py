@@ -2,22 +2,23 @@
 
 Why a request waits (read top to bottom):
 1. `add`: the waiting queue already holds `max_queue` requests -> refused at once (Overloaded, a 529).
-2. `make_way`: while a request waits for a free sequence or slot, running sequences of a less urgent
-   class (`EngineRequest.priority`: interactive before batch) step back to the queue; they keep what
-   they computed (prompt and generated tokens stay cached in their slot) and resume from there.
-3. `admit`: the most urgent class first, then first come, first served; the request due next that
-   cannot start blocks those behind it:
+2. `admit`: the most urgent class first (`EngineRequest.priority`: interactive before batch), then
+   first come, first served; the request due next that cannot start blocks those behind it:
    - admission is held after a preemption until a running sequence finishes (`hold_admission`),
      so the preempted prompt is not pushed out again at once;
+   - when the request due next is blocked only by room (all `parallel` running, or every KV slot
+     busy) while a less urgent class runs, `yield_to_priority` preempts those first: a batch
+     sequence gives its place to an interactive request at the next step (it resumes later, where
+     it stopped);
    - `parallel` sequences are already running;
    - every KV slot is busy (`SlotPool.claim` found none idle).
-4. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
+3. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
    decoding sequence, then gives what is left of the `n_batch` token budget to prefills, oldest first;
    while anything decodes, prefill gets at most `prefill_chunk_while_decoding` tokens per step so a
    long prompt cannot freeze running streams.
-5. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
-   slot; with none left, send the newest prefilling sequence of the least urgent class back to the
-   head of the queue (preempt);
+4. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
+   slot; with none left, send the newest running sequence of a less urgent class than the step's most
+   urgent one (else the newest prefilling sequence) back to the head of the queue (preempt);
    with nothing to preempt, end the longest sequence with reason "context".
 
 Nothing here calls llama.cpp: decisions come back as data (`Step`, `KvOp`s) for the engine to apply.
@@ -134,33 +135,6 @@ class Scheduler:
             return "every KV slot is busy"
         return None
 
-    def make_way(self) -> list[tuple[Sequence, list[KvOp]]]:
-        """Suspend running sequences of a less urgent class, newest first, while the request due next
-        is blocked only by them; returns each suspended sequence with the KV ops to apply."""
-        suspended: list[tuple[Sequence, list[KvOp]]] = []
-        while self.waiting and not (self.hold_admission and self.running):
-            head = self.next_waiting()
-            if len(self.running) < self.config.parallel and self.pool.free_slot() is not None:
-                break  # it can be admitted as things are
-            victims = [s for s in reversed(self.running) if s.request.priority > head.request.priority]
-            if not victims:
-                break
-            victim = max(victims, key=lambda s: s.request.priority)
-            suspended.append((victim, self.suspend(victim)))
-        return suspended
-
-    def suspend(self, seq: Sequence) -> list[KvOp]:
-        """Send a running sequence back to the head of the queue without losing its work: its KV stays
-        cached in its slot, and its prompt becomes everything it has so far (prompt, generated tokens,
-        the sampled token not yet decoded), which the next admission finds there and continues."""
-        self.running.remove(seq)
-        if seq.phase is Phase.DECODE:
-            seq.prompt = list(seq.slot.tokens) + [seq.pending]
-        ops = self.pool.release(seq.slot, keep_cache=True)
-        seq.slot, seq.cursor, seq.phase = None, 0, Phase.WAITING
-        self.waiting.appendleft(seq)
-        return ops
-
     def admit(self) -> list[tuple[Sequence, Claim]]:
         """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;
         each gets a slot whose KV ops the engine must apply before the sequence's first step."""
@@ -179,10 +153,33 @@ class Scheduler:
             admitted.append((seq, claim))
         return admitted
 
+    def yield_to_priority(self) -> list[Sequence]:
+        """Preempt running sequences of a less urgent class while a more urgent request waits only for
+        room, newest first, until it could be admitted. The victims keep their KV as prefix cache and
+        wait at the head of their class; the engine frees their samplers. Returns the victims."""
+        victims: list[Sequence] = []
+        while not (self.hold_admission and self.running) and self.blocked_by() is not None:
+            urgent = [s for s in self.waiting if not s.cancelled]
+            if not urgent:
+                break
+            head = min(urgent, key=lambda s: s.priority)
+            lower = [s for s in self.running if s.priority > head.priority]
+            if not lower:
+                break
+            victim = max(reversed(lower), key=lambda s: s.priority)  # least urgent class, newest
+            self.running.remove(victim)
+            slot = victim.slot
+            victim.suspend()
+            self.pool.release(slot, keep_cache=True)
+            self.waiting.appendleft(victim)
+            victims.append(victim)
+        return victims
+
     def schedule(self) -> Step:
-        """The next batch: all decodes first, then prefill chunks within the remaining budget."""
+        """The next batch: all decodes first, then prefill chunks within the remaining budget (the more
+        urgent class first, oldest first within a class)."""
         decoding = [s for s in self.running if s.phase is Phase.DECODE]
-        prefilling = [s for s in self.running if s.phase is Phase.PREFILL]
+        prefilling = sorted((s for s in self.running if s.phase is Phase.PREFILL), key=lambda s: s.priority)
         plans = plan_prefill(
             prefilling,
             [s.prompt_left for s in prefilling],
@@ -212,16 +209,22 @@ class Scheduler:
         victims = self.pool.evictable()
         if victims:
             return Evict(victims[0])
+        in_step = step.decode + [p.seq for p in step.prefill]
+        most_urgent = min((s.priority for s in in_step), default=0)
+        lower = [s for s in self.running if s.priority > most_urgent]
+        if lower:
+            return Preempt(max(reversed(lower), key=lambda s: s.priority))
         newest_first = [p.seq for p in reversed(step.prefill)]
         if newest_first and len(self.running) > 1:
-            return Preempt(max(newest_first, key=lambda s: s.request.priority))
+            return Preempt(max(newest_first, key=lambda s: s.priority))
         return Abort(max(self.running, key=lambda s: s.position))
 
     def preempt(self, seq: Sequence) -> list[KvOp]:
         """Put a running sequence back at the head of the queue; hold admission until room is made."""
         self.running.remove(seq)
-        ops = self.pool.release(seq.slot, keep_cache=False)
-        seq.slot, seq.cursor, seq.phase = None, 0, Phase.WAITING
+        slot = seq.slot
+        seq.suspend()
+        ops = self.pool.release(slot, keep_cache=False)
         self.waiting.appendleft(seq)
         self.hold_admission = True
         return ops
