@@ -51,6 +51,7 @@ class EngineStats:
     generated_tokens: int = 0
     cache_hit_tokens: int = 0
     evictions: int = 0
+    preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
 
@@ -244,7 +245,11 @@ class Engine:
             if self._stopping:
                 return False
             cancelled = self.scheduler.cancelled()
+            yielded = self.scheduler.yield_to_priority()
             admitted = self.scheduler.admit()
+        for seq in yielded:  # preempted for a more urgent request: resumes when admitted again
+            self.runner.free_sampler(seq)
+            self.stats.preemptions += 1
         for seq in cancelled:
             self._end(seq, "cancelled")
         for seq, claim in admitted:
@@ -330,6 +335,7 @@ class Engine:
                 ops = self.scheduler.preempt(decision.seq)
             self.runner.apply(ops)
             self.runner.free_sampler(decision.seq)
+            self.stats.preemptions += 1
         else:
             self._end(decision.seq, "context")
 
