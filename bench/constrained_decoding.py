@@ -18,7 +18,7 @@ from llguidance import LLMatcher
 
 from lmdock.config import default_models_dir
 from lmdock.core.request import SamplingParams
-from lmdock.engine import ContextParams, Engine, EngineConfig, EngineRequest, Finished, LlamaModel
+from lmdock.engine import ContextParams, Engine, EngineConfig, EngineRequest, Finished, LlamaModel, TextChunk
 from lmdock.models.default_model import default_model_path
 
 PROMPT = (
@@ -39,8 +39,9 @@ async def _run(engine: Engine, tokens: list[int], n: int, grammar: str | None) -
         if isinstance(event, Finished):
             produced = event.generated_tokens
             break
-        first = first or now
-        last = now
+        if isinstance(event, TextChunk):  # not the Admitted event
+            first = first or now
+            last = now
     return (last - first) / max(1, produced - 1), produced
 
 
@@ -52,9 +53,9 @@ def main() -> None:
     args = parser.parse_args()
     model = LlamaModel(
         default_model_path(default_models_dir()),
-        ContextParams(n_ctx=4096, n_seq_max=2, n_threads=args.threads),
+        ContextParams(n_ctx=4096, n_batch=512, n_seq_max=2, n_threads=args.threads),
     )
-    engine = Engine(model, EngineConfig(parallel=1))
+    engine = Engine(model, EngineConfig(parallel=1, max_queue=64))
     grammar = LLMatcher.grammar_from_json_schema(SCHEMA)
     tokens = model.tokenize(PROMPT)
     free, constrained = [], []

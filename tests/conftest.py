@@ -55,9 +55,11 @@ def start_server(
     env: dict[str, str] | None = None,
     api_key: str = "test-key",
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
+    port: int | None = None,
 ) -> Server:
-    """Start `lmdock serve` on a free port and wait until `ready(health)` (the default model is loaded)."""
-    port = free_port()
+    """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
+    `ready(health)` (the default model is loaded)."""
+    port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
         **os.environ,

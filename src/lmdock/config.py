@@ -1,4 +1,7 @@
-"""Settings: command-line flags > LMDOCK_* environment variables > defaults."""
+"""Settings: command-line flags > LMDOCK_* environment variables > defaults.
+
+The defaults live here only: `lmdock serve` takes its flag defaults from `Settings`, so
+`create_app(Settings())` serves exactly what `lmdock serve` with no flags does."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+MAX_DEFAULT_CTX = 32768  # ctx_size 0 takes the model's trained context, at most this (KV memory)
 
 
 def lmdock_home() -> Path:
@@ -17,6 +22,21 @@ def default_models_dir() -> Path:
 
 
 @dataclass
+class RequestLimits:
+    """Per-request limits; past one, a 400 that names the limit and its flag."""
+
+    max_messages: int = 10_000
+    max_tools: int = 512
+    max_stop_sequences: int = 16
+    max_stop_length: int = 256  # characters of one stop sequence
+    max_schema_depth: int = 64  # JSON nesting levels of one tool or response schema
+    max_schema_bytes: int = 256 << 10  # JSON size of one tool or response schema
+    max_embedding_inputs: int = 256
+    max_embedding_tokens: int = 65_536  # all inputs of one embeddings request together
+    grammar_timeout: float = 10.0  # seconds to compile a request's output grammar
+
+
+@dataclass
 class Settings:
     """Everything `lmdock serve` can be told. Field names match the flags and LMDOCK_<NAME> variables."""
 
@@ -24,9 +44,10 @@ class Settings:
     port: int = 1234
     model: str | None = None
     models_dir: Path = field(default_factory=default_models_dir)
-    ctx_size: int = 8192
-    threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    ctx_size: int = 0  # 0: the model's trained context, at most MAX_DEFAULT_CTX
+    threads: int = 0  # 0: every core
     parallel: int = 4
+    cached_slots: int = 4  # idle KV sequences kept as prefix cache beside the `parallel` running ones
     batch_size: int = 512
     api_keys: list[str] = field(default_factory=list)
     allow_unauthenticated: bool = False
@@ -37,6 +58,10 @@ class Settings:
     max_loaded: int = 1
     ttl_seconds: int = 3600
     cors_origins: list[str] = field(default_factory=list)
+    # hostile input (issue 10): browser safety and per-request limits, each a `serve` flag
+    allowed_hosts: list[str] = field(default_factory=list)
+    admin_keys: list[str] = field(default_factory=list)
+    limits: RequestLimits = field(default_factory=lambda: RequestLimits())
     responses_max_stored: int = 10_000  # stored Responses API responses kept (0: no limit)
     responses_max_age_days: float = 30.0  # and for how long (0: no limit)
     repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
@@ -45,6 +70,15 @@ class Settings:
     batch_slots: int = 0  # engine slots Message Batches may hold (0: parallel - 1, at least 1)
     batch_retention_days: float = 29.0  # results of ended batches are kept this long (0: forever)
     upstreams: list[Any] = field(default_factory=list)  # lmdock.upstream.UpstreamSpec, one per model
+
+    def __post_init__(self) -> None:
+        if self.threads <= 0:
+            self.threads = max(1, os.cpu_count() or 1)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's declared default (what a flag shows and falls back to)."""
+        return cls.__dataclass_fields__[name].default
 
     @property
     def is_loopback(self) -> bool:

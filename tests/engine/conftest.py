@@ -15,6 +15,7 @@ from lmdock.engine import (
     Finished,
     LlamaModel,
     PromptCache,
+    TextChunk,
 )
 from tests.conftest import DEFAULT_MODEL
 
@@ -28,9 +29,11 @@ def chatml(user: str, system: str = "You are a helpful assistant.") -> str:
 def make_engine(
     cache_dir=None, *, parallel: int = 4, n_ctx: int = 8192, ram_bytes: int = 256 << 20
 ) -> Engine:
-    model = LlamaModel(DEFAULT_MODEL, ContextParams(n_ctx=n_ctx, n_seq_max=parallel + 4, n_threads=2))
+    model = LlamaModel(
+        DEFAULT_MODEL, ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2)
+    )
     cache = PromptCache(ram_bytes=ram_bytes, disk_dir=cache_dir, min_tokens=64)
-    return Engine(model, EngineConfig(parallel=parallel), cache)
+    return Engine(model, EngineConfig(parallel=parallel, max_queue=64), cache)
 
 
 async def generate(engine: Engine, prompt: str, max_tokens: int = 24, **kw) -> tuple[str, Finished]:
@@ -42,7 +45,8 @@ async def generate(engine: Engine, prompt: str, max_tokens: int = 24, **kw) -> t
     async for event in await engine.submit(request):
         if isinstance(event, Finished):
             return "".join(text), event
-        text.append(event.text)
+        if isinstance(event, TextChunk):
+            text.append(event.text)
     raise AssertionError("stream ended without Finished")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from lmdock.core.request import SamplingParams
-from lmdock.engine import EngineRequest, Finished
+from lmdock.engine import EngineRequest, TextChunk
 from tests.engine.conftest import chatml, generate, make_engine, run
 
 PROMPTS = [
@@ -53,8 +53,7 @@ def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
         cold_text, cold = run(generate(first, prompt))
         # push the cached slot out of the KV cache: it must spill to host RAM
         for slot in first.pool.evictable():
-            first.cache.spill(first.model.ctx, slot)
-            first.pool.clear(slot)
+            first.evict(slot)
         assert first.cache.ram, "the evicted prompt should be in host RAM"
         ram_text, ram = run(generate(first, prompt))
         assert ram.cached_tokens >= cold.prompt_tokens - 1 - 32
@@ -77,7 +76,7 @@ def test_cancelled_streams_free_their_sequences_and_kv(engine):
         tokens = engine.model.tokenize(chatml(f"Write a very long essay about topic number {i}."))
         stream = await engine.submit(EngineRequest(prompt=tokens, max_tokens=500, sampling=SamplingParams()))
         async for event in stream:
-            if not isinstance(event, Finished) and event.text:
+            if isinstance(event, TextChunk) and event.text:
                 break  # the consumer goes away mid-generation
         await stream.aclose()
 

@@ -4,9 +4,9 @@ from lmdock.api.anthropic.encode import MessageEncoder
 from lmdock.core import events as ev
 
 
-def _run(events):
-    enc = MessageEncoder("m", 10)
-    wire = [enc.start_event()]
+def _run(events, admitted: ev.Usage | None = None):
+    enc = MessageEncoder("m")
+    wire = [enc.start_event(admitted or ev.Usage(input_tokens=10, output_tokens=0, cached_tokens=4))]
     for e in events:
         wire.extend(enc.feed(e))
     return wire, enc.message()
@@ -56,3 +56,13 @@ def test_blocks_open_and_close_in_order_and_accumulate_to_the_message():
 def test_context_window_stop_reason_maps_to_the_wire_name():
     _, message = _run([ev.TextDelta("x"), ev.Done("context_window", ev.Usage(1, 1, 0))])
     assert message.stop_reason == "model_context_window_exceeded"
+
+
+def test_message_start_and_message_delta_report_the_same_input_usage():
+    wire, _ = _run(
+        [ev.TextDelta("x"), ev.Done("end_turn", ev.Usage(input_tokens=10, output_tokens=1, cached_tokens=4))],
+        admitted=ev.Usage(input_tokens=10, output_tokens=0, cached_tokens=4),
+    )
+    start, delta = wire[0].message.usage, wire[-2].usage
+    assert (start.input_tokens, start.cache_read_input_tokens) == (6, 4)
+    assert (delta.input_tokens, delta.cache_read_input_tokens) == (6, 4)

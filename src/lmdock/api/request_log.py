@@ -45,11 +45,8 @@ class RequestLogHub:
 
 
 def hub_of(app: Any) -> RequestLogHub:
-    """The app's hub, created on first use (the middleware and the stream route share it)."""
-    hub = getattr(app.state, "request_log", None)
-    if hub is None:
-        hub = app.state.request_log = RequestLogHub()
-    return hub
+    """The app's hub (created in the app's lifespan; the middleware and the stream route share it)."""
+    return app.state.request_log
 
 
 def note_sampling(request: Request, sampling: Any) -> None:

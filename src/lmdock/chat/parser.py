@@ -17,6 +17,7 @@ from lmdock.chat.calls import RawCall, call_events, calls_from_value
 from lmdock.chat.jsonutil import JsonScanner, loads_prefix, repair_json
 from lmdock.chat.sections import SectionReader
 from lmdock.core.events import GenerationEvent, TextDelta, ThinkingDelta
+from lmdock.core.text import partial_suffix
 
 # A JSON object at the start of a line, optionally inside a ```json fence.
 _BARE_START = re.compile(r"(?m)^[ \t]*(?:```(?:json)?[ \t]*\n[ \t]*)?\{")
@@ -259,14 +260,3 @@ class OutputParser:
         if text:
             out.append(kind(text))
             self._strip = self._line_start = False
-
-
-def partial_suffix(buf: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest tail of `buf` that is a proper prefix of one of `markers`."""
-    hold = 0
-    for marker in markers:
-        for n in range(min(len(marker) - 1, len(buf)), hold, -1):
-            if buf.endswith(marker[:n]):
-                hold = n
-                break
-    return hold

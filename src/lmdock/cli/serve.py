@@ -11,15 +11,22 @@ import uvicorn
 from rich.console import Console
 
 from lmdock.cli.progress import byte_progress
-from lmdock.config import Settings, default_models_dir, lmdock_home
+from lmdock.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
 from lmdock.models.default_model import ensure_default_model
 
 console = Console(stderr=True)
+_DEFAULT = Settings.default
+_LIMITS = RequestLimits()
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeatable options; an environment variable may hold several, comma-separated."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
 def serve(
-    host: Annotated[str, typer.Option(envvar="LMDOCK_HOST", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="LMDOCK_PORT", help="Port to listen on.")] = 1234,
+    host: Annotated[str, typer.Option(envvar="LMDOCK_HOST", help="Address to bind.")] = _DEFAULT("host"),
+    port: Annotated[int, typer.Option(envvar="LMDOCK_PORT", help="Port to listen on.")] = _DEFAULT("port"),
     model: Annotated[
         str | None, typer.Option(envvar="LMDOCK_MODEL", help="Model key or path to a .gguf file.")
     ] = None,
@@ -27,10 +34,23 @@ def serve(
         Path | None, typer.Option(envvar="LMDOCK_MODELS_DIR", help="Model store (default ~/.lmdock/models).")
     ] = None,
     ctx_size: Annotated[
-        int, typer.Option(envvar="LMDOCK_CTX_SIZE", help="Context tokens (0: the model's, at most 32768).")
-    ] = 0,
-    threads: Annotated[int, typer.Option(envvar="LMDOCK_THREADS", help="CPU threads (0: all cores).")] = 0,
-    parallel: Annotated[int, typer.Option(envvar="LMDOCK_PARALLEL", help="Sequences decoded together.")] = 4,
+        int,
+        typer.Option(
+            envvar="LMDOCK_CTX_SIZE", help=f"Context tokens (0: the model's, at most {MAX_DEFAULT_CTX})."
+        ),
+    ] = _DEFAULT("ctx_size"),
+    threads: Annotated[
+        int, typer.Option(envvar="LMDOCK_THREADS", help="CPU threads (0: all cores).")
+    ] = _DEFAULT("threads"),
+    parallel: Annotated[
+        int, typer.Option(envvar="LMDOCK_PARALLEL", help="Sequences decoded together.")
+    ] = _DEFAULT("parallel"),
+    cached_slots: Annotated[
+        int, typer.Option(envvar="LMDOCK_CACHED_SLOTS", help="Idle sequences kept as prefix cache.")
+    ] = _DEFAULT("cached_slots"),
+    batch_size: Annotated[
+        int, typer.Option(envvar="LMDOCK_BATCH_SIZE", help="Tokens evaluated per engine step at most.")
+    ] = _DEFAULT("batch_size"),
     api_key: Annotated[
         list[str] | None,
         typer.Option(envvar="LMDOCK_API_KEY", help="Required API key (repeatable; env: comma-separated)."),
@@ -38,42 +58,87 @@ def serve(
     allow_unauthenticated: Annotated[
         bool,
         typer.Option(envvar="LMDOCK_ALLOW_UNAUTHENTICATED", help="Allow a non-loopback bind without a key."),
-    ] = False,
+    ] = _DEFAULT("allow_unauthenticated"),
     max_queue: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_QUEUE", help="Waiting requests before 529.")
-    ] = 64,
+    ] = _DEFAULT("max_queue"),
     cache_ram: Annotated[
         int, typer.Option(envvar="LMDOCK_CACHE_RAM", help="MiB of host RAM for evicted prompt caches.")
-    ] = 2048,
+    ] = _DEFAULT("cache_ram_mib"),
     cache_dir: Annotated[
         Path | None,
         typer.Option(envvar="LMDOCK_CACHE_DIR", help="Prompt-cache folder that survives restarts."),
     ] = None,
-    max_loaded: Annotated[int, typer.Option(envvar="LMDOCK_MAX_LOADED", help="Models loaded at once.")] = 1,
+    max_loaded: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_LOADED", help="Models loaded at once.")
+    ] = _DEFAULT("max_loaded"),
     ttl: Annotated[
         int,
         typer.Option(envvar="LMDOCK_TTL", help="Idle seconds before a just-in-time load unloads (0: never)."),
-    ] = 3600,
+    ] = _DEFAULT("ttl_seconds"),
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(envvar="LMDOCK_CORS_ORIGIN", help="Allowed browser origin (repeatable)."),
     ] = None,
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
-    ] = 32 << 20,
+    ] = _DEFAULT("max_body_bytes"),
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="LMDOCK_ALLOWED_HOST",
+            help="Extra Host header name to serve (repeatable; '*': any). Loopback names always pass.",
+        ),
+    ] = None,
+    admin_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="LMDOCK_ADMIN_KEY",
+            help="Key required by model load/unload/download (repeatable). Default: none, those routes "
+            "take the API keys like every other route.",
+        ),
+    ] = None,
+    max_messages: Annotated[int, typer.Option(envvar="LMDOCK_MAX_MESSAGES", help="Messages per request.")] = (
+        _LIMITS.max_messages
+    ),
+    max_tools: Annotated[int, typer.Option(envvar="LMDOCK_MAX_TOOLS", help="Tools per request.")] = (
+        _LIMITS.max_tools
+    ),
+    max_stop_sequences: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_STOP_SEQUENCES", help="Stop sequences per request.")
+    ] = _LIMITS.max_stop_sequences,
+    max_stop_length: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_STOP_LENGTH", help="Characters of one stop sequence.")
+    ] = _LIMITS.max_stop_length,
+    max_schema_depth: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_SCHEMA_DEPTH", help="Nesting levels of a tool/output schema.")
+    ] = _LIMITS.max_schema_depth,
+    max_schema_bytes: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_SCHEMA_BYTES", help="JSON bytes of a tool/output schema.")
+    ] = _LIMITS.max_schema_bytes,
+    max_embedding_inputs: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_EMBEDDING_INPUTS", help="Inputs per embeddings request.")
+    ] = _LIMITS.max_embedding_inputs,
+    max_embedding_tokens: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_EMBEDDING_TOKENS", help="Tokens per embeddings request.")
+    ] = _LIMITS.max_embedding_tokens,
+    grammar_timeout: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_GRAMMAR_TIMEOUT", help="Seconds to compile a tool/output grammar."),
+    ] = _LIMITS.grammar_timeout,
     responses_max_stored: Annotated[
         int,
         typer.Option(
             envvar="LMDOCK_RESPONSES_MAX_STORED",
             help="Stored /v1/responses kept, newest first (0: no limit).",
         ),
-    ] = 10_000,
+    ] = _DEFAULT("responses_max_stored"),
     responses_max_age: Annotated[
         float,
         typer.Option(
             envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
         ),
-    ] = 30.0,
+    ] = _DEFAULT("responses_max_age_days"),
     repack: Annotated[
         bool | None,
         typer.Option(
@@ -81,22 +146,22 @@ def serve(
             help="Use llama.cpp's extra weight buffer types (repacking, AMX); default: a CPU self-check "
             "decides (env LMDOCK_REPACK=1/0).",
         ),
-    ] = None,
+    ] = _DEFAULT("repack"),
     unload_grace: Annotated[
         float,
         typer.Option(envvar="LMDOCK_UNLOAD_GRACE", help="Seconds an unload waits for requests in flight."),
-    ] = 30.0,
+    ] = _DEFAULT("unload_grace"),
     batch_slots: Annotated[
         int,
         typer.Option(
             envvar="LMDOCK_BATCH_SLOTS",
             help="Slots Message Batches may use at once (0: parallel - 1, min 1).",
         ),
-    ] = 0,
+    ] = _DEFAULT("batch_slots"),
     batch_retention_days: Annotated[
         float,
         typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
-    ] = 29.0,
+    ] = _DEFAULT("batch_retention_days"),
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -113,7 +178,6 @@ def serve(
     log_level: Annotated[str, typer.Option(envvar="LMDOCK_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the Anthropic Messages API (and the rest) on HOST:PORT."""
-    import os
 
     from lmdock.upstream.config import CONFIG_NAME, UpstreamConfigError, load_specs
 
@@ -132,8 +196,10 @@ def serve(
         model=model,
         models_dir=models_dir or default_models_dir(),
         ctx_size=ctx_size,
-        threads=threads or max(1, os.cpu_count() or 1),
+        threads=threads,
         parallel=parallel,
+        cached_slots=cached_slots,
+        batch_size=batch_size,
         api_keys=keys,
         allow_unauthenticated=allow_unauthenticated,
         max_queue=max_queue,
@@ -143,6 +209,19 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        allowed_hosts=_split(allowed_host),
+        admin_keys=_split(admin_key),
+        limits=RequestLimits(
+            max_messages=max_messages,
+            max_tools=max_tools,
+            max_stop_sequences=max_stop_sequences,
+            max_stop_length=max_stop_length,
+            max_schema_depth=max_schema_depth,
+            max_schema_bytes=max_schema_bytes,
+            max_embedding_inputs=max_embedding_inputs,
+            max_embedding_tokens=max_embedding_tokens,
+            grammar_timeout=grammar_timeout,
+        ),
         responses_max_stored=responses_max_stored,
         responses_max_age_days=responses_max_age,
         repack=repack,

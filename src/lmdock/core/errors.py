@@ -46,6 +46,13 @@ class ModelLoadError(LmdockError):
     kind = "invalid_request_error"
 
 
+class EngineFailed(LmdockError):
+    """A loaded model's engine stopped after internal errors; the model must be reloaded."""
+
+    status = 503
+    kind = "api_error"
+
+
 class DownloadFailed(LmdockError):
     """The hub could not be reached or sent something other than what it promised."""
 

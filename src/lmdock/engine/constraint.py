@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import warnings
 
-import llama_cpp as L
 import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 from llguidance.llamacpp import lltokenizer_from_vocab
@@ -63,7 +62,3 @@ class Constraint:
     @property
     def error(self) -> str | None:
         return self.matcher.get_error() if self.matcher.is_error() else None
-
-
-def logits_at(ctx, index: int):
-    return L.llama_get_logits_ith(ctx, index)

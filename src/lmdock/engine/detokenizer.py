@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import codecs
 
+from lmdock.core.text import partial_suffix
+
 
 class IncrementalDecoder:
     """Turns token pieces (bytes) into text without ever splitting a UTF-8 sequence."""
@@ -41,20 +43,10 @@ class StopMatcher:
         if first is not None:
             self._held = ""
             return buf[: first[0]], first[1]
-        keep = self._partial_tail(buf)
+        keep = partial_suffix(buf, self._stops)
         self._held = buf[len(buf) - keep :] if keep else ""
         return buf[: len(buf) - keep], None
 
     def flush(self) -> str:
         held, self._held = self._held, ""
         return held
-
-    def _partial_tail(self, buf: str) -> int:
-        """Length of the longest suffix of `buf` that is a proper prefix of some stop string."""
-        best = 0
-        for stop in self._stops:
-            for n in range(min(len(stop) - 1, len(buf)), best, -1):
-                if buf.endswith(stop[:n]):
-                    best = n
-                    break
-        return best

@@ -1,9 +1,10 @@
-"""The engine: one thread per loaded model owning the llama.cpp context, continuous batching.
+"""The engine: one thread per loaded model that owns the llama.cpp context and runs the step loop.
 
-The asyncio side calls `submit()` and iterates events; the engine thread admits requests into KV
-slots (reusing cached prefixes), builds one batch per step (every decoding sequence's next token, then
-prefill chunks), decodes, samples and streams text back. Cancelling the iterator frees the sequence
-before the next step.
+The asyncio side calls `submit()` and iterates events. Each pass of the loop asks the `Scheduler`
+what to do (admit, batch, preempt), restores cached prefixes through the `PromptCache`, and has the
+`ModelRunner` apply it to llama.cpp (KV ops, decode, sample). A failure in one request ends that
+request with `Finished(reason="error")`; its neighbours go on. Cancelling the iterator frees the
+sequence before the next step.
 """
 
 from __future__ import annotations
@@ -13,33 +14,32 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import llama_cpp as L
-
-from lmdock.core.errors import Overloaded, PromptTooLong
-from lmdock.engine.batch import Batch
+from lmdock.core.errors import EngineFailed, PromptTooLong
 from lmdock.engine.constraint import ConstraintFactory
 from lmdock.engine.llama_model import LlamaModel
-from lmdock.engine.logprobs import logits_row, token_logprob
 from lmdock.engine.prompt_cache import PromptCache
-from lmdock.engine.sampling import build_sampler_chain, free_sampler_chain
-from lmdock.engine.scheduler import plan_prefill
+from lmdock.engine.runner import ModelRunner
+from lmdock.engine.scheduler import Evict, Preempt, Scheduler, SchedulerConfig, Step
 from lmdock.engine.sequence import Phase, Sequence
-from lmdock.engine.slots import SlotPool
-from lmdock.engine.types import EngineEvent, EngineRequest, Finished
+from lmdock.engine.slots import Claim, Slot, SlotPool
+from lmdock.engine.types import EngineEvent, EngineRequest, Finished, FinishReason
 
 log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal error while generating (see the server log)"
+_MAX_LOOP_FAILURES = 3  # in a row: then the engine stops and says so instead of failing forever
 
 
 @dataclass
 class EngineConfig:
-    parallel: int = 4
-    max_queue: int = 64
+    """Scheduling settings (from `lmdock.config.Settings`; the tuning knob has its own default)."""
+
+    parallel: int
+    max_queue: int
     prefill_chunk_while_decoding: int = 128
-    cached_slots: int = 4
 
 
 @dataclass
@@ -51,8 +51,46 @@ class EngineStats:
     generated_tokens: int = 0
     cache_hit_tokens: int = 0
     evictions: int = 0
+    preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
+
+
+class EngineStream:
+    """The events of one submitted request (TextChunk..., then Finished).
+
+    `cancel()` ends the sequence and frees its slot before the next engine step, whether or not
+    iteration ever started (a client that leaves before the response begins never iterates); a consumer
+    cancelled while waiting for an event cancels it too."""
+
+    def __init__(self, engine: Engine, seq: Sequence, queue: asyncio.Queue[EngineEvent]) -> None:
+        self._engine = engine
+        self._seq = seq
+        self._queue = queue
+        self._finished = False
+
+    def __aiter__(self) -> EngineStream:
+        return self
+
+    async def __anext__(self) -> EngineEvent:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            event = await self._queue.get()
+        except BaseException:
+            self.cancel()
+            raise
+        if isinstance(event, Finished):
+            self._finished = True
+        return event
+
+    def cancel(self) -> None:
+        """End the request (idempotent; a no-op once it has finished)."""
+        if self._seq.phase is not Phase.DONE and not self._seq.cancelled:
+            self._engine.cancel(self._seq)
+
+    async def aclose(self) -> None:
+        self.cancel()
 
 
 class Engine:
@@ -65,22 +103,30 @@ class Engine:
         cache: PromptCache | None = None,
         *,
         on_step: Callable[[], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.model = model
         self.on_step = on_step  # called on the engine thread after each loop turn (the worker flushes events)
+        self.on_failure = on_failure  # called once if the engine thread stops on its own (a worker exits)
         self.config = config
         self.n_ctx = model.n_ctx
-        self.n_batch = model.params.n_batch
         self.stats = EngineStats()
         self.constraints = ConstraintFactory(model.vocab, model.n_vocab)
         self.cache = cache
-        self.pool = SlotPool(model.memory, model.params.n_seq_max)
-        self._batch = Batch(self.n_batch)
-        self._waiting: deque[Sequence] = deque()
-        self._active: list[Sequence] = []
-        self._cv = threading.Condition()
+        self.pool = SlotPool(model.params.n_seq_max)
+        self.scheduler = Scheduler(
+            self.pool,
+            SchedulerConfig(
+                parallel=config.parallel,
+                max_queue=config.max_queue,
+                n_batch=model.params.n_batch,
+                prefill_chunk_while_decoding=config.prefill_chunk_while_decoding,
+            ),
+        )
+        self.runner = ModelRunner(model)
+        self._cv = threading.Condition()  # guards the scheduler's waiting queue (shared with submit)
         self._stopping = False
-        self._hold_admission = False  # set after a preemption until some sequence frees its cells
+        self.failure: str | None = None  # set if the engine thread stopped on its own
         self.last_activity = time.monotonic()  # when a sequence last finished (idle TTLs count from here)
         self._thread = threading.Thread(target=self._run, name=f"engine-{model.path.stem}", daemon=True)
         self._thread.start()
@@ -91,8 +137,9 @@ class Engine:
         if n_tokens >= self.n_ctx:
             raise PromptTooLong(n_tokens, self.n_ctx)
 
-    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
-        """Generate for `request`; raises PromptTooLong / Overloaded before the first event."""
+    async def submit(self, request: EngineRequest) -> EngineStream:
+        """Generate for `request`; raises PromptTooLong / Overloaded / EngineFailed before the first
+        event. Events: `Admitted` once a slot is set up, `TextChunk`s, and a last `Finished`."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
@@ -104,34 +151,24 @@ class Engine:
             seq = await asyncio.to_thread(self.enqueue, request, emit)
         else:
             seq = self.enqueue(request, emit)
-        return self._events(seq, queue)
+        return EngineStream(self, seq, queue)
 
     def enqueue(self, request: EngineRequest, emit: Callable[[EngineEvent], None]) -> Sequence:
         """Queue `request` from any thread; `emit` receives its events on the engine thread. Raises
-        PromptTooLong / Overloaded / InvalidRequest (bad constraint) before anything is queued."""
+        PromptTooLong / Overloaded / EngineFailed / InvalidRequest (bad constraint) before anything is
+        queued."""
         self.check_prompt(len(request.prompt))
         max_tokens = min(request.max_tokens, self.n_ctx - len(request.prompt))
         seq = Sequence(request, emit, max_tokens)
         if request.grammar:
             seq.constraint = self.constraints.create(request.grammar)
         with self._cv:
-            if len(self._waiting) >= self.config.max_queue:
-                raise Overloaded("Overloaded: the request queue is full", retry_after=2)
-            self._waiting.append(seq)
+            if self.failure is not None:
+                raise EngineFailed(self.failure)
+            self.scheduler.add(seq)
             self.stats.requests += 1
             self._cv.notify()
         return seq
-
-    async def _events(self, seq: Sequence, queue: asyncio.Queue[EngineEvent]) -> AsyncIterator[EngineEvent]:
-        try:
-            while True:
-                event = await queue.get()
-                yield event
-                if isinstance(event, Finished):
-                    return
-        finally:
-            if seq.phase is not Phase.DONE:
-                self.cancel(seq)
 
     def cancel(self, seq: Sequence) -> None:
         with self._cv:
@@ -143,201 +180,236 @@ class Engine:
             self._stopping = True
             self._cv.notify()
         self._thread.join(timeout=30)
-        for seq in list(self._active) + list(self._waiting):
-            self._drop(seq, "cancelled")
-        self._batch.close()
+        self._end_all("cancelled")
+        self.runner.close()
         self.model.close()
 
     @property
     def queue_depth(self) -> int:
-        return len(self._waiting)
+        return len(self.scheduler.waiting)
 
     @property
     def active_count(self) -> int:
-        return len(self._active)
+        return len(self.scheduler.running)
 
     def snapshot(self) -> dict:
         """Engine state for tests: queue depth, active sequences, resident KV per slot (reads llama.cpp's
         memory from this thread, so keep it off hot paths)."""
         return {
-            "waiting": len(self._waiting),
-            "active": len(self._active),
+            "waiting": len(self.scheduler.waiting),
+            "active": len(self.scheduler.running),
+            "blocked_by": self.scheduler.blocked_by(),
+            "failure": self.failure,
             "slots": [
                 {
                     "seq_id": s.seq_id,
                     "busy": s.busy,
                     "tokens": len(s.tokens),
-                    "kv_pos_max": int(L.llama_memory_seq_pos_max(self.model.memory, s.seq_id)),
+                    "kv_pos_max": self.runner.kv_pos_max(s.seq_id),
                 }
                 for s in self.pool.slots
             ],
         }
 
-    # --- engine thread -----------------------------------------------------------------------------
+    # --- engine thread: the loop -------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopping and not self._waiting and not self._active:
-                    self._cv.wait()
-                if self._stopping:
-                    return
-                self._reap_cancelled()
-                self._admit()
-            if self._active:
+        failures = 0
+        try:
+            while True:
                 try:
-                    self._step()
-                except Exception as exc:  # a failed step must not kill the engine thread
-                    log.exception("engine step failed")
-                    for seq in list(self._active):
-                        self._drop(seq, "error", error=str(exc))
-            if self.on_step is not None:
-                self.on_step()
+                    if not self._iterate():
+                        return
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("engine loop failed (%d in a row); ending its requests", failures)
+                    self._end_all("error", error=INTERNAL_ERROR)
+                    if failures >= _MAX_LOOP_FAILURES:
+                        self.failure = "the engine stopped after repeated internal errors; reload the model"
+                        return
+        finally:
+            if not self._stopping:
+                if self.failure is None:
+                    self.failure = "the engine thread ended unexpectedly; reload the model"
+                log.critical("engine for %s stopped: %s", self.model.path.name, self.failure)
+                self._end_all("error", error=INTERNAL_ERROR)
+                if self.on_failure is not None:
+                    self.on_failure(self.failure)
 
-    def _reap_cancelled(self) -> None:
-        for seq in [s for s in self._waiting if s.cancelled]:
-            self._waiting.remove(seq)
-            seq.finish("cancelled")
-        for seq in [s for s in self._active if s.cancelled]:
-            self._drop(seq, "cancelled")
+    def _iterate(self) -> bool:
+        """One pass: end cancelled requests, admit waiting ones, run one batch. False when stopping."""
+        with self._cv:
+            while not self._stopping and not self.scheduler.waiting and not self.scheduler.running:
+                self._cv.wait()
+            if self._stopping:
+                return False
+            cancelled = self.scheduler.cancelled()
+            yielded = self.scheduler.yield_to_priority()
+            admitted = self.scheduler.admit()
+        for seq in yielded:  # preempted for a more urgent request: resumes when admitted again
+            self.runner.free_sampler(seq)
+            self.stats.preemptions += 1
+        for seq in cancelled:
+            self._end(seq, "cancelled")
+        for seq, claim in admitted:
+            self._isolated(seq, self._start, seq, claim)
+        step = self.scheduler.schedule()
+        if step:
+            self._step(step)
+        if self.on_step is not None:
+            self.on_step()
+        return True
 
-    def _admit(self) -> None:
-        if self._hold_admission and self._active:
-            return
-        self._hold_admission = False
-        while self._waiting and len(self._active) < self.config.parallel:
-            seq = self._waiting[0]
-            claim = self.pool.claim(seq.prompt)
-            if claim is None:
-                return
-            self._waiting.popleft()
-            seq.slot = claim.slot
-            reused = claim.reused
-            if self.cache is not None:
-                restored = self.cache.restore_if_better(
-                    self.model.ctx, self.pool, claim.slot, seq.prompt, reused
-                )
-                reused = max(reused, restored)
-            seq.cursor = seq.cached = reused
-            seq.phase = Phase.PREFILL
-            seq.sampler = build_sampler_chain(seq.request.sampling, self.model.n_vocab)
-            self.stats.prompt_tokens += len(seq.prompt)
-            self.stats.cache_hit_tokens += reused
-            self._active.append(seq)
+    def _isolated(self, seq: Sequence, work: Callable, *args) -> None:
+        """Run one request's share of the work; if it raises, only that request ends (with "error")."""
+        try:
+            work(*args)
+        except Exception:
+            log.exception("request %d failed; ending it", seq.id)
+            self._end(seq, "error", error=INTERNAL_ERROR)
 
-    def _step(self) -> None:
-        batch = self._batch
-        batch.clear()
-        decoding = [s for s in self._active if s.phase is Phase.DECODE]
-        prefilling = [s for s in self._active if s.phase is Phase.PREFILL]
-        for seq in decoding:
-            seq.batch_index = batch.add(seq.pending, seq.position, seq.slot.seq_id, True)
-        plans = plan_prefill(
-            prefilling,
-            [s.prompt_left for s in prefilling],
-            self.n_batch - len(decoding),
-            len(decoding),
-            self.config.prefill_chunk_while_decoding,
-        )
-        for plan in plans:
-            seq = plan.seq
-            start = seq.cursor
-            for i in range(start, start + plan.n_tokens):
-                last = i == len(seq.prompt) - 1
-                idx = batch.add(seq.prompt[i], i, seq.slot.seq_id, last)
-                if last:
-                    seq.batch_index = idx
-        if batch.size == 0:
+    def _start(self, seq: Sequence, claim: Claim) -> None:
+        """Set up an admitted sequence's slot: reused prefix, then a longer cached one if there is."""
+        self.runner.apply(claim.ops)
+        if self.cache is not None:
+            self._restore(seq.slot, seq.prompt)
+        seq.cursor = len(seq.slot.tokens)  # what the KV really holds, whatever the cache did
+        self.runner.start_sampler(seq)
+        self.stats.prompt_tokens += len(seq.prompt)
+        self.stats.cache_hit_tokens += seq.cursor
+        seq.admitted()
+
+    def _step(self, step: Step) -> None:
+        try:
+            decoded = self.runner.decode(step)
+        except Exception:
+            log.exception("llama_decode failed; ending the %d requests in the batch", len(step.decode))
+            for seq in step.decode + [p.seq for p in step.prefill]:
+                self._end(seq, "error", error=INTERNAL_ERROR)
             return
-        started = time.perf_counter()
-        rc = L.llama_decode(self.model.ctx, batch.raw)
-        self.stats.decode_seconds += time.perf_counter() - started
-        if rc == 1:
-            self._make_room(plans)
+        self.stats.decode_seconds = self.runner.decode_seconds
+        if not decoded:
+            self._make_room(step)
             return
-        if rc != 0:
-            raise RuntimeError(f"llama_decode failed with code {rc}")
-        for seq in decoding:
-            seq.slot.tokens.append(seq.pending)
-            self._sample(seq)
-        for plan in plans:
-            seq = plan.seq
-            seq.slot.tokens.extend(seq.prompt[seq.cursor : seq.cursor + plan.n_tokens])
-            seq.cursor += plan.n_tokens
+        ready = self.scheduler.postprocess(step)
+        for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens
-            if seq.cursor == len(seq.prompt):
-                seq.phase = Phase.DECODE
-                if self.cache is not None:
-                    self.cache.maybe_persist(self.model.ctx, seq.slot, seq.prompt)
-                self._sample(seq)
+            if plan.seq.phase is Phase.DECODE and self.cache is not None:
+                self._isolated(plan.seq, self._persist, plan.seq)
+        for seq in ready:
+            if seq.phase is not Phase.DONE:
+                self._isolated(seq, self._sample, seq)
 
     def _sample(self, seq: Sequence) -> None:
         if seq.max_tokens <= 0:
-            self._complete(seq, "context" if seq.clamped_by_context else "length")
+            self._end(seq, seq.limit_reason, keep_cache=True)
             return
-        if seq.constraint is not None:
-            seq.constraint.apply(L.llama_get_logits_ith(self.model.ctx, seq.batch_index))
-        token = L.llama_sampler_sample(seq.sampler, self.model.ctx, seq.batch_index)
+        token = self.runner.sample(seq)
         if seq.constraint is not None and not seq.constraint.consume(token):
-            self._complete(seq, "error", error=f"constraint violated: {seq.constraint.error}")
+            self._end(seq, "error", keep_cache=True, error=f"constraint violated: {seq.constraint.error}")
             return
         if self.model.is_eog(token):
-            self._complete(seq, "eog")
+            self._end(seq, "eog", keep_cache=True)
             return
         self.stats.generated_tokens += 1
         logprob = None
-        if seq.request.logprobs is not None:  # from the row the sampler saw (after the grammar mask)
-            row = logits_row(L.llama_get_logits_ith(self.model.ctx, seq.batch_index), self.model.n_vocab)
-            logprob = token_logprob(row, token, seq.request.logprobs, self.model.token_piece)
+        if seq.request.logprobs is not None:
+            logprob = self.runner.logprob(seq, token, seq.request.logprobs)
         stop = seq.push_piece(self.model.token_piece(token), logprob)
         seq.pending = token
         if stop is not None:
-            self._complete(seq, "stop", stop=stop)
+            self._end(seq, "stop", keep_cache=True, stop=stop)
         elif seq.constraint is not None and seq.constraint.done:
-            self._complete(seq, "grammar")
+            self._end(seq, "grammar", keep_cache=True)
         elif seq.generated >= seq.max_tokens:
-            self._complete(seq, "context" if seq.clamped_by_context else "length")
+            self._end(seq, seq.limit_reason, keep_cache=True)
 
-    def _make_room(self, plans) -> None:
-        """The KV cache is full: evict an idle cached slot, else send the newest prefill back to wait."""
-        victims = self.pool.evictable()
-        if victims:
-            victim = victims[0]
-            if self.cache is not None:
-                self.cache.spill(self.model.ctx, victim)
-            self.pool.clear(victim)
-            self.stats.evictions += 1
+    def _make_room(self, step: Step) -> None:
+        """The KV cache is full: let the scheduler pick what gives way, and do it."""
+        decision = self.scheduler.on_kv_full(step)
+        if isinstance(decision, Evict):
+            self.evict(decision.slot)
+        elif isinstance(decision, Preempt):
+            with self._cv:
+                ops = self.scheduler.preempt(decision.seq)
+            self.runner.apply(ops)
+            self.runner.free_sampler(decision.seq)
+            self.stats.preemptions += 1
+        else:
+            self._end(decision.seq, "context")
+
+    def _end(
+        self,
+        seq: Sequence,
+        reason: FinishReason,
+        *,
+        keep_cache: bool = False,
+        stop: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Finish a sequence and give back its slot; its KV stays as prefix cache if `keep_cache`."""
+        with self._cv:
+            ops = self.scheduler.remove(seq, keep_cache=keep_cache)
+        try:
+            self.runner.apply(ops)
+            self.runner.free_sampler(seq)
+        finally:
+            self.last_activity = time.monotonic()
+            seq.finish(reason, stop=stop, error=error)
+
+    def _end_all(self, reason: FinishReason, *, error: str | None = None) -> None:
+        with self._cv:
+            seqs = list(self.scheduler.running) + list(self.scheduler.waiting)
+        for seq in seqs:
+            with contextlib.suppress(Exception):
+                self._end(seq, reason, error=error)
+
+    # --- engine thread: the prompt cache -----------------------------------------------------------
+
+    def _restore(self, slot: Slot, prompt: list[int]) -> None:
+        """Load a cached state into `slot` if it holds a longer prefix of `prompt` than the slot does.
+
+        A disk file is verified first: a damaged one is deleted and the slot keeps what it had. If
+        llama.cpp then fails to load a state, the slot is left empty (the prompt is computed cold)."""
+        hit = self.cache.lookup(prompt, have=len(slot.tokens))
+        if hit is None:
             return
-        prefilling = [p.seq for p in plans]
-        if prefilling and len(self._active) > 1:
-            seq = prefilling[-1]
-            self._active.remove(seq)
-            self.pool.release(seq.slot, keep_cache=False)
-            seq.slot, seq.cursor, seq.phase = None, 0, Phase.WAITING
-            free_sampler_chain(seq.sampler)
-            seq.sampler = None
-            self._waiting.appendleft(seq)
-            self._hold_admission = True
+        entry = hit.entry
+        files = self.cache.files
+        if entry.file is not None and not files.verify(entry.file):
+            self.cache.discard(entry, "the file is damaged or cut short")
             return
-        victim = max(self._active, key=lambda s: s.position)
-        self._drop(victim, "context")
+        self.runner.apply(self.pool.clear(slot))
+        if entry.data is not None:
+            loaded = self.runner.write_state(slot.seq_id, entry.data)
+        else:
+            loaded = self.runner.load_file(slot.seq_id, files.state_path(entry.file), len(entry.tokens))
+        if not loaded:
+            self.runner.apply(self.pool.clear(slot))
+            self.cache.discard(entry, "llama.cpp could not load it")
+            return
+        slot.tokens = list(entry.tokens)
+        self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
+        self.cache.restored(entry)
 
-    def _complete(self, seq: Sequence, reason, *, stop: str | None = None, error: str | None = None) -> None:
-        self._release(seq, keep_cache=True)
-        seq.finish(reason, stop=stop, error=error)
+    def _persist(self, seq: Sequence) -> None:
+        """Save a just-prefilled prompt to disk unless a saved entry already covers it."""
+        if not self.cache.wants_persist(seq.prompt):
+            return
+        seq_id = seq.slot.seq_id
+        saved = self.cache.files.write(
+            seq.prompt, lambda path: self.runner.save_file(seq_id, path, seq.prompt)
+        )
+        if saved is not None:
+            self.cache.add_disk(saved)
 
-    def _drop(self, seq: Sequence, reason, *, error: str | None = None) -> None:
-        """End a sequence and free its KV cells (cancelled, failed, or pushed out of the context)."""
-        self._release(seq, keep_cache=False)
-        seq.finish(reason, error=error)
-
-    def _release(self, seq: Sequence, *, keep_cache: bool) -> None:
-        if seq in self._active:
-            self._active.remove(seq)
-            self._hold_admission = False
-        self.last_activity = time.monotonic()
-        if seq.slot is not None:
-            self.pool.release(seq.slot, keep_cache=keep_cache)
-            seq.slot = None
-        free_sampler_chain(seq.sampler)
-        seq.sampler = None
+    def evict(self, slot: Slot) -> None:
+        """Free an idle cached slot, spilling its state to host RAM first (engine thread, or tests on an
+        idle engine)."""
+        if self.cache is not None and self.cache.wants_spill(len(slot.tokens)):
+            data = self.runner.read_state(slot.seq_id, self.cache.ram_bytes)
+            if data is not None:
+                self.cache.add_ram(slot.tokens, data)
+        self.runner.apply(self.scheduler.evict(slot))
+        self.stats.evictions += 1

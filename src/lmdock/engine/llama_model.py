@@ -15,6 +15,7 @@ from pathlib import Path
 import llama_cpp as L
 from llama_cpp import _logger as llama_cpp_logger
 
+from lmdock.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
 from lmdock.engine.bindings import check_bindings
 
@@ -87,6 +88,17 @@ def tokenize(vocab, text: str, *, add_special: bool, parse_special: bool) -> lis
     return list(buf[:n])
 
 
+def control_texts(vocab) -> list[str]:
+    """The text of every control token of a vocabulary."""
+    out = []
+    for token in range(L.llama_vocab_n_tokens(vocab)):
+        if L.llama_vocab_get_attr(vocab, token) & L.LLAMA_TOKEN_ATTR_CONTROL:
+            text = L.llama_vocab_get_text(vocab, token)
+            if text:
+                out.append(text.decode("utf-8", errors="replace"))
+    return out
+
+
 def model_meta(model, key: str) -> str | None:
     """A GGUF metadata value as a string, or None if the key is absent."""
     buf = ctypes.create_string_buffer(1 << 16)
@@ -101,13 +113,14 @@ def model_meta(model, key: str) -> str | None:
 
 @dataclass
 class ContextParams:
-    """What the engine asks of llama.cpp for one loaded model."""
+    """What the engine asks of llama.cpp for one loaded model. No defaults for what a user sets: those
+    come from `lmdock.config.Settings` (through models/loaded.py), the one place defaults live."""
 
-    n_ctx: int = 8192
-    n_batch: int = 512
-    n_ubatch: int = 512
-    n_seq_max: int = 8
-    n_threads: int = 2
+    n_ctx: int  # 0: the model's trained context, at most `default_ctx_cap`
+    n_batch: int
+    n_seq_max: int
+    n_threads: int
+    n_ubatch: int | None = None  # None: n_batch
     flash_attn: bool | None = None  # None: llama.cpp decides (on for CPU, as llama-server's `-fa auto`)
     use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
 
@@ -115,7 +128,7 @@ class ContextParams:
 class LlamaModel:
     """Owns `llama_model` and `llama_context`; frees both on close()."""
 
-    def __init__(self, path: Path, params: ContextParams, *, default_ctx_cap: int = 32768) -> None:
+    def __init__(self, path: Path, params: ContextParams, *, default_ctx_cap: int = MAX_DEFAULT_CTX) -> None:
         init_backend()
         self.path = Path(path)
         self.params = params
@@ -131,7 +144,7 @@ class LlamaModel:
         # 0 means the model's trained context, capped: a 128k default would reserve gigabytes of KV
         cparams.n_ctx = params.n_ctx or min(self.n_ctx_train, default_ctx_cap)
         cparams.n_batch = params.n_batch
-        cparams.n_ubatch = params.n_ubatch
+        cparams.n_ubatch = params.n_ubatch or params.n_batch
         cparams.n_seq_max = params.n_seq_max
         cparams.n_threads = params.n_threads
         cparams.n_threads_batch = params.n_threads
@@ -165,18 +178,9 @@ class LlamaModel:
             return buf.raw[:n]
         return self._piece_buf.raw[:n]
 
-    def detokenize(self, tokens: list[int], *, special: bool = True) -> str:
-        buf = ctypes.create_string_buffer(256)
-        out = bytearray()
-        for t in tokens:
-            n = L.llama_token_to_piece(self.vocab, t, buf, len(buf), 0, special)
-            if n < 0:
-                big = ctypes.create_string_buffer(-n)
-                n = L.llama_token_to_piece(self.vocab, t, big, len(big), 0, special)
-                out += big.raw[:n]
-            else:
-                out += buf.raw[:n]
-        return out.decode("utf-8", errors="replace")
+    def control_texts(self) -> list[str]:
+        """The text of every control token (`<|im_end|>`...): what message content must not produce."""
+        return control_texts(self.vocab)
 
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))

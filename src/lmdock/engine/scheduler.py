@@ -1,14 +1,83 @@
-"""Batch policy: decodes first, then prefill chunks, capped while others are decoding."""
+"""Who runs, who waits, and what goes into the next batch: pure policy over Sequences and slots.
+
+Why a request waits (read top to bottom):
+1. `add`: the waiting queue already holds `max_queue` requests -> refused at once (Overloaded, a 529).
+2. `admit`: the most urgent class first (`EngineRequest.priority`: interactive before batch), then
+   first come, first served; the request due next that cannot start blocks those behind it:
+   - admission is held after a preemption until a running sequence finishes (`hold_admission`),
+     so the preempted prompt is not pushed out again at once;
+   - when the request due next is blocked only by room (all `parallel` running, or every KV slot
+     busy) while a less urgent class runs, `yield_to_priority` preempts those first: a batch
+     sequence gives its place to an interactive request at the next step (it resumes later, where
+     it stopped);
+   - `parallel` sequences are already running;
+   - every KV slot is busy (`SlotPool.claim` found none idle).
+3. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
+   decoding sequence, then gives what is left of the `n_batch` token budget to prefills, oldest first;
+   while anything decodes, prefill gets at most `prefill_chunk_while_decoding` tokens per step so a
+   long prompt cannot freeze running streams.
+4. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
+   slot; with none left, send the newest running sequence of a less urgent class than the step's most
+   urgent one (else the newest prefilling sequence) back to the head of the queue (preempt);
+   with nothing to preempt, end the longest sequence with reason "context".
+
+Nothing here calls llama.cpp: decisions come back as data (`Step`, `KvOp`s) for the engine to apply.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+
+from lmdock.core.errors import Overloaded
+from lmdock.engine.sequence import Phase, Sequence
+from lmdock.engine.slots import Claim, KvOp, Slot, SlotPool
+
+
+@dataclass
+class SchedulerConfig:
+    parallel: int
+    max_queue: int
+    n_batch: int
+    prefill_chunk_while_decoding: int
 
 
 @dataclass
 class PrefillPlan:
     seq: object
     n_tokens: int
+
+
+@dataclass
+class Step:
+    """One batch: every decoding sequence's pending token, then prefill chunks."""
+
+    decode: list[Sequence] = field(default_factory=list)
+    prefill: list[PrefillPlan] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.decode or self.prefill)
+
+
+@dataclass
+class Evict:
+    """Free an idle cached slot (spill it to the host cache first)."""
+
+    slot: Slot
+
+
+@dataclass
+class Preempt:
+    """Send a prefilling sequence back to wait; its KV is dropped."""
+
+    seq: Sequence
+
+
+@dataclass
+class Abort:
+    """Nothing else can give way: end this sequence, the context is full."""
+
+    seq: Sequence
 
 
 def plan_prefill(
@@ -29,3 +98,149 @@ def plan_prefill(
             plans.append(PrefillPlan(seq, n))
             room -= n
     return plans
+
+
+class Scheduler:
+    """Owns the waiting queue and the running list; decides admission, batches and preemption."""
+
+    def __init__(self, pool: SlotPool, config: SchedulerConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.hold_admission = False  # set by a preemption until some running sequence finishes
+
+    def add(self, seq: Sequence) -> None:
+        if len(self.waiting) >= self.config.max_queue:
+            raise Overloaded("Overloaded: the request queue is full", retry_after=2)
+        self.waiting.append(seq)
+
+    def cancelled(self) -> list[Sequence]:
+        """The sequences, waiting or running, whose consumer went away (to be ended with `remove`)."""
+        return [s for s in self.waiting if s.cancelled] + [s for s in self.running if s.cancelled]
+
+    def next_waiting(self) -> Sequence:
+        """The request admitted next: the most urgent class, first come first served within it."""
+        return min(self.waiting, key=lambda s: s.request.priority)
+
+    def blocked_by(self) -> str | None:
+        """Why the head of the queue is not admitted now (None if it could be)."""
+        if not self.waiting:
+            return None
+        if self.hold_admission and self.running:
+            return "admission is held after a preemption until a running sequence finishes"
+        if len(self.running) >= self.config.parallel:
+            return f"all {self.config.parallel} parallel sequences are running"
+        if self.pool.free_slot() is None:
+            return "every KV slot is busy"
+        return None
+
+    def admit(self) -> list[tuple[Sequence, Claim]]:
+        """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;
+        each gets a slot whose KV ops the engine must apply before the sequence's first step."""
+        admitted: list[tuple[Sequence, Claim]] = []
+        if not self.running:
+            self.hold_admission = False
+        while self.waiting and self.blocked_by() is None:
+            seq = self.next_waiting()
+            claim = self.pool.claim(seq.prompt)
+            if claim is None:
+                break
+            self.waiting.remove(seq)
+            seq.slot = claim.slot
+            seq.phase = Phase.PREFILL
+            self.running.append(seq)
+            admitted.append((seq, claim))
+        return admitted
+
+    def yield_to_priority(self) -> list[Sequence]:
+        """Preempt running sequences of a less urgent class while a more urgent request waits only for
+        room, newest first, until it could be admitted. The victims keep their KV as prefix cache and
+        wait at the head of their class; the engine frees their samplers. Returns the victims."""
+        victims: list[Sequence] = []
+        while not (self.hold_admission and self.running) and self.blocked_by() is not None:
+            urgent = [s for s in self.waiting if not s.cancelled]
+            if not urgent:
+                break
+            head = min(urgent, key=lambda s: s.priority)
+            lower = [s for s in self.running if s.priority > head.priority]
+            if not lower:
+                break
+            victim = max(reversed(lower), key=lambda s: s.priority)  # least urgent class, newest
+            self.running.remove(victim)
+            slot = victim.slot
+            victim.suspend()
+            self.pool.release(slot, keep_cache=True)
+            self.waiting.appendleft(victim)
+            victims.append(victim)
+        return victims
+
+    def schedule(self) -> Step:
+        """The next batch: all decodes first, then prefill chunks within the remaining budget (the more
+        urgent class first, oldest first within a class)."""
+        decoding = [s for s in self.running if s.phase is Phase.DECODE]
+        prefilling = sorted((s for s in self.running if s.phase is Phase.PREFILL), key=lambda s: s.priority)
+        plans = plan_prefill(
+            prefilling,
+            [s.prompt_left for s in prefilling],
+            self.config.n_batch - len(decoding),
+            len(decoding),
+            self.config.prefill_chunk_while_decoding,
+        )
+        return Step(decode=decoding, prefill=plans)
+
+    def postprocess(self, step: Step) -> list[Sequence]:
+        """Record a decoded step in the slot data; return the sequences that now need a token sampled
+        (every decoding one, and each prefill that reached the end of its prompt)."""
+        for seq in step.decode:
+            seq.slot.tokens.append(seq.pending)
+        ready = list(step.decode)
+        for plan in step.prefill:
+            seq = plan.seq
+            seq.slot.tokens.extend(seq.prompt[seq.cursor : seq.cursor + plan.n_tokens])
+            seq.cursor += plan.n_tokens
+            if seq.cursor == len(seq.prompt):
+                seq.phase = Phase.DECODE
+                ready.append(seq)
+        return ready
+
+    def on_kv_full(self, step: Step) -> Evict | Preempt | Abort:
+        """llama.cpp had no room for `step`: what gives way (see the module docstring, point 4)."""
+        victims = self.pool.evictable()
+        if victims:
+            return Evict(victims[0])
+        in_step = step.decode + [p.seq for p in step.prefill]
+        most_urgent = min((s.priority for s in in_step), default=0)
+        lower = [s for s in self.running if s.priority > most_urgent]
+        if lower:
+            return Preempt(max(reversed(lower), key=lambda s: s.priority))
+        newest_first = [p.seq for p in reversed(step.prefill)]
+        if newest_first and len(self.running) > 1:
+            return Preempt(max(newest_first, key=lambda s: s.priority))
+        return Abort(max(self.running, key=lambda s: s.position))
+
+    def preempt(self, seq: Sequence) -> list[KvOp]:
+        """Put a running sequence back at the head of the queue; hold admission until room is made."""
+        self.running.remove(seq)
+        slot = seq.slot
+        seq.suspend()
+        ops = self.pool.release(slot, keep_cache=False)
+        self.waiting.appendleft(seq)
+        self.hold_admission = True
+        return ops
+
+    def evict(self, slot: Slot) -> list[KvOp]:
+        return self.pool.clear(slot)
+
+    def remove(self, seq: Sequence, *, keep_cache: bool = False) -> list[KvOp]:
+        """Take a sequence out of the queue or the running list and give back its slot."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        if seq in self.running:
+            self.running.remove(seq)
+            self.hold_admission = False
+        ops: list[KvOp] = []
+        if seq.slot is not None:
+            ops = self.pool.release(seq.slot, keep_cache=keep_cache)
+            seq.slot = None
+        return ops

@@ -1,4 +1,4 @@
-"""Per-request state inside the engine: prompt cursor, sampler, constraint, decoding and stops."""
+"""Per-request state inside the engine: phase, prompt cursor, slot, sampler handles, decoding and stops."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from enum import Enum
 from lmdock.engine.constraint import Constraint
 from lmdock.engine.detokenizer import IncrementalDecoder, StopMatcher
 from lmdock.engine.slots import Slot
-from lmdock.engine.types import EngineEvent, EngineRequest, Finished, FinishReason, TextChunk, TokenLogprob
+from lmdock.engine.types import (
+    Admitted,
+    EngineEvent,
+    EngineRequest,
+    Finished,
+    FinishReason,
+    TextChunk,
+    TokenLogprob,
+)
 
 _ids = itertools.count(1)
 
@@ -22,13 +30,14 @@ class Phase(Enum):
 
 
 class Sequence:
-    """One request from admission to its Finished event. Touched only by the engine thread,
+    """One request from submission to its Finished event. Touched only by the engine thread,
     except `cancelled`, which the request's consumer may set at any time."""
 
     def __init__(self, request: EngineRequest, emit: Callable[[EngineEvent], None], max_tokens: int) -> None:
         self.id = next(_ids)
         self.request = request
-        self.prompt = request.prompt
+        self.prompt = request.prompt  # grows by the generated text if the sequence is preempted
+        self.prompt_tokens = len(request.prompt)  # what usage reports
         self.emit = emit
         self.max_tokens = max_tokens
         self.clamped_by_context = max_tokens < request.max_tokens
@@ -36,11 +45,11 @@ class Sequence:
         self.cancelled = False
         self.slot: Slot | None = None
         self.cursor = 0  # prompt tokens already in the slot's KV
-        self.cached = 0
+        self.cached: int | None = None  # prompt tokens found in the cache at the first admission
         self.generated = 0
         self.pending: int | None = None  # last sampled token, decoded in the next step
         self.batch_index = -1
-        self.sampler = None
+        self.sampler = None  # llama.cpp sampler chain, owned by the model runner
         self.constraint: Constraint | None = None
         self._decoder = IncrementalDecoder()
         self._stops = StopMatcher(request.stop)
@@ -54,6 +63,31 @@ class Sequence:
     @property
     def prompt_left(self) -> int:
         return len(self.prompt) - self.cursor
+
+    @property
+    def priority(self) -> int:
+        """Scheduling class (core.request.PRIORITY_*): a lower value is admitted and kept first."""
+        return self.request.priority
+
+    def suspend(self) -> None:
+        """Leave the slot (preempted) and wait again. A decoding sequence will resume by reading back
+        what it has generated as prompt (cheap while its KV survives as prefix cache), so its output
+        goes on where it stopped and nothing already emitted is repeated."""
+        if self.phase is Phase.DECODE and self.slot is not None and self.pending is not None:
+            self.prompt = [*self.slot.tokens, self.pending]
+            self.pending = None
+        self.slot, self.cursor, self.phase = None, 0, Phase.WAITING
+
+    @property
+    def limit_reason(self) -> FinishReason:
+        """Why generation ends at `max_tokens`: the client's limit, or the end of the context."""
+        return "context" if self.clamped_by_context else "length"
+
+    def admitted(self) -> None:
+        """The slot is set up (prefix reused or restored): report the cache hit, once per request."""
+        if self.cached is None:
+            self.cached = self.cursor
+            self.emit(Admitted(prompt_tokens=self.prompt_tokens, cached_tokens=self.cached))
 
     def push_piece(self, piece: bytes, logprob: TokenLogprob | None = None) -> str | None:
         """Feed one sampled token's bytes; emit safe text; return the stop string if one matched.
@@ -79,17 +113,17 @@ class Sequence:
     def finish(self, reason: FinishReason, *, stop: str | None = None, error: str | None = None) -> None:
         if self.phase is Phase.DONE:
             return
+        self.phase = Phase.DONE
         if reason not in ("stop", "cancelled", "error"):
             tail, matched = self._stops.feed(self._decoder.flush())
             tail += "" if matched else self._stops.flush()
             if tail:
                 self.emit(TextChunk(text=tail, logprobs=self._take_logprobs()))
-        self.phase = Phase.DONE
         self.emit(
             Finished(
                 reason=reason,
-                prompt_tokens=len(self.prompt),
-                cached_tokens=self.cached,
+                prompt_tokens=self.prompt_tokens,
+                cached_tokens=self.cached or 0,
                 generated_tokens=self.generated,
                 stop_sequence=stop,
                 error=error,

@@ -1,27 +1,25 @@
-"""KV sequence slots and the choice of which one a new prompt uses (prefix reuse across all slots).
+"""KV sequence slots as plain data, and the pure choice of which slot a prompt uses and what KV it keeps.
 
-With a unified KV cache, `llama_memory_seq_cp` shares cells instead of copying them, so a prompt can
-reuse the longest common prefix of *any* resident sequence, busy or idle, without disturbing it.
+Nothing here calls llama.cpp. Every decision returns the KV operations (`KvOp`) that make llama.cpp's
+memory match the slot data; the model runner applies them in order. With a unified KV cache
+`llama_memory_seq_cp` shares cells instead of copying them, so a prompt can reuse the longest common
+prefix of *any* resident sequence, busy or idle, without disturbing it.
+
+A later "reuse plan" (keep several cached runs, shifted to new positions) is more operations of the
+same kind: the policy decides the list, the runner executes it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import llama_cpp as L
+from lmdock.engine.reuse import common_prefix_len
 
 
-def common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    # compare in chunks first: prompts share long prefixes, Python-level loops are slow
-    step = 256
-    while i + step <= n and a[i : i + step] == b[i : i + step]:
-        i += step
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def is_prefix(short: list[int], long: list[int]) -> bool:
+    return len(short) <= len(long) and long[: len(short)] == short
 
 
 @dataclass
@@ -34,23 +32,48 @@ class Slot:
     last_used: float = 0.0
 
 
+# --- KV operations: what the runner does to llama.cpp's memory, as data ------------------------------
+
+
+@dataclass(frozen=True)
+class Truncate:
+    """Drop the KV cells of `seq_id` from position `keep` on (keep=0 empties the sequence)."""
+
+    seq_id: int
+    keep: int
+
+
+@dataclass(frozen=True)
+class CopyPrefix:
+    """Share the first `n` cells of sequence `src` with sequence `dst` (which is empty)."""
+
+    src: int
+    dst: int
+    n: int
+
+
+KvOp = Truncate | CopyPrefix
+
+
 @dataclass
 class Claim:
-    """The slot a prompt got and how many of its leading tokens are already in that slot's KV."""
+    """The slot a prompt got, how many of its leading tokens that slot's KV will hold once `ops` ran."""
 
     slot: Slot
     reused: int
+    ops: list[KvOp]
 
 
 class SlotPool:
-    """All sequence slots of one context; picks, truncates, shares and evicts them."""
+    """All sequence slots of one context: picks, truncates, shares and evicts them (as data + KvOps)."""
 
-    def __init__(self, memory, n_slots: int) -> None:
-        self.memory = memory
+    def __init__(self, n_slots: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = [Slot(seq_id=i) for i in range(n_slots)]
+        self._clock = clock
 
     def best_prefix(self, prompt: list[int]) -> tuple[Slot | None, int]:
-        """The resident slot sharing the longest prefix with `prompt` (at most len(prompt) - 1)."""
+        """The resident slot sharing the longest prefix with `prompt` (at most len(prompt) - 1, so at
+        least one prompt token is evaluated and there are logits to sample from)."""
         best: Slot | None = None
         best_len = 0
         limit = len(prompt) - 1
@@ -69,54 +92,52 @@ class SlotPool:
         return empty[0] if empty else min(idle, key=lambda s: s.last_used)
 
     def claim(self, prompt: list[int]) -> Claim | None:
-        """Reserve a slot for `prompt`, reusing the best resident prefix; None if every slot is busy."""
+        """Reserve a slot for `prompt`, reusing the best resident prefix; None if every slot is busy.
+
+        An idle slot holding the best prefix is continued in place unless an empty slot is free (then
+        the prefix is shared into the empty one and stays cached for the next prompt too)."""
         src, reuse = self.best_prefix(prompt)
         if src is not None and not src.busy and not self._has_empty_idle():
-            self.truncate(src, reuse)
-            return self._take(src, reuse)
+            return self._take(src, reuse, self.truncate(src, reuse))
         dst = self.free_slot()
         if dst is None:
             return None
         if dst is src:
-            self.truncate(dst, reuse)
-            return self._take(dst, reuse)
-        self.clear(dst)
+            return self._take(dst, reuse, self.truncate(dst, reuse))
+        ops = self.clear(dst)
         if src is not None and reuse > 0:
-            L.llama_memory_seq_cp(self.memory, src.seq_id, dst.seq_id, 0, reuse)
+            ops.append(CopyPrefix(src.seq_id, dst.seq_id, reuse))
             dst.tokens = src.tokens[:reuse]
         else:
             reuse = 0
-        return self._take(dst, reuse)
+        return self._take(dst, reuse, ops)
 
     def _has_empty_idle(self) -> bool:
         return any(not s.busy and not s.tokens for s in self.slots)
 
-    def _take(self, slot: Slot, reused: int) -> Claim:
+    def _take(self, slot: Slot, reused: int, ops: list[KvOp]) -> Claim:
         slot.busy = True
-        slot.last_used = time.monotonic()
-        return Claim(slot=slot, reused=reused)
+        slot.last_used = self._clock()
+        return Claim(slot=slot, reused=reused, ops=ops)
 
-    def truncate(self, slot: Slot, keep: int) -> None:
-        if keep < len(slot.tokens):
-            L.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1)
-            del slot.tokens[keep:]
+    def truncate(self, slot: Slot, keep: int) -> list[KvOp]:
+        if keep >= len(slot.tokens):
+            return []
+        del slot.tokens[keep:]
+        return [Truncate(slot.seq_id, keep)]
 
-    def clear(self, slot: Slot) -> None:
-        if slot.tokens or L.llama_memory_seq_pos_max(self.memory, slot.seq_id) >= 0:
-            L.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+    def clear(self, slot: Slot) -> list[KvOp]:
+        """Empty a slot (always emitted: cells may exist that the slot data does not know of)."""
         slot.tokens = []
+        return [Truncate(slot.seq_id, 0)]
 
-    def release(self, slot: Slot, *, keep_cache: bool) -> None:
+    def release(self, slot: Slot, *, keep_cache: bool) -> list[KvOp]:
         """Give a slot back; its KV stays as prefix cache unless `keep_cache` is False."""
-        if not keep_cache:
-            self.clear(slot)
+        ops = [] if keep_cache else self.clear(slot)
         slot.busy = False
-        slot.last_used = time.monotonic()
+        slot.last_used = self._clock()
+        return ops
 
     def evictable(self) -> list[Slot]:
         """Idle slots holding KV, least recently used first."""
         return sorted((s for s in self.slots if not s.busy and s.tokens), key=lambda s: s.last_used)
-
-    @property
-    def resident_tokens(self) -> int:
-        return sum(len(s.tokens) for s in self.slots)

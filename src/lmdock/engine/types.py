@@ -8,7 +8,15 @@ from typing import Literal
 from lmdock.core.events import TokenLogprob
 from lmdock.core.request import SamplingParams
 
-__all__ = ["EngineEvent", "EngineRequest", "Finished", "FinishReason", "TextChunk", "TokenLogprob"]
+__all__ = [
+    "Admitted",
+    "EngineEvent",
+    "EngineRequest",
+    "Finished",
+    "FinishReason",
+    "TextChunk",
+    "TokenLogprob",
+]
 
 FinishReason = Literal["eog", "length", "stop", "context", "grammar", "cancelled", "error"]
 
@@ -29,6 +37,16 @@ class EngineRequest:
     grammar: str | None = None
     logprobs: int | None = None  # None: off; k: each token's logprob and its k most likely alternatives
     priority: int = 0  # scheduling class (core.request.PRIORITY_*): lower is admitted first
+
+
+@dataclass
+@dataclass
+class Admitted:
+    """The first event of a request once it holds a KV slot: how much of its prompt the cache already
+    held (so a protocol can report usage before any text; `Finished` repeats the same counts)."""
+
+    prompt_tokens: int
+    cached_tokens: int
 
 
 @dataclass
@@ -56,4 +74,4 @@ class Finished:
     error: str | None = None
 
 
-EngineEvent = TextChunk | Finished
+EngineEvent = Admitted | TextChunk | Finished

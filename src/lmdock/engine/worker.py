@@ -116,7 +116,9 @@ class Worker:
         cache = PromptCache(ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir)
         self._outbox: list[tuple[int, object]] = []
         self._seqs: dict[int, object] = {}
-        self.engine = Engine(self.llama, config.engine, cache, on_step=self.flush)
+        self.engine = Engine(
+            self.llama, config.engine, cache, on_step=self.flush, on_failure=self._engine_failed
+        )
         if constraints._tokenizer is not None:
             self.engine.constraints = constraints
         self._calls = ThreadPoolExecutor(1, thread_name_prefix="worker-call")
@@ -147,6 +149,13 @@ class Worker:
                 self._seqs.pop(rid, None)
 
         return emit
+
+    def _engine_failed(self, why: str) -> None:
+        """The engine thread stopped after internal errors: end the process, so the supervisor sees it
+        (the model restarts, or is marked failed) instead of a live worker that refuses every request."""
+        log.critical("engine stopped (%s); the worker exits", why)
+        self.flush()
+        os._exit(70)
 
     def flush(self) -> None:
         """Send every event since the last flush as one message (called once per engine step)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
-from lmdock.config import Settings
+from lmdock.config import MAX_DEFAULT_CTX, Settings
 from lmdock.engine import ContextParams, EngineConfig
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
 from lmdock.engine.proxy import WorkerEngine
@@ -17,8 +17,6 @@ from lmdock.engine.vocab import Vocab
 from lmdock.engine.worker import WorkerConfig
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
-
-MAX_DEFAULT_CTX = 32768
 
 
 @dataclass
@@ -93,8 +91,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
     params = ContextParams(
         n_ctx=requested_ctx or 0,
         n_batch=settings.batch_size,
-        n_ubatch=settings.batch_size,
-        n_seq_max=parallel + EngineConfig.cached_slots,
+        n_seq_max=parallel + settings.cached_slots,
         n_threads=settings.threads,
         flash_attn=options.flash_attn,
         use_extra_bufts=repack.repack,

@@ -131,6 +131,27 @@ class ModelManager:
             self.loaded[record.key] = model
             return model
 
+    async def load_as_asked(self, name: str, options: LoadOptions) -> LoadedModel:
+        """An explicit load: a loaded model whose settings differ from those `options` sets is
+        reloaded with them; one that matches stays loaded (and takes the new TTL, if one is given)."""
+        record = self.resolve(name)
+        current = self.loaded.get(record.key)
+        if current is not None and self._differs(current, options):
+            await self.unload(record.key)
+        elif current is not None and options.ttl_seconds is not None:
+            current.options.ttl_seconds = options.ttl_seconds
+        return await self.load(record.key, options)
+
+    def _differs(self, model: LoadedModel, want: LoadOptions) -> bool:
+        return (
+            (want.ctx_size is not None and want.ctx_size != model.n_ctx)
+            or (
+                want.parallel is not None
+                and want.parallel != (model.options.parallel or self.settings.parallel)
+            )
+            or (want.flash_attn is not None and want.flash_attn != model.options.flash_attn)
+        )
+
     async def unload(self, name: str) -> bool:
         record = self.resolve(name)
         async with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, MessageParam
@@ -27,20 +26,22 @@ def _text_of(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    parts = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if kind == "text":
-            parts.append(str(block.get("text", "")))
-        elif kind == "image":
-            parts.append(_IMAGE_PLACEHOLDER)
-        elif kind == "document":
-            parts.append(_document_text(block))
-        elif kind == "search_result":
-            parts.append(_text_of(block.get("content")))
+    parts = [_block_text(block) for block in content if isinstance(block, dict)]
     return "\n".join(p for p in parts if p)
+
+
+def _block_text(block: dict[str, Any]) -> str | None:
+    """The text a content block stands for in a prompt (None for blocks that are not content)."""
+    kind = block.get("type")
+    if kind == "text":
+        return str(block.get("text", ""))
+    if kind == "image":
+        return _IMAGE_PLACEHOLDER
+    if kind == "document":
+        return _document_text(block)
+    if kind == "search_result":
+        return _text_of(block.get("content"))
+    return None
 
 
 def _document_text(block: dict[str, Any]) -> str:
@@ -67,14 +68,8 @@ def _user_messages(blocks: list[dict[str, Any]]) -> list[Message]:
                     is_error=bool(block.get("is_error")),
                 )
             )
-        elif kind == "text":
-            text.append(str(block.get("text", "")))
-        elif kind == "image":
-            text.append(_IMAGE_PLACEHOLDER)
-        elif kind == "document":
-            text.append(_document_text(block))
-        elif kind == "search_result":
-            text.append(_text_of(block.get("content")))
+        elif (part := _block_text(block)) is not None:
+            text.append(part)
     if text:
         out.append(Message(role="user", content="\n\n".join(text)))
     return out
@@ -93,12 +88,7 @@ def _assistant_message(blocks: list[dict[str, Any]]) -> Message:
             if verify_thinking(thinking, str(block.get("signature", ""))):
                 reasoning.append(thinking)
         elif kind in ("tool_use", "server_tool_use"):
-            args = block.get("input")
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    args = {}
+            args = block.get("input")  # an object: the schema parsed a JSON string already
             calls.append(
                 ToolCall(
                     id=str(block.get("id", "")),
@@ -115,9 +105,10 @@ def _assistant_message(blocks: list[dict[str, Any]]) -> Message:
 
 
 def _blocks(message: MessageParam) -> list[dict[str, Any]]:
+    """A message's blocks as plain dicts (validated by the schema, so every known field has its type)."""
     if isinstance(message.content, str):
         return [{"type": "text", "text": message.content}]
-    return [b for b in message.content if isinstance(b, dict)]
+    return [b.model_dump() for b in message.content]
 
 
 def _merge_same_role(messages: list[MessageParam]) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -67,7 +67,6 @@ class _Blocks:
         self.blocks: list[Any] = []
         self.open_kind: str | None = None
         self._thinking: list[str] = []
-        self._args: list[str] = []
 
     def feed(self, event: ev.GenerationEvent) -> Iterator[Any]:
         """Yield the raw stream events for one core event (not for Done)."""
@@ -94,7 +93,6 @@ class _Blocks:
                 ToolUseBlock(type="tool_use", id=event.id, name=event.name, input={}), "tool_use"
             )
         elif isinstance(event, ev.ToolCallArgsDelta):
-            self._args.append(event.json)
             yield self._delta(InputJSONDelta(type="input_json_delta", partial_json=event.json))
         elif isinstance(event, ev.ToolCallEnd):
             if self.open_kind == "tool_use":
@@ -108,7 +106,7 @@ class _Blocks:
             signature = sign_thinking("".join(self._thinking))
             self.blocks[-1].signature = signature
             yield self._delta(SignatureDelta(type="signature_delta", signature=signature))
-        self._thinking, self._args = [], []
+        self._thinking = []
         self.open_kind = None
         yield RawContentBlockStopEvent(type="content_block_stop", index=len(self.blocks) - 1)
 
@@ -126,14 +124,15 @@ class _Blocks:
 class MessageEncoder:
     """Turns one generation's events into SSE events or a final Message."""
 
-    def __init__(self, model: str, input_tokens: int) -> None:
+    def __init__(self, model: str) -> None:
         self.id = new_id("msg_")
         self.model = model
-        self.input_tokens = input_tokens
         self._blocks = _Blocks()
         self.done: ev.Done | None = None
 
-    def start_event(self) -> RawMessageStartEvent:
+    def start_event(self, usage: ev.Usage) -> RawMessageStartEvent:
+        """`message_start`, sent once the prompt is admitted: its usage is the one `message_delta` ends
+        with (uncached `input_tokens`, `cache_read_input_tokens`)."""
         message = Message(
             id=self.id,
             type="message",
@@ -142,13 +141,7 @@ class MessageEncoder:
             content=[],
             stop_reason=None,
             stop_sequence=None,
-            usage=Usage(
-                input_tokens=self.input_tokens,
-                output_tokens=0,
-                cache_read_input_tokens=0,
-                cache_creation_input_tokens=0,
-                service_tier="standard",
-            ),
+            usage=wire_usage(usage),
         )
         return RawMessageStartEvent(type="message_start", message=message)
 

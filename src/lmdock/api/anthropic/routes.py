@@ -2,58 +2,42 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
+from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.services import manager_of
+from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
-from lmdock.core.errors import InvalidRequest
-from lmdock.models.manager import ModelManager
 from lmdock.server.errors import stream_error_event
-from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
+from lmdock.server.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager
-
-
-async def read_json(request: Request):
-    raw = await request.body()
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s %s body: %s", request.method, request.url.path, raw[:20000].decode(errors="replace"))
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 @router.post("/v1/messages")
 async def create_message(request: Request):
     params = parse(MessageCreateParams, await read_json(request))
     chat = to_chat_request(params)
-    model = await _manager(request).get(params.model)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
+    model = await manager_of(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     note_sampling(request, prepared.sampling)
-    encoder = MessageEncoder(params.model, prepared.input_tokens)
+    encoder = MessageEncoder(params.model)
     if params.stream:
-        return StreamingResponse(
-            _stream(request, model.key, prepared, encoder),
-            media_type="text/event-stream; charset=utf-8",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return SSEResponse(_stream(request, model.key, prepared, encoder), on_close=prepared.cancel)
 
     async def run() -> dict:
         async for event in prepared.events():
@@ -62,14 +46,23 @@ async def create_message(request: Request):
         note_usage(request, model.key, encoder.done.usage)
         return encoder.message().model_dump(mode="json")
 
-    return JSONResponse(await unless_disconnected(request, run))
+    try:
+        return JSONResponse(await unless_disconnected(request, run))
+    finally:
+        prepared.cancel()
 
 
 async def _stream(
     request: Request, model_key: str, prepared: PreparedChat, encoder: MessageEncoder
 ) -> AsyncIterator[str]:
-    yield sse(encoder.start_event())
     try:
+        admitted = asyncio.ensure_future(prepared.admitted())
+        try:
+            while not (await asyncio.wait({admitted}, timeout=ping_interval()))[0]:
+                yield ": queued\n\n"  # an SSE comment: keeps the connection alive, clients ignore it
+        finally:
+            admitted.cancel()
+        yield sse(encoder.start_event(admitted.result()))
         async for event in with_pings(prepared.events(), ping_interval()):
             if event is None:
                 yield sse({"type": "ping"})
@@ -85,8 +78,10 @@ async def _stream(
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request):
     params = parse(CountTokensParams, await read_json(request))
-    model = await _manager(request).get(params.model)
-    n = await model.session.count_tokens(to_chat_request(params))
+    chat = to_chat_request(params)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
+    model = await manager_of(request).get(params.model)
+    n = await model.session.count_tokens(chat)
     return {"input_tokens": n}
 
 
@@ -94,12 +89,12 @@ async def count_tokens(request: Request):
 async def list_models(
     request: Request, limit: int = 20, after_id: str | None = None, before_id: str | None = None
 ):
-    return list_models_page(_manager(request), limit=limit, after_id=after_id, before_id=before_id)
+    return list_models_page(manager_of(request), limit=limit, after_id=after_id, before_id=before_id)
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str):
-    manager = _manager(request)
+    manager = manager_of(request)
     upstream = manager.upstreams.get(model_id)
     if upstream is not None:
         return upstream_model_info(upstream)

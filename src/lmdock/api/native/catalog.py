@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmdock.config import Settings
+from lmdock.config import MAX_DEFAULT_CTX, Settings
 from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.estimate import estimate_memory
-from lmdock.models.loaded import MAX_DEFAULT_CTX, LoadedModel
+from lmdock.models.loaded import LoadedModel
 from lmdock.models.manager import ModelManager
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord

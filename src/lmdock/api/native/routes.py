@@ -6,19 +6,18 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmdock.api.native.catalog import default_context, instance_config, model_entry
 from lmdock.api.request_log import note_usage
-from lmdock.api.validation import validate_body
+from lmdock.api.services import download_jobs_of, manager_of
+from lmdock.api.validation import read_json, validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
-from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
-from lmdock.models.loaded import LoadedModel, LoadOptions
+from lmdock.models.loaded import LoadOptions
 from lmdock.models.manager import ModelManager
 from lmdock.upstream.listing import upstream_entry
 
@@ -61,17 +60,6 @@ class DownloadBody(_Body):
     quantization: str | None = None
 
 
-async def _body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
-def _manager(request: Request) -> ModelManager:
-    return request.app.state.manager
-
-
 def _check_name(name: str, manager: ModelManager | None = None) -> str:
     """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
     if _PATH_LIKE.search(name.strip()):
@@ -84,15 +72,9 @@ def _check_name(name: str, manager: ModelManager | None = None) -> str:
     return name
 
 
-def _jobs(request: Request) -> DownloadJobs:
-    if getattr(request.app.state, "download_jobs", None) is None:
-        request.app.state.download_jobs = DownloadJobs()
-    return request.app.state.download_jobs
-
-
 @router.get("/models")
 async def list_models(request: Request):
-    manager = _manager(request)
+    manager = manager_of(request)
     await manager.unload_idle()  # report state as of now, not as of the last reaper pass
     records = await asyncio.to_thread(manager.records)
     upstreams = [upstream_entry(u) for u in manager.upstreams]
@@ -100,19 +82,10 @@ async def list_models(request: Request):
     return {"models": upstreams + [model_entry(manager, r) for r in records if r.key not in names]}
 
 
-def _differs(model: LoadedModel, want: LoadConfig, default_parallel: int) -> bool:
-    """Whether a loaded model must be reloaded to match explicitly requested settings."""
-    return (
-        (want.context_length is not None and want.context_length != model.n_ctx)
-        or (want.parallel is not None and want.parallel != (model.options.parallel or default_parallel))
-        or (want.flash_attention is not None and want.flash_attention != model.options.flash_attn)
-    )
-
-
 @router.post("/models/load")
 async def load_model(request: Request):
-    body = validate_body(LoadBody, await _body(request))
-    manager = _manager(request)
+    body = validate_body(LoadBody, await read_json(request))
+    manager = manager_of(request)
     record = manager.resolve(_check_name(body.model, manager))
     want = body.settings()
     kv_type = want.kv_cache_type or "f16"
@@ -125,18 +98,13 @@ async def load_model(request: Request):
     note_usage(request, record.key)
     record.check_loadable()
     started = time.monotonic()
-    current = manager.loaded.get(record.key)
-    if current is not None and _differs(current, want, manager.settings.parallel):
-        await manager.unload(record.key)
-    elif current is not None and want.ttl is not None:
-        current.options.ttl_seconds = want.ttl
     options = LoadOptions(
         ctx_size=want.context_length,
         parallel=want.parallel,
         ttl_seconds=want.ttl,
         flash_attn=want.flash_attention,
     )
-    model = await manager.load(record.key, options)
+    model = await manager.load_as_asked(record.key, options)
     return {
         "model_instance_id": model.key,
         "state": "loaded",
@@ -148,11 +116,11 @@ async def load_model(request: Request):
 
 @router.post("/models/unload")
 async def unload_model(request: Request):
-    body = validate_body(UnloadBody, await _body(request))
+    body = validate_body(UnloadBody, await read_json(request))
     name = body.instance_id or body.model
     if not name:
         raise InvalidRequest("model: Field required", param="model")
-    manager = _manager(request)
+    manager = manager_of(request)
     record = manager.resolve(_check_name(name, manager))
     if not await manager.unload(record.key):
         raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
@@ -161,17 +129,17 @@ async def unload_model(request: Request):
 
 @router.post("/models/download")
 async def download_model(request: Request):
-    body = validate_body(DownloadBody, await _body(request))
+    body = validate_body(DownloadBody, await read_json(request))
     spec = parse_spec(body.model, body.quantization)
     files = await asyncio.to_thread(plan_download, spec)
-    job = _jobs(request).start(files, _manager(request).settings.models_dir)
+    job = download_jobs_of(request).start(files, manager_of(request).settings.models_dir)
     return job.to_dict()
 
 
 @router.get("/models/download/status")
 async def download_jobs(request: Request):
     groups: dict[str, list[dict]] = {"downloading": [], "completed": [], "failed": []}
-    for job in _jobs(request).jobs.values():
+    for job in download_jobs_of(request).jobs.values():
         entry = job.to_dict()
         groups["completed" if job.status == "already_downloaded" else job.status].append(entry)
     return groups
@@ -180,4 +148,4 @@ async def download_jobs(request: Request):
 @router.get("/models/download/{job_id}")
 @router.get("/models/download/status/{job_id}")
 async def download_status(request: Request, job_id: str):
-    return _jobs(request).get(job_id).to_dict()
+    return download_jobs_of(request).get(job_id).to_dict()

@@ -13,7 +13,14 @@ from fastapi.responses import JSONResponse
 from openai.types import Completion, CompletionChoice
 from openai.types.completion_choice import Logprobs
 
-from lmdock.api.openai.convert import check_unsupported, logprobs_of, sampling_of
+from lmdock.api.limits import check_stops, limits_of
+from lmdock.api.openai.convert import (
+    TextOrTokens,
+    check_unsupported,
+    logprobs_of,
+    sampling_of,
+    text_or_token_items,
+)
 from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
 from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
@@ -27,18 +34,6 @@ from lmdock.server.streaming import unless_disconnected
 router = APIRouter()
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for this endpoint
-
-Prompt = str | list[int]
-
-
-def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise InvalidRequest("prompt: must not be empty", param="prompt")
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    return list(prompt)  # type: ignore[arg-type]
 
 
 class _Encoder:
@@ -64,6 +59,12 @@ class _Encoder:
         self.finish: list[str] = []
         self.usage = ev.Usage()
         self._echo_pending: str | None = None
+        self.current: PreparedChat | None = None  # the prompt generating now
+
+    def cancel(self) -> None:
+        """End the generation under way (the client left, or the response ended)."""
+        if self.current is not None:
+            self.current.cancel()
 
     def begin(self, prepared: PreparedChat) -> None:
         """A new prompt's events follow; with `echo`, its text opens the choice."""
@@ -150,13 +151,14 @@ class _Encoder:
 
 async def _events(
     first: PreparedChat,
-    rest: list[Prompt],
-    prepare: Callable[[Prompt], Awaitable[PreparedChat]],
+    rest: list[TextOrTokens],
+    prepare: Callable[[TextOrTokens], Awaitable[PreparedChat]],
     encoder: _Encoder,
 ) -> AsyncIterator[ev.GenerationEvent]:
     """Every prompt's events in turn; a later prompt is admitted once the one before it is done."""
     for item in [first, *rest]:
         prepared = item if isinstance(item, PreparedChat) else await prepare(item)
+        encoder.current = prepared
         encoder.begin(prepared)
         async for event in prepared.events():
             yield event
@@ -166,14 +168,15 @@ async def _events(
 async def create_completion(request: Request):
     params = validate_body(CompletionParams, await read_json(request))
     check_unsupported(params)
+    check_stops(params.stops, limits_of(request), "stop")
     logprobs = logprobs_of(params)
     if logprobs is not None and params.echo:
         raise InvalidRequest("logprobs: not supported together with echo", param="logprobs")
-    prompts = _prompts(params.prompt)
+    prompts = text_or_token_items(params.prompt, "prompt")
     model = await model_for(request, params.model, params.ttl)
     sampling = sampling_of(params)
 
-    async def prepare(prompt: Prompt) -> PreparedChat:
+    async def prepare(prompt: TextOrTokens) -> PreparedChat:
         max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
         return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops, logprobs)
 
@@ -186,10 +189,12 @@ async def create_completion(request: Request):
         include_usage=params.include_usage,
         logprobs=logprobs is not None,
     )
+    encoder.current = first
     events = _events(first, prompts[1:], prepare, encoder)
     if params.stream:
         return sse_response(
-            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage)
+            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage),
+            on_close=encoder.cancel,
         )
 
     async def run() -> dict:
@@ -197,6 +202,9 @@ async def create_completion(request: Request):
             encoder.feed(event)
         return encoder.completion().model_dump(mode="json", exclude_unset=True)
 
-    result = await unless_disconnected(request, run)
+    try:
+        result = await unless_disconnected(request, run)
+    finally:
+        encoder.cancel()
     note_usage(request, model.key, encoder.usage)
     return JSONResponse(result)

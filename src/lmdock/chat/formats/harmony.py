@@ -9,10 +9,11 @@ from typing import Any
 
 from lmdock.chat.formats.base import ChatFormat
 from lmdock.chat.grammar import CallSyntax, GrammarBuilder, lit
-from lmdock.chat.parser import OutputParser, ParserSpec, partial_suffix
+from lmdock.chat.parser import OutputParser, ParserSpec
 from lmdock.chat.sections import JsonSection
 from lmdock.core.events import GenerationEvent, TextDelta, ThinkingDelta
 from lmdock.core.request import ThinkingConfig, Tool
+from lmdock.core.text import partial_suffix
 
 CHANNEL, MESSAGE, CONSTRAIN = "<|channel|>", "<|message|>", "<|constrain|>"
 START, END, CALL = "<|start|>", "<|end|>", "<|call|>"

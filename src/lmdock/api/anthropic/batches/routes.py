@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import BatchStore, batch_object, completed_count
+from lmdock.api.services import manager_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.storage import database
 
@@ -63,7 +64,7 @@ async def _read_json(request: Request):
 @router.post("/v1/messages/batches")
 async def create_batch(request: Request):
     body = await _read_json(request)
-    manager = request.app.state.manager
+    manager = manager_of(request)
     resolve = _memoized(lambda name: manager.upstream_for(name) or manager.resolve(name))
     requests = await asyncio.to_thread(validate_create, body, resolve)
     store = _store(request)

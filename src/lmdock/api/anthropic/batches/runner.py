@@ -156,7 +156,7 @@ class BatchRunner:
             chat.priority = PRIORITY_BATCH
             model = await self.manager.get(params.model)
             prepared = await model.session.prepare(chat)
-            encoder = MessageEncoder(params.model, prepared.input_tokens)
+            encoder = MessageEncoder(params.model)
             async for event in prepared.events():
                 if not work.prefilled.is_set():
                     work.prefilled.set()

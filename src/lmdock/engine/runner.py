@@ -1,0 +1,123 @@
+"""The engine's only door to llama.cpp for generation: KV operations, batches, decode, sampling, and
+moving prompt state bytes in and out of sequences. It decides nothing; the scheduler and the prompt
+cache do, and the engine loop hands their decisions here."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from pathlib import Path
+
+import llama_cpp as L
+
+from lmdock.engine.batch import Batch
+from lmdock.engine.llama_model import LlamaModel
+from lmdock.engine.logprobs import logits_row, token_logprob
+from lmdock.engine.sampling import build_sampler_chain, free_sampler_chain
+from lmdock.engine.scheduler import Step
+from lmdock.engine.sequence import Sequence
+from lmdock.engine.slots import CopyPrefix, KvOp, Truncate
+from lmdock.engine.types import TokenLogprob
+
+
+class ModelRunner:
+    """Applies one engine step at a time to a LlamaModel's context (engine thread only)."""
+
+    def __init__(self, model: LlamaModel) -> None:
+        self.model = model
+        self.ctx = model.ctx
+        self.memory = model.memory
+        self.n_batch = model.params.n_batch
+        self._batch = Batch(self.n_batch)
+        self.decode_seconds = 0.0
+
+    # --- KV memory ---------------------------------------------------------------------------------
+
+    def apply(self, ops: list[KvOp]) -> None:
+        for op in ops:
+            if isinstance(op, Truncate):
+                L.llama_memory_seq_rm(self.memory, op.seq_id, op.keep, -1)
+            elif isinstance(op, CopyPrefix):
+                L.llama_memory_seq_cp(self.memory, op.src, op.dst, 0, op.n)
+            else:
+                raise TypeError(f"unknown KV operation {op!r}")
+
+    def kv_pos_max(self, seq_id: int) -> int:
+        return int(L.llama_memory_seq_pos_max(self.memory, seq_id))
+
+    # --- one step ----------------------------------------------------------------------------------
+
+    def decode(self, step: Step) -> bool:
+        """Evaluate a step's tokens; False if the KV cache had no room (nothing was decoded).
+
+        Sets `batch_index` on every sequence that gets logits to sample from."""
+        batch = self._batch
+        batch.clear()
+        for seq in step.decode:
+            seq.batch_index = batch.add(seq.pending, seq.position, seq.slot.seq_id, True)
+        for plan in step.prefill:
+            seq = plan.seq
+            last = len(seq.prompt) - 1
+            for i in range(seq.cursor, seq.cursor + plan.n_tokens):
+                idx = batch.add(seq.prompt[i], i, seq.slot.seq_id, i == last)
+                if i == last:
+                    seq.batch_index = idx
+        started = time.perf_counter()
+        rc = L.llama_decode(self.ctx, batch.raw)
+        self.decode_seconds += time.perf_counter() - started
+        if rc == 1:
+            return False
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        return True
+
+    def sample(self, seq: Sequence) -> int:
+        """Sample the next token at the sequence's batch index, masked by its grammar if it has one."""
+        if seq.constraint is not None:
+            seq.constraint.apply(L.llama_get_logits_ith(self.ctx, seq.batch_index))
+        return L.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index)
+
+    def logprob(self, seq: Sequence, token: int, top: int) -> TokenLogprob:
+        """The sampled token's log-probability and the `top` alternatives, from the logits row the
+        sampler saw (after the grammar mask)."""
+        row = logits_row(L.llama_get_logits_ith(self.ctx, seq.batch_index), self.model.n_vocab)
+        return token_logprob(row, token, top, self.model.token_piece)
+
+    def start_sampler(self, seq: Sequence) -> None:
+        seq.sampler = build_sampler_chain(seq.request.sampling, self.model.n_vocab)
+
+    def free_sampler(self, seq: Sequence) -> None:
+        free_sampler_chain(seq.sampler)
+        seq.sampler = None
+
+    # --- prompt state bytes ------------------------------------------------------------------------
+
+    def read_state(self, seq_id: int, max_bytes: int) -> bytes | None:
+        """A sequence's KV state as bytes (None if empty, unreadable or larger than `max_bytes`)."""
+        size = L.llama_state_seq_get_size(self.ctx, seq_id)
+        if size <= 0 or size > max_bytes:
+            return None
+        buf = (ctypes.c_uint8 * size)()
+        written = L.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
+        return bytes(buf)[:written] if written > 0 else None
+
+    def write_state(self, seq_id: int, data: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return L.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) > 0
+
+    def save_file(self, seq_id: int, path: Path, tokens: list[int]) -> bool:
+        arr = (L.llama_token * len(tokens))(*tokens)
+        return L.llama_state_seq_save_file(self.ctx, str(path).encode(), seq_id, arr, len(tokens)) > 0
+
+    def load_file(self, seq_id: int, path: Path, n_tokens: int) -> bool:
+        """Load a state file saved with `n_tokens` tokens. The file must have been verified: llama.cpp
+        aborts the process on a truncated one."""
+        n_out = ctypes.c_size_t(0)
+        tokens = (L.llama_token * n_tokens)()
+        ok = L.llama_state_seq_load_file(
+            self.ctx, str(path).encode(), seq_id, tokens, n_tokens, ctypes.byref(n_out)
+        )
+        return ok > 0 and n_out.value == n_tokens
+
+    def close(self) -> None:
+        self._batch.close()
