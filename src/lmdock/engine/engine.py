@@ -247,9 +247,9 @@ class Engine:
             cancelled = self.scheduler.cancelled()
             yielded = self.scheduler.yield_to_priority()
             admitted = self.scheduler.admit()
-        for seq in yielded:  # preempted for a more urgent request: resumes when admitted again
-            self.runner.free_sampler(seq)
-            self.stats.preemptions += 1
+        # preempted for a more urgent request: resumes when admitted again, with its sampler, grammar
+        # and text state, and its KV kept as prefix cache
+        self.stats.preemptions += len(yielded)
         for seq in cancelled:
             self._end(seq, "cancelled")
         for seq, claim in admitted:
@@ -275,9 +275,11 @@ class Engine:
         if self.cache is not None:
             self._restore(seq.slot, seq.prompt)
         seq.cursor = len(seq.slot.tokens)  # what the KV really holds, whatever the cache did
-        self.runner.start_sampler(seq)
-        self.stats.prompt_tokens += len(seq.prompt)
-        self.stats.cache_hit_tokens += seq.cursor
+        if seq.sampler is None:  # a suspended sequence resumes with its own
+            self.runner.start_sampler(seq)
+        if seq.cached is None:
+            self.stats.prompt_tokens += len(seq.prompt)
+            self.stats.cache_hit_tokens += seq.cursor
         seq.admitted()
 
     def _step(self, step: Step) -> None:
@@ -295,7 +297,7 @@ class Engine:
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens
-            if plan.seq.phase is Phase.DECODE and self.cache is not None:
+            if plan.seq.phase is Phase.DECODE and plan.seq.generated == 0 and self.cache is not None:
                 self._isolated(plan.seq, self._persist, plan.seq)
         for seq in ready:
             if seq.phase is not Phase.DONE:
@@ -333,8 +335,7 @@ class Engine:
         elif isinstance(decision, Preempt):
             with self._cv:
                 ops = self.scheduler.preempt(decision.seq)
-            self.runner.apply(ops)
-            self.runner.free_sampler(decision.seq)
+            self.runner.apply(ops)  # its sampler stays: it restarts the prompt, not the request
             self.stats.preemptions += 1
         else:
             self._end(decision.seq, "context")

@@ -147,7 +147,7 @@ class Scheduler:
             if claim is None:
                 break
             self.waiting.remove(seq)
-            seq.slot = claim.slot
+            seq.slot, seq.cursor = claim.slot, claim.reused  # the engine may restore more from cache
             seq.phase = Phase.PREFILL
             self.running.append(seq)
             admitted.append((seq, claim))

@@ -162,6 +162,20 @@ def _without_orphans(items: list[Item]) -> list[Item]:
     return items[start:]
 
 
+def _checked(request: Request, params: ResponseCreateParams, items: list[Item]) -> ChatRequest:
+    """The core request, within the server's per-request limits (issue 10's, shared by every API)."""
+    chat = to_chat_request(params, items)
+    check_chat(
+        chat,
+        limits_of(request),
+        n_messages=len(items),
+        schema_key="parameters",
+        stop_param="stop",
+        format_param="text.format.schema",
+    )
+    return chat
+
+
 @router.post("/v1/responses")
 async def create_response(request: Request):
     params = validate_body(ResponseCreateParams, await read_json(request))
@@ -171,8 +185,7 @@ async def create_response(request: Request):
         previous = await _stored(request, params.previous_response_id, "previous_response_id")
         history = previous.conversation()
     items = normalize_input(params.input)
-    chat = to_chat_request(params, history + items)  # client errors before a model is loaded for nothing
-    check_chat(chat, limits_of(request), schema_key="parameters", format_param="text.format.schema")
+    chat = _checked(request, params, history + items)  # client errors before a model is loaded for nothing
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
@@ -233,7 +246,7 @@ async def count_input_tokens(request: Request):
     history: list[Item] = []
     if params.previous_response_id:
         history = (await _stored(request, params.previous_response_id, "previous_response_id")).conversation()
-    chat = to_chat_request(params, history + normalize_input(params.input))
+    chat = _checked(request, params, history + normalize_input(params.input))
     model = await model_for(request, params.model, params.ttl)
     return {"object": "response.input_tokens", "input_tokens": await model.session.count_tokens(chat)}
 
