@@ -55,9 +55,11 @@ def start_server(
     env: dict[str, str] | None = None,
     api_key: str = "test-key",
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
+    port: int | None = None,
 ) -> Server:
-    """Start `lmdock serve` on a free port and wait until `ready(health)` (the default model is loaded)."""
-    port = free_port()
+    """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
+    `ready(health)` (the default model is loaded)."""
+    port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
         **os.environ,
@@ -73,7 +75,9 @@ def start_server(
         cmd += ["--ctx-size", "8192"]
     proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env)
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
-    deadline = time.monotonic() + 120
+    deadline = (
+        time.monotonic() + 600
+    )  # a worker start (CPU self-check, load, warm-up) is slow on a busy machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"lmdock serve exited with {proc.returncode}:\n{server.log()}")

@@ -476,4 +476,6 @@ class WorkerEngine:
         """End a request from the server side (its worker is gone or the model unloads)."""
         queue = self._pending.pop(rid, None)
         if queue is not None:
-            queue.put_nowait(Finished("error", 0, 0, 0, error=message))
+            queue.put_nowait(
+                Finished(reason="error", prompt_tokens=0, cached_tokens=0, generated_tokens=0, error=message)
+            )

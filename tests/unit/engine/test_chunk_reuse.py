@@ -142,3 +142,17 @@ def test_runner_reads_the_capability_from_the_header_first(tmp_path):
     writer.close()
     fake = SimpleNamespace(model=SimpleNamespace(path=path))
     assert "sliding-window" in ModelRunner.shift_blocker(fake)
+
+
+def test_a_request_ended_mid_prefill_unpins_and_cuts_its_source():
+    sched, pool = _scheduler(64)
+    seq, _ = _admit(sched, NEW)
+    seq.slot.tokens += NEW[100:103]
+    seq.cursor = 103
+    sched.splice_ready()  # the only run moved: the source is already unpinned
+    assert seq.source is None
+    sched2, pool2 = _scheduler(64)
+    seq2, claim2 = _admit(sched2, NEW)
+    ops = sched2.remove(seq2)  # cancelled before its run moved
+    assert Truncate(claim2.slot.seq_id, 0) in ops and not pool2.slots[0].busy
+    assert pool2.slots[0].tokens == OLD  # nothing moved yet: the source keeps everything
