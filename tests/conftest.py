@@ -75,7 +75,9 @@ def start_server(
         cmd += ["--ctx-size", "8192"]
     proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env)
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
-    deadline = time.monotonic() + 120
+    deadline = (
+        time.monotonic() + 600
+    )  # a worker start (CPU self-check, load, warm-up) is slow on a busy machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"lmdock serve exited with {proc.returncode}:\n{server.log()}")

@@ -22,6 +22,21 @@ def default_models_dir() -> Path:
 
 
 @dataclass
+class RequestLimits:
+    """Per-request limits; past one, a 400 that names the limit and its flag."""
+
+    max_messages: int = 10_000
+    max_tools: int = 512
+    max_stop_sequences: int = 16
+    max_stop_length: int = 256  # characters of one stop sequence
+    max_schema_depth: int = 64  # JSON nesting levels of one tool or response schema
+    max_schema_bytes: int = 256 << 10  # JSON size of one tool or response schema
+    max_embedding_inputs: int = 256
+    max_embedding_tokens: int = 65_536  # all inputs of one embeddings request together
+    grammar_timeout: float = 10.0  # seconds to compile a request's output grammar
+
+
+@dataclass
 class Settings:
     """Everything `lmdock serve` can be told. Field names match the flags and LMDOCK_<NAME> variables."""
 
@@ -43,6 +58,10 @@ class Settings:
     max_loaded: int = 1
     ttl_seconds: int = 3600
     cors_origins: list[str] = field(default_factory=list)
+    # hostile input (issue 10): browser safety and per-request limits, each a `serve` flag
+    allowed_hosts: list[str] = field(default_factory=list)
+    admin_keys: list[str] = field(default_factory=list)
+    limits: RequestLimits = field(default_factory=lambda: RequestLimits())
     responses_max_stored: int = 10_000  # stored Responses API responses kept (0: no limit)
     responses_max_age_days: float = 30.0  # and for how long (0: no limit)
     repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides

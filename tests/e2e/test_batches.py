@@ -248,9 +248,6 @@ def _metric(server: Server, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-@pytest.mark.skip(
-    reason="needs the batch preemption in the engine's Scheduler (lands with issue 8's scheduler)"
-)
 def test_interactive_requests_go_ahead_of_batch_work(tmp_path):
     """One slot, held by a long batch request: an interactive request preempts it and finishes first,
     then the batch request resumes and completes (nothing it generated is lost or repeated)."""

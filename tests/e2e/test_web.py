@@ -444,7 +444,15 @@ def test_server_page_shows_metrics_log_and_snippets(page: Page, web: Server):
 
 
 def test_api_key_is_asked_once_and_kept(browser: Browser, tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("webkey"), "--api-key", "web-secret", "--ctx-size", "2048")
+    srv = start_server(
+        tmp_path_factory.mktemp("webkey"),
+        "--api-key",
+        "web-secret",
+        "--admin-key",
+        "web-admin",
+        "--ctx-size",
+        "2048",
+    )
     problems: list[str] = []
     page = _new_page(browser, problems)
     try:
@@ -472,6 +480,19 @@ def test_api_key_is_asked_once_and_kept(browser: Browser, tmp_path_factory):
         expect(dialog).to_be_hidden()
         page.goto(srv.base_url + "/#/server")
         expect(page.get_by_role("status").filter(has_text="live")).to_be_visible()
+
+        # Unloading needs the admin key: the page asks for it, quoting the server.
+        page.goto(srv.base_url + "/#/models")
+        unload = page.get_by_role("button", name=f"Unload {QWEN}", exact=True)
+        unload.click()
+        expect(dialog).to_contain_text("admin key")
+        page.get_by_role("textbox", name="API key").fill("web-admin")
+        page.get_by_role("button", name="Save key").click()
+        expect(dialog).to_be_hidden()
+        unload.click()
+        state = page.locator(f"tr[data-model='{QWEN}']").get_by_test_id("state")
+        expect(state).to_have_text("not-loaded", timeout=60_000)
+        assert _models(srv, {"x-api-key": "web-secret"})[QWEN]["state"] == "not-loaded"
         assert not problems, problems
     finally:
         page.context.close()

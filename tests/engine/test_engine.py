@@ -117,3 +117,33 @@ def test_prompts_that_do_not_fit_together_wait_instead_of_failing():
         assert all(fin.prompt_tokens > 600 for _, fin in results)
     finally:
         small.close()
+
+
+def test_batch_work_suspended_for_an_interactive_request_resumes_where_it_was():
+    solo = make_engine(parallel=1)
+    try:
+        long_prompt = solo.model.tokenize(chatml("Count from 1 to 40, one number per line."))
+        greedy = SamplingParams(temperature=0)
+
+        async def scenario():
+            batch = await solo.submit(
+                EngineRequest(prompt=long_prompt, max_tokens=30, sampling=greedy, priority=1)
+            )
+            text: list[str] = []
+            async for event in batch:
+                if isinstance(event, TextChunk) and event.text:
+                    text.append(event.text)
+                    break  # it is decoding: now an interactive request arrives
+            interactive = asyncio.ensure_future(generate(solo, PROMPTS[1], 4))
+            async for event in batch:
+                if isinstance(event, TextChunk):
+                    text.append(event.text)
+            return "".join(text), await interactive
+
+        alone, _ = run(generate(solo, chatml("Count from 1 to 40, one number per line."), 30))
+        suspended_text, (_, quick) = run(scenario())
+        assert quick.reason in ("eog", "length")
+        assert solo.stats.preemptions >= 1
+        assert suspended_text == alone  # nothing lost, nothing repeated
+    finally:
+        solo.close()

@@ -214,3 +214,23 @@ def test_context_overflow_wordings_map_to_claude_codes_message():
     assert isinstance(client_error("m", 422, {"detail": "bad"}, None), InvalidRequest)
     assert isinstance(client_error("m", 401, {}, None), UpstreamError)
     assert client_error("m", 500, {"error": {"message": "boom"}}, None).status == 502
+
+
+def test_text_after_a_finished_call_ends_the_turn_and_one_call_without_parallel():
+    t = ChatTranslator(["get_weather"], [])
+    events = t.feed(_chunk({"content": '{"name": "get_weather", "arguments": {"location": "Paris"}}'}))
+    events += t.feed(_chunk({"content": ". It is sunny in Paris."}))
+    assert t.ended
+    events += t.finish()
+    assert [type(e) for e in events if not isinstance(e, ToolCallArgsDelta)] == [
+        ToolCallStart,
+        ToolCallEnd,
+        Done,
+    ]
+    assert events[-1].stop_reason == "tool_use"
+    t = ChatTranslator(["a", "b"], [], parallel=False)
+    call = {"index": 0, "id": "1", "function": {"name": "a", "arguments": "{}"}}
+    second = {"index": 1, "id": "2", "function": {"name": "b", "arguments": "{}"}}
+    events = t.feed(_chunk({"tool_calls": [call]})) + t.feed(_chunk({"tool_calls": [second]}))
+    assert t.ended and [e.name for e in events if isinstance(e, ToolCallStart)] == ["a"]
+    assert [type(e) for e in t.finish()] == [Done]

@@ -32,7 +32,7 @@ def _client(api_keys: list[str] | None = None) -> TestClient:
     async def models():
         return {"models": []}
 
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")  # a loopback Host, as the Host check wants
 
 
 def test_index_and_assets(built: Path):

@@ -120,9 +120,8 @@ class FakeUpstream:
 
             def mode_bare(self, body: dict) -> None:  # a tool call printed as text, as small models do
                 text = '{"name": "get_weather", "arguments": {"location": "Paris"}}'
-                self._sse(
-                    [_chunk({"content": text[:20]}), _chunk({"content": text[20:]}), _chunk({}, "stop")]
-                )
+                chatter = [_chunk({"content": ". The weather in Paris is sunny."}), _chunk({}, "length")]
+                self._sse([_chunk({"content": text[:20]}), _chunk({"content": text[20:]}), *chatter])
 
             def mode_garbage(self, body: dict) -> None:
                 self._send(200, b"<html>this is not an API</html>", "text/plain")

@@ -161,6 +161,7 @@ def test_a_tool_call_written_as_text_is_recovered(client):
     msg = client.messages.create(model="bare", max_tokens=50, tools=[WEATHER], messages=ASK)
     calls = [b for b in msg.content if b.type == "tool_use"]
     assert calls and calls[0].input == {"location": "Paris"} and msg.stop_reason == "tool_use"
+    assert msg.content[-1].type == "tool_use"  # chatter after the call ends the turn, as the grammar would
 
 
 @pytest.mark.parametrize("mode", ["garbage", "jsongarbage"])

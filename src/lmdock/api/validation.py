@@ -1,14 +1,33 @@
-"""Request-body validation shared by every protocol: the first problem becomes a 400 naming its field."""
+"""Request bodies for every protocol: one safe JSON reader, and validation whose first problem becomes a
+400 naming its field path (`messages.2.content.0.source: Input should be a valid dictionary`).
+
+API layers (Anthropic, OpenAI, Responses, management) call `read_json` then `validate_body`; the
+envelope (Anthropic's or OpenAI's) is chosen by the error handler from the route.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import logging
+import re
+from typing import Annotated, Any, TypeVar, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, ValidationError
+from starlette.requests import Request
 
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest
 
 _M = TypeVar("_M", bound=BaseModel)
+_INSTANCE_OF = re.compile(r" or instance of \w+")
+log = logging.getLogger(__name__)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, decoded with depth, number and surrogate limits (core.safejson)."""
+    raw = await request.body()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s body: %s", request.method, request.url.path, raw[:20000].decode(errors="replace"))
+    return safejson.loads(raw)
 
 
 def _is_type_tag(part: object) -> bool:
@@ -19,6 +38,28 @@ def _is_type_tag(part: object) -> bool:
     )
 
 
+def error_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    """A pydantic error location as the dotted field path a client reads."""
+    parts = [str(p) for p in loc if not _is_type_tag(p)]
+    return ".".join([prefix, *parts] if prefix else parts)
+
+
+def _clean(msg: str) -> str:
+    """Pydantic's wording without lmdock's class names (`... or instance of TextBlock`)."""
+    return _INSTANCE_OF.sub("", msg).removeprefix("Value error, ")
+
+
+def invalid(err: ValidationError, prefix: str = "") -> InvalidRequest:
+    """The first problem of a ValidationError as a 400 naming its field."""
+    errors = err.errors(include_url=False)
+    # A union reports every member's problem; the member that got deepest is the one the client meant
+    # (a list of blocks with one bad field, rather than "content: Input should be a valid string").
+    first = max(errors, key=lambda e: len(error_path(e["loc"]).split(".")) if e["loc"] else 0)
+    param = error_path(first["loc"], prefix) or None
+    msg = "Field required" if first["type"] == "missing" else _clean(first["msg"])
+    return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
+
+
 def validate_body(model: type[_M], body: Any) -> _M:
     """Validate a decoded JSON body against `model`; raise InvalidRequest("<field.path>: <problem>")."""
     if not isinstance(body, dict):
@@ -26,7 +67,19 @@ def validate_body(model: type[_M], body: Any) -> _M:
     try:
         return model.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if not _is_type_tag(p)) or None
-        msg = "Field required" if first["type"] == "missing" else first["msg"]
-        raise InvalidRequest(f"{param}: {msg}" if param else msg, param=param) from None
+        raise invalid(err) from None
+
+
+def tagged(*models: type[BaseModel]) -> Any:
+    """A union of models chosen by their `type` literal (content blocks, sources, content parts). Any
+    other `type`, or none, selects the last model: the lenient catch-all (unknown block types are
+    accepted and ignored). Tags are class names, which `error_path` leaves out of field paths."""
+    by_type = {m.model_fields["type"].annotation.__args__[0]: m.__name__ for m in models[:-1]}
+    fallback = models[-1].__name__
+
+    def tag(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return by_type.get(kind, fallback) if isinstance(kind, str) else fallback
+
+    members = tuple(Annotated[m, Tag(m.__name__)] for m in models)
+    return Annotated[Union[members], Discriminator(tag)]  # noqa: UP007 (a runtime tuple of members)

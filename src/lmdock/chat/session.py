@@ -12,9 +12,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from llguidance import LLMatcher
+
 from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
 from lmdock.chat.logprobs import LogprobAligner
 from lmdock.chat.parser import ParserSpec
+from lmdock.chat.plaintext import ContentGuard
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, TextDelta, ThinkingDelta, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
@@ -82,9 +85,14 @@ class PreparedChat:
                     yield TextDelta(text="", logprobs=rest)
                 yield self._done(event, parser.tool_calls)
         finally:  # the consumer went away (or we are done): free the engine sequence now
-            aclose = getattr(self._stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            self.cancel()
+
+    def cancel(self) -> None:
+        """End generation and free the engine sequence (idempotent; a no-op once finished). Routes call
+        it when the client goes away or the response ends, even if `events()` was never iterated."""
+        cancel = getattr(self._stream, "cancel", None)
+        if cancel is not None:
+            cancel()
 
     async def _engine_events(self) -> AsyncIterator[EngineEvent]:
         if self._early is not None:
@@ -123,7 +131,13 @@ class ChatSession:
 
     `engine` is the model's engine surface (`submit`, and `hold()` while a request prepares, so an
     unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
-    in-process Engine is both: its LlamaModel tokenizes."""
+    in-process Engine is both: its LlamaModel tokenizes.
+
+    Message content is tokenized as plain text (chat/plaintext.py). `grammar_timeout` bounds rendering
+    plus grammar compilation (set from `--grammar-timeout`); past it the request is a 400 `schema too
+    complex`. That work runs on a thread of the server process, never on the engine's."""
+
+    grammar_timeout: float = 10.0
 
     def __init__(
         self,
@@ -136,6 +150,14 @@ class ChatSession:
         self.formatter = formatter
         self.sampling_defaults = sampling_defaults
         self.vocab = vocab if vocab is not None else engine.model
+        self._guard: ContentGuard | None = None
+
+    @property
+    def guard(self) -> ContentGuard:
+        if self._guard is None:
+            control_texts = getattr(self.vocab, "control_texts", None)
+            self._guard = ContentGuard(control_texts() if control_texts is not None else [])
+        return self._guard
 
     def _hold(self):
         hold = getattr(self.engine, "hold", None)
@@ -149,11 +171,31 @@ class ChatSession:
         return sampling
 
     def _tokenize(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
-        rendered = self.formatter.render(req)
-        return rendered, self.vocab.tokenize(rendered.text)
+        """Render and tokenize; message content is plain text (see chat/plaintext.py)."""
+        safe, swapped = self.guard.protect(req)
+        rendered = self.formatter.render(safe)
+        if rendered.grammar:
+            error = LLMatcher.validate_grammar(rendered.grammar)
+            if error:
+                raise InvalidRequest(f"schema too complex or invalid: {error}")
+        tokens = self.guard.tokenize(rendered.text, swapped, self.vocab.tokenize)
+        if swapped:
+            rendered.text = self.guard.restore(rendered.text, swapped)
+        return rendered, tokens
+
+    async def _render(self, req: ChatRequest) -> tuple[RenderedPrompt, list[int]]:
+        work = asyncio.ensure_future(asyncio.to_thread(self._tokenize, req))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), self.grammar_timeout)
+        except TimeoutError:
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())  # finish unobserved
+            raise InvalidRequest(
+                f"schema too complex: preparing the prompt and its output grammar took more than "
+                f"{self.grammar_timeout:g} s (see --grammar-timeout)"
+            ) from None
 
     async def count_tokens(self, req: ChatRequest) -> int:
-        _, tokens = await asyncio.to_thread(self._tokenize, req)
+        _, tokens = await self._render(req)
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
@@ -161,7 +203,7 @@ class ChatSession:
             return await self._prepare(req)
 
     async def _prepare(self, req: ChatRequest) -> PreparedChat:
-        rendered, tokens = await asyncio.to_thread(self._tokenize, req)
+        rendered, tokens = await self._render(req)
         sampling = self.effective_sampling(req.sampling)
         stream = await self.engine.submit(
             EngineRequest(

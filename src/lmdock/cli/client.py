@@ -48,12 +48,13 @@ class Server:
 
     @property
     def api_key(self) -> str | None:
-        keys = [k.strip() for k in os.environ.get("LMDOCK_API_KEY", "").split(",") if k.strip()]
-        return keys[0] if keys else None
+        return _first_key("LMDOCK_API_KEY")
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        """Management commands send the admin key when one is set (it opens every route)."""
+        key = _first_key("LMDOCK_ADMIN_KEY") or self.api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
 
     def not_running(self) -> NoReturn:
         fail(f"No lmdock server is running at {self.base_url} (start one with `lmdock serve`).")
@@ -71,6 +72,11 @@ class Server:
         if response.status_code >= 400:
             fail(_error_message(response))
         return response.json()
+
+
+def _first_key(var: str) -> str | None:
+    keys = [k.strip() for k in os.environ.get(var, "").split(",") if k.strip()]
+    return keys[0] if keys else None
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -11,11 +11,17 @@ import uvicorn
 from rich.console import Console
 
 from lmdock.cli.progress import byte_progress
-from lmdock.config import MAX_DEFAULT_CTX, Settings, default_models_dir, lmdock_home
+from lmdock.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
 from lmdock.models.default_model import ensure_default_model
 
 console = Console(stderr=True)
 _DEFAULT = Settings.default
+_LIMITS = RequestLimits()
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeatable options; an environment variable may hold several, comma-separated."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
 def serve(
@@ -77,6 +83,49 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_BODY_BYTES", help="Largest request body accepted (413 above).")
     ] = _DEFAULT("max_body_bytes"),
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="LMDOCK_ALLOWED_HOST",
+            help="Extra Host header name to serve (repeatable; '*': any). Loopback names always pass.",
+        ),
+    ] = None,
+    admin_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="LMDOCK_ADMIN_KEY",
+            help="Key required by model load/unload/download (repeatable). Default: none, those routes "
+            "take the API keys like every other route.",
+        ),
+    ] = None,
+    max_messages: Annotated[int, typer.Option(envvar="LMDOCK_MAX_MESSAGES", help="Messages per request.")] = (
+        _LIMITS.max_messages
+    ),
+    max_tools: Annotated[int, typer.Option(envvar="LMDOCK_MAX_TOOLS", help="Tools per request.")] = (
+        _LIMITS.max_tools
+    ),
+    max_stop_sequences: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_STOP_SEQUENCES", help="Stop sequences per request.")
+    ] = _LIMITS.max_stop_sequences,
+    max_stop_length: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_STOP_LENGTH", help="Characters of one stop sequence.")
+    ] = _LIMITS.max_stop_length,
+    max_schema_depth: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_SCHEMA_DEPTH", help="Nesting levels of a tool/output schema.")
+    ] = _LIMITS.max_schema_depth,
+    max_schema_bytes: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_SCHEMA_BYTES", help="JSON bytes of a tool/output schema.")
+    ] = _LIMITS.max_schema_bytes,
+    max_embedding_inputs: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_EMBEDDING_INPUTS", help="Inputs per embeddings request.")
+    ] = _LIMITS.max_embedding_inputs,
+    max_embedding_tokens: Annotated[
+        int, typer.Option(envvar="LMDOCK_MAX_EMBEDDING_TOKENS", help="Tokens per embeddings request.")
+    ] = _LIMITS.max_embedding_tokens,
+    grammar_timeout: Annotated[
+        float,
+        typer.Option(envvar="LMDOCK_GRAMMAR_TIMEOUT", help="Seconds to compile a tool/output grammar."),
+    ] = _LIMITS.grammar_timeout,
     responses_max_stored: Annotated[
         int,
         typer.Option(
@@ -160,6 +209,19 @@ def serve(
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
         max_body_bytes=max_body_bytes,
+        allowed_hosts=_split(allowed_host),
+        admin_keys=_split(admin_key),
+        limits=RequestLimits(
+            max_messages=max_messages,
+            max_tools=max_tools,
+            max_stop_sequences=max_stop_sequences,
+            max_stop_length=max_stop_length,
+            max_schema_depth=max_schema_depth,
+            max_schema_bytes=max_schema_bytes,
+            max_embedding_inputs=max_embedding_inputs,
+            max_embedding_tokens=max_embedding_tokens,
+            grammar_timeout=grammar_timeout,
+        ),
         responses_max_stored=responses_max_stored,
         responses_max_age_days=responses_max_age,
         repack=repack,

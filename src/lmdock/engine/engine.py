@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lmdock.core.errors import EngineFailed, PromptTooLong
@@ -51,8 +51,46 @@ class EngineStats:
     generated_tokens: int = 0
     cache_hit_tokens: int = 0
     evictions: int = 0
+    preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
+
+
+class EngineStream:
+    """The events of one submitted request (TextChunk..., then Finished).
+
+    `cancel()` ends the sequence and frees its slot before the next engine step, whether or not
+    iteration ever started (a client that leaves before the response begins never iterates); a consumer
+    cancelled while waiting for an event cancels it too."""
+
+    def __init__(self, engine: Engine, seq: Sequence, queue: asyncio.Queue[EngineEvent]) -> None:
+        self._engine = engine
+        self._seq = seq
+        self._queue = queue
+        self._finished = False
+
+    def __aiter__(self) -> EngineStream:
+        return self
+
+    async def __anext__(self) -> EngineEvent:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            event = await self._queue.get()
+        except BaseException:
+            self.cancel()
+            raise
+        if isinstance(event, Finished):
+            self._finished = True
+        return event
+
+    def cancel(self) -> None:
+        """End the request (idempotent; a no-op once it has finished)."""
+        if self._seq.phase is not Phase.DONE and not self._seq.cancelled:
+            self._engine.cancel(self._seq)
+
+    async def aclose(self) -> None:
+        self.cancel()
 
 
 class Engine:
@@ -99,7 +137,7 @@ class Engine:
         if n_tokens >= self.n_ctx:
             raise PromptTooLong(n_tokens, self.n_ctx)
 
-    async def submit(self, request: EngineRequest) -> AsyncIterator[EngineEvent]:
+    async def submit(self, request: EngineRequest) -> EngineStream:
         """Generate for `request`; raises PromptTooLong / Overloaded / EngineFailed before the first
         event. Events: `Admitted` once a slot is set up, `TextChunk`s, and a last `Finished`."""
         loop = asyncio.get_running_loop()
@@ -113,7 +151,7 @@ class Engine:
             seq = await asyncio.to_thread(self.enqueue, request, emit)
         else:
             seq = self.enqueue(request, emit)
-        return self._events(seq, queue)
+        return EngineStream(self, seq, queue)
 
     def enqueue(self, request: EngineRequest, emit: Callable[[EngineEvent], None]) -> Sequence:
         """Queue `request` from any thread; `emit` receives its events on the engine thread. Raises
@@ -131,17 +169,6 @@ class Engine:
             self.stats.requests += 1
             self._cv.notify()
         return seq
-
-    async def _events(self, seq: Sequence, queue: asyncio.Queue[EngineEvent]) -> AsyncIterator[EngineEvent]:
-        try:
-            while True:
-                event = await queue.get()
-                yield event
-                if isinstance(event, Finished):
-                    return
-        finally:
-            if seq.phase is not Phase.DONE:
-                self.cancel(seq)
 
     def cancel(self, seq: Sequence) -> None:
         with self._cv:
@@ -218,7 +245,11 @@ class Engine:
             if self._stopping:
                 return False
             cancelled = self.scheduler.cancelled()
+            yielded = self.scheduler.yield_to_priority()
             admitted = self.scheduler.admit()
+        # preempted for a more urgent request: resumes when admitted again, with its sampler, grammar
+        # and text state, and its KV kept as prefix cache
+        self.stats.preemptions += len(yielded)
         for seq in cancelled:
             self._end(seq, "cancelled")
         for seq, claim in admitted:
@@ -244,9 +275,11 @@ class Engine:
         if self.cache is not None:
             self._restore(seq.slot, seq.prompt)
         seq.cursor = len(seq.slot.tokens)  # what the KV really holds, whatever the cache did
-        self.runner.start_sampler(seq)
-        self.stats.prompt_tokens += len(seq.prompt)
-        self.stats.cache_hit_tokens += seq.cursor
+        if seq.sampler is None:  # a suspended sequence resumes with its own
+            self.runner.start_sampler(seq)
+        if seq.cached is None:
+            self.stats.prompt_tokens += len(seq.prompt)
+            self.stats.cache_hit_tokens += seq.cursor
         seq.admitted()
 
     def _step(self, step: Step) -> None:
@@ -264,7 +297,7 @@ class Engine:
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens
-            if plan.seq.phase is Phase.DECODE and self.cache is not None:
+            if plan.seq.phase is Phase.DECODE and plan.seq.generated == 0 and self.cache is not None:
                 self._isolated(plan.seq, self._persist, plan.seq)
         for seq in ready:
             if seq.phase is not Phase.DONE:
@@ -302,8 +335,8 @@ class Engine:
         elif isinstance(decision, Preempt):
             with self._cv:
                 ops = self.scheduler.preempt(decision.seq)
-            self.runner.apply(ops)
-            self.runner.free_sampler(decision.seq)
+            self.runner.apply(ops)  # its sampler stays: it restarts the prompt, not the request
+            self.stats.preemptions += 1
         else:
             self._end(decision.seq, "context")
 

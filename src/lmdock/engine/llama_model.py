@@ -88,6 +88,17 @@ def tokenize(vocab, text: str, *, add_special: bool, parse_special: bool) -> lis
     return list(buf[:n])
 
 
+def control_texts(vocab) -> list[str]:
+    """The text of every control token of a vocabulary."""
+    out = []
+    for token in range(L.llama_vocab_n_tokens(vocab)):
+        if L.llama_vocab_get_attr(vocab, token) & L.LLAMA_TOKEN_ATTR_CONTROL:
+            text = L.llama_vocab_get_text(vocab, token)
+            if text:
+                out.append(text.decode("utf-8", errors="replace"))
+    return out
+
+
 def model_meta(model, key: str) -> str | None:
     """A GGUF metadata value as a string, or None if the key is absent."""
     buf = ctypes.create_string_buffer(1 << 16)
@@ -166,6 +177,10 @@ class LlamaModel:
             n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
             return buf.raw[:n]
         return self._piece_buf.raw[:n]
+
+    def control_texts(self) -> list[str]:
+        """The text of every control token (`<|im_end|>`...): what message content must not produce."""
+        return control_texts(self.vocab)
 
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))

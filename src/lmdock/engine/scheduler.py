@@ -6,6 +6,10 @@ Why a request waits (read top to bottom):
    first come, first served; the request due next that cannot start blocks those behind it:
    - admission is held after a preemption until a running sequence finishes (`hold_admission`),
      so the preempted prompt is not pushed out again at once;
+   - when the request due next is blocked only by room (all `parallel` running, or every KV slot
+     busy) while a less urgent class runs, `yield_to_priority` preempts those first: a batch
+     sequence gives its place to an interactive request at the next step (it resumes later, where
+     it stopped);
    - `parallel` sequences are already running;
    - every KV slot is busy (`SlotPool.claim` found none idle).
 3. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
@@ -13,8 +17,8 @@ Why a request waits (read top to bottom):
    while anything decodes, prefill gets at most `prefill_chunk_while_decoding` tokens per step so a
    long prompt cannot freeze running streams.
 4. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
-   slot; with none left, send the newest prefilling sequence of the least urgent class back to the
-   head of the queue (preempt);
+   slot; with none left, send the newest running sequence of a less urgent class than the step's most
+   urgent one (else the newest prefilling sequence) back to the head of the queue (preempt);
    with nothing to preempt, end the longest sequence with reason "context".
 
 Nothing here calls llama.cpp: decisions come back as data (`Step`, `KvOp`s) for the engine to apply.
@@ -143,16 +147,39 @@ class Scheduler:
             if claim is None:
                 break
             self.waiting.remove(seq)
-            seq.slot = claim.slot
+            seq.slot, seq.cursor = claim.slot, claim.reused  # the engine may restore more from cache
             seq.phase = Phase.PREFILL
             self.running.append(seq)
             admitted.append((seq, claim))
         return admitted
 
+    def yield_to_priority(self) -> list[Sequence]:
+        """Preempt running sequences of a less urgent class while a more urgent request waits only for
+        room, newest first, until it could be admitted. The victims keep their KV as prefix cache and
+        wait at the head of their class; the engine frees their samplers. Returns the victims."""
+        victims: list[Sequence] = []
+        while not (self.hold_admission and self.running) and self.blocked_by() is not None:
+            urgent = [s for s in self.waiting if not s.cancelled]
+            if not urgent:
+                break
+            head = min(urgent, key=lambda s: s.priority)
+            lower = [s for s in self.running if s.priority > head.priority]
+            if not lower:
+                break
+            victim = max(reversed(lower), key=lambda s: s.priority)  # least urgent class, newest
+            self.running.remove(victim)
+            slot = victim.slot
+            victim.suspend()
+            self.pool.release(slot, keep_cache=True)
+            self.waiting.appendleft(victim)
+            victims.append(victim)
+        return victims
+
     def schedule(self) -> Step:
-        """The next batch: all decodes first, then prefill chunks within the remaining budget."""
+        """The next batch: all decodes first, then prefill chunks within the remaining budget (the more
+        urgent class first, oldest first within a class)."""
         decoding = [s for s in self.running if s.phase is Phase.DECODE]
-        prefilling = [s for s in self.running if s.phase is Phase.PREFILL]
+        prefilling = sorted((s for s in self.running if s.phase is Phase.PREFILL), key=lambda s: s.priority)
         plans = plan_prefill(
             prefilling,
             [s.prompt_left for s in prefilling],
@@ -182,16 +209,22 @@ class Scheduler:
         victims = self.pool.evictable()
         if victims:
             return Evict(victims[0])
+        in_step = step.decode + [p.seq for p in step.prefill]
+        most_urgent = min((s.priority for s in in_step), default=0)
+        lower = [s for s in self.running if s.priority > most_urgent]
+        if lower:
+            return Preempt(max(reversed(lower), key=lambda s: s.priority))
         newest_first = [p.seq for p in reversed(step.prefill)]
         if newest_first and len(self.running) > 1:
-            return Preempt(max(newest_first, key=lambda s: s.request.priority))
+            return Preempt(max(newest_first, key=lambda s: s.priority))
         return Abort(max(self.running, key=lambda s: s.position))
 
     def preempt(self, seq: Sequence) -> list[KvOp]:
         """Put a running sequence back at the head of the queue; hold admission until room is made."""
         self.running.remove(seq)
-        ops = self.pool.release(seq.slot, keep_cache=False)
-        seq.slot, seq.cursor, seq.phase = None, 0, Phase.WAITING
+        slot = seq.slot
+        seq.suspend()
+        ops = self.pool.release(slot, keep_cache=False)
         self.waiting.appendleft(seq)
         self.hold_admission = True
         return ops

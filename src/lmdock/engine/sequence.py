@@ -36,7 +36,8 @@ class Sequence:
     def __init__(self, request: EngineRequest, emit: Callable[[EngineEvent], None], max_tokens: int) -> None:
         self.id = next(_ids)
         self.request = request
-        self.prompt = request.prompt
+        self.prompt = request.prompt  # grows by the generated text if the sequence is preempted
+        self.prompt_tokens = len(request.prompt)  # what usage reports
         self.emit = emit
         self.max_tokens = max_tokens
         self.clamped_by_context = max_tokens < request.max_tokens
@@ -64,6 +65,20 @@ class Sequence:
         return len(self.prompt) - self.cursor
 
     @property
+    def priority(self) -> int:
+        """Scheduling class (core.request.PRIORITY_*): a lower value is admitted and kept first."""
+        return self.request.priority
+
+    def suspend(self) -> None:
+        """Leave the slot (preempted) and wait again. A decoding sequence will resume by reading back
+        what it has generated as prompt (cheap while its KV survives as prefix cache), so its output
+        goes on where it stopped and nothing already emitted is repeated."""
+        if self.phase is Phase.DECODE and self.slot is not None and self.pending is not None:
+            self.prompt = [*self.slot.tokens, self.pending]
+            self.pending = None
+        self.slot, self.cursor, self.phase = None, 0, Phase.WAITING
+
+    @property
     def limit_reason(self) -> FinishReason:
         """Why generation ends at `max_tokens`: the client's limit, or the end of the context."""
         return "context" if self.clamped_by_context else "length"
@@ -72,7 +87,7 @@ class Sequence:
         """The slot is set up (prefix reused or restored): report the cache hit, once per request."""
         if self.cached is None:
             self.cached = self.cursor
-            self.emit(Admitted(prompt_tokens=len(self.prompt), cached_tokens=self.cached))
+            self.emit(Admitted(prompt_tokens=self.prompt_tokens, cached_tokens=self.cached))
 
     def push_piece(self, piece: bytes, logprob: TokenLogprob | None = None) -> str | None:
         """Feed one sampled token's bytes; emit safe text; return the stop string if one matched.
@@ -107,7 +122,7 @@ class Sequence:
         self.emit(
             Finished(
                 reason=reason,
-                prompt_tokens=len(self.prompt),
+                prompt_tokens=self.prompt_tokens,
                 cached_tokens=self.cached or 0,
                 generated_tokens=self.generated,
                 stop_sequence=stop,

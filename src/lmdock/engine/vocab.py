@@ -13,7 +13,7 @@ from pathlib import Path
 import llama_cpp as L
 
 from lmdock.core.errors import ModelLoadError, ModelUnavailable
-from lmdock.engine.llama_model import load_model_file, tokenize
+from lmdock.engine.llama_model import control_texts, load_model_file, tokenize
 
 
 class Vocab:
@@ -39,6 +39,13 @@ class Vocab:
             with self._cv:
                 self._users -= 1
                 self._cv.notify_all()
+
+    def control_texts(self) -> list[str]:
+        """The text of every control token: what message content must not produce (chat/plaintext.py)."""
+        with self._cv:
+            if self._model is None:
+                raise ModelUnavailable(f"model '{self.key}' was unloaded; retry in a moment")
+            return control_texts(self._vocab)
 
     def close(self) -> None:
         with self._cv:

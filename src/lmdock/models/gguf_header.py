@@ -32,6 +32,7 @@ _SCALARS = {
 }
 _STRING, _ARRAY = 8, 9
 _DEFAULT_ALIGNMENT = 32
+_MAX_ARRAY_DEPTH = 8
 
 
 class GGUFFormatError(ValueError):
@@ -71,6 +72,8 @@ class _Cursor:
 
     def skip_string(self) -> None:
         n = self.unpack("<Q")  # read first: `self.pos += ...` would add to the old position
+        if self.pos + n > len(self.buf):
+            raise GGUFFormatError("file is truncated: the header is cut short")
         self.pos += n
 
     def value(self, vtype: int) -> Any:
@@ -81,15 +84,22 @@ class _Cursor:
             raise GGUFFormatError(f"unknown value type {vtype}")
         return self.unpack(fmt)
 
-    def skip_array(self) -> int:
-        """Skip an array value; returns its length."""
+    def skip_array(self, depth: int = 0) -> int:
+        """Skip an array value; returns its length. Arrays nest at most `_MAX_ARRAY_DEPTH` deep."""
+        if depth > _MAX_ARRAY_DEPTH:
+            raise GGUFFormatError(f"arrays nested more than {_MAX_ARRAY_DEPTH} levels deep")
         etype, count = self.unpack("<I"), self.unpack("<Q")
+        remaining = len(self.buf) - self.pos
         if etype == _STRING:
+            if count * 8 > remaining:
+                raise GGUFFormatError("file is truncated: the header is cut short")
             for _ in range(count):
                 self.skip_string()
         elif etype == _ARRAY:
+            if count * 12 > remaining:
+                raise GGUFFormatError("file is truncated: the header is cut short")
             for _ in range(count):
-                self.skip_array()
+                self.skip_array(depth + 1)
         elif etype in _SCALARS:
             self.pos += count * struct.calcsize(_SCALARS[etype])
         else:
@@ -117,6 +127,8 @@ def _parse(cur: _Cursor, file_size: int) -> GGUFHeader:
     if version not in (2, 3):
         raise GGUFFormatError(f"unsupported GGUF version {version} (big-endian or too old?)")
     n_tensors, n_kv = cur.unpack("<Q"), cur.unpack("<Q")
+    if n_kv * 12 > file_size or n_tensors * 24 > file_size:
+        raise GGUFFormatError(f"implausible header: {n_kv} key/values and {n_tensors} tensors")
     header = GGUFHeader(n_tensors=n_tensors)
     for _ in range(n_kv):
         key = cur.string()
@@ -129,6 +141,8 @@ def _parse(cur: _Cursor, file_size: int) -> GGUFHeader:
     for _ in range(n_tensors):
         cur.skip_string()
         n_dims = cur.unpack("<I")
+        if n_dims > 8:
+            raise GGUFFormatError(f"a tensor has {n_dims} dimensions (at most 8)")
         n_elements = 1
         for _ in range(n_dims):
             n_elements *= cur.unpack("<Q")
@@ -137,7 +151,9 @@ def _parse(cur: _Cursor, file_size: int) -> GGUFHeader:
         header.n_params += n_elements
         header.tensor_bytes += nbytes
         data_end = max(data_end, offset + nbytes)
-    alignment = int(header.kv.get("general.alignment", _DEFAULT_ALIGNMENT)) or _DEFAULT_ALIGNMENT
+    alignment = header.kv.get("general.alignment", _DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+        raise GGUFFormatError(f"general.alignment is {alignment!r}, not a positive integer")
     data_start = -(-cur.pos // alignment) * alignment
     header.required_size = data_start + data_end if n_tensors else cur.pos
     if header.required_size > file_size:

@@ -68,9 +68,11 @@ def read_metadata(path: Path) -> GGUFMetadata:
         return _cache[cache_key]
     try:
         header = read_gguf_header(path)
+        meta = _from_header(header.kv, header.array_lengths, header.n_params, header.tensor_bytes)
     except (GGUFFormatError, OSError) as exc:
         raise ModelLoadError(f"{path.name} is not a loadable GGUF file: {exc}") from None
-    meta = _from_header(header.kv, header.array_lengths, header.n_params, header.tensor_bytes)
+    except Exception as exc:  # a malformed header must make the file unusable, never break a listing
+        raise ModelLoadError(f"{path.name} has a malformed GGUF header: {type(exc).__name__}") from None
     if len(_cache) >= _CACHE_MAX:
         _cache.pop(next(iter(_cache)))
     _cache[cache_key] = meta
@@ -80,22 +82,27 @@ def read_metadata(path: Path) -> GGUFMetadata:
 def _from_header(
     kv: dict[str, Any], arrays: dict[str, int], n_params: int, tensor_bytes: int
 ) -> GGUFMetadata:
-    arch = str(kv.get("general.architecture") or "unknown")
+    arch = kv.get("general.architecture")
+    arch = arch if isinstance(arch, str) and arch else "unknown"
 
     def num(key: str) -> int:
         value = kv.get(f"{arch}.{key}")
-        return int(value) if isinstance(value, (int, float)) else 0
+        return int(value) if isinstance(value, (int, float)) and 0 <= value < 1 << 40 else 0
+
+    def text(key: str) -> str | None:
+        value = kv.get(key)
+        return value if isinstance(value, str) else None
 
     n_embd, n_head = num("embedding_length"), num("attention.head_count")
     head_dim = n_embd // n_head if n_head else 0
     return GGUFMetadata(
         architecture=arch,
-        name=kv.get("general.name"),
+        name=text("general.name"),
         context_length=num("context_length"),
-        chat_template=kv.get("tokenizer.chat_template"),
+        chat_template=text("tokenizer.chat_template"),
         quantization=_file_type_name(kv.get("general.file_type")),
         n_params=n_params or None,
-        size_label=kv.get("general.size_label"),
+        size_label=text("general.size_label"),
         n_layer=num("block_count"),
         n_embd=n_embd,
         n_head=n_head,

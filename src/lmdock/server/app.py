@@ -22,6 +22,7 @@ from lmdock.api.native import router as native_router
 from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogHub, RequestLogMiddleware
 from lmdock.api.responses import router as responses_router
+from lmdock.chat.session import ChatSession
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
 from lmdock.engine.proxy import rss_bytes
@@ -29,7 +30,7 @@ from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
 from lmdock.server.metrics import metrics_response
-from lmdock.server.middleware import BodyTooLarge, RequestContext
+from lmdock.server.middleware import BodyTooLarge, HostPolicy, RequestContext
 from lmdock.server.web import router as web_router
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,16 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
     app.state.manager = manager
     app.state.settings = settings
     app.state.load_error = None
-    if settings.cors_origins:
+    ChatSession.grammar_timeout = settings.limits.grammar_timeout
+    app.add_middleware(
+        RequestContext,
+        api_keys=settings.api_keys,
+        admin_keys=settings.admin_keys,
+        max_body_bytes=settings.max_body_bytes,
+        hosts=HostPolicy(settings.host, settings.allowed_hosts),
+        cors_origins=settings.cors_origins,
+    )
+    if settings.cors_origins:  # outside RequestContext: answers allowed preflights, labels its errors
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -68,7 +78,6 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             allow_headers=["*"],
             expose_headers=["request-id"],
         )
-    app.add_middleware(RequestContext, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
     app.include_router(anthropic_router)

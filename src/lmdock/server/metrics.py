@@ -23,6 +23,10 @@ class _EngineCollector:
             "generated_tokens": ("lmdock_generated_tokens", "Tokens generated"),
             "cache_hit_tokens": ("lmdock_cache_hit_tokens", "Prompt tokens reused from the prefix cache"),
             "evictions": ("lmdock_cache_evictions", "Cached sequences evicted from the KV cache"),
+            "preemptions": (
+                "lmdock_preemptions",
+                "Running sequences sent back to wait (KV full, or priority)",
+            ),
             "requests": ("lmdock_requests", "Generation requests admitted to an engine"),
         }
         families = {k: CounterMetricFamily(n, h, labels=["model"]) for k, (n, h) in counters.items()}

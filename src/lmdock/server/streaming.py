@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from lmdock.core.errors import LmdockError
 
@@ -64,3 +66,27 @@ async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]
     finally:
         if not task.done():
             task.cancel()
+
+
+class SSEResponse(StreamingResponse):
+    """A server-sent-event stream that calls `on_close` when the response ends for any reason: done,
+    failed, or a client that left before the first byte (Starlette then never starts the body
+    iterator, so a `finally` inside it would never run and the engine sequence would decode on)."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream; charset=utf-8",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(BaseException):
+                    await aclose()

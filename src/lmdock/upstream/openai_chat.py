@@ -20,6 +20,7 @@ from lmdock.core.events import (
     Done,
     GenerationEvent,
     StopReason,
+    TextDelta,
     ThinkingDelta,
     ToolCallArgsDelta,
     ToolCallEnd,
@@ -151,6 +152,35 @@ def read_usage(chunk: dict[str, Any], result: StreamResult) -> None:
         result.usage.cached_tokens = int(timings["cache_n"])
 
 
+class CallGate:
+    """What lmdock's grammars guarantee for local models, applied to an upstream that does not constrain:
+    once a tool call is complete only more calls may follow (one, without parallel calls); text after it
+    ends the turn, as it would under the grammar."""
+
+    def __init__(self, parallel: bool = True) -> None:
+        self.parallel = parallel
+        self.calls_done = 0
+        self.cut = False
+
+    def __call__(self, events: list[GenerationEvent]) -> list[GenerationEvent]:
+        out: list[GenerationEvent] = []
+        for e in events:
+            if self.cut:
+                break
+            if self.calls_done and isinstance(e, TextDelta | ThinkingDelta):
+                if isinstance(e, TextDelta) and not e.text.strip():
+                    continue  # blanks between calls
+                self.cut = True
+                break
+            if self.calls_done and not self.parallel and isinstance(e, ToolCallStart):
+                self.cut = True
+                break
+            if isinstance(e, ToolCallEnd):
+                self.calls_done += 1
+            out.append(e)
+        return out
+
+
 class _Call:
     def __init__(self, index: int, name: str) -> None:
         self.index = index
@@ -163,9 +193,10 @@ class ChatTranslator:
     ids, client stop sequences applied here, and a bare JSON object naming a declared tool recovered as a
     call (as for local models)."""
 
-    def __init__(self, tool_names: list[str], stops: list[str]) -> None:
+    def __init__(self, tool_names: list[str], stops: list[str], parallel: bool = True) -> None:
         self.tool_names = tool_names
         self.stop = StopMatcher(stops)
+        self.gate = CallGate(parallel)
         self.result = StreamResult()
         self._parser = self._new_parser()
         self._calls: dict[int, _Call] = {}
@@ -197,8 +228,16 @@ class ChatTranslator:
         self._parser = self._new_parser()
         return out
 
+    @property
+    def ended(self) -> bool:
+        """Whether lmdock ended the turn (a client stop sequence, or text after a finished tool call)."""
+        return self.stop.hit is not None or self.gate.cut
+
     def feed(self, chunk: dict[str, Any]) -> list[GenerationEvent]:
         read_usage(chunk, self.result)
+        return self.gate(self._feed(chunk))
+
+    def _feed(self, chunk: dict[str, Any]) -> list[GenerationEvent]:
         out: list[GenerationEvent] = []
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
@@ -250,15 +289,18 @@ class ChatTranslator:
     def finish(self, clamped: bool = False) -> list[GenerationEvent]:
         """The events after the upstream's last chunk (or after a client stop sequence cut it short)."""
         out: list[GenerationEvent] = []
-        if self.stop.hit is None:
-            out += self._parser.feed(self.stop.flush())
-        out = self._renumber(out + self._parser.finish()) + self._close_call()
+        if not self.gate.cut:
+            if self.stop.hit is None:
+                out += self._parser.feed(self.stop.flush())
+            out = self.gate(self._renumber(out + self._parser.finish()) + self._close_call())
         usage = self.result.usage
         if not self.result.usage_seen:
             usage.output_tokens = self.result.chunks + self.tool_calls
         reason: StopReason
         stop_sequence = None
-        if self.stop.hit is not None:
+        if self.gate.cut:
+            reason = "tool_use"
+        elif self.stop.hit is not None:
             reason, stop_sequence = "stop_sequence", self.stop.hit
         elif self.result.finish_reason == "length":
             reason = "context_window" if clamped else "max_tokens"
@@ -276,7 +318,7 @@ async def translate(
     async for chunk in chunks:
         for event in translator.feed(chunk):
             yield event
-        if translator.stop.hit is not None:
+        if translator.ended:
             break
     for event in translator.finish(clamped):
         yield event

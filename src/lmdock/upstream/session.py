@@ -27,6 +27,7 @@ from lmdock.core.events import Done, GenerationEvent
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.upstream.config import UpstreamConfigError
 from lmdock.upstream.openai_chat import (
+    CallGate,
     ChatTranslator,
     StopMatcher,
     StreamResult,
@@ -123,7 +124,7 @@ class UpstreamSession:
             counting.cancel()
             raise
         tools = [t.name for t in req.tools] if req.tool_choice.mode != "none" else []
-        translator = ChatTranslator(tools, list(req.stop))
+        translator = ChatTranslator(tools, list(req.stop), parallel=req.tool_choice.parallel)
         return UpstreamChat(
             input_tokens=await self._counted(counting),
             rendered=_plain(),
@@ -261,7 +262,9 @@ class UpstreamSession:
             user_stops=list(req.stop),
             _stream=None,  # type: ignore[arg-type]
             opened=opened,
-            make_events=lambda chunks: _text_events(chunks, rendered.new_parser(), stopper, opened.clamped),
+            make_events=lambda chunks: _text_events(
+                chunks, rendered.new_parser(), stopper, opened.clamped, CallGate(req.tool_choice.parallel)
+            ),
         )
 
     def _completion_body(
@@ -307,9 +310,14 @@ class UpstreamSession:
 
 
 async def _text_events(
-    chunks: AsyncIterator[dict[str, Any]], parser: OutputParser, stopper: StopMatcher, clamped: bool
+    chunks: AsyncIterator[dict[str, Any]],
+    parser: OutputParser,
+    stopper: StopMatcher,
+    clamped: bool,
+    gate: CallGate | None = None,
 ) -> AsyncIterator[GenerationEvent]:
     """Completion text chunks -> lmdock's parser -> core events (what the local engine path does)."""
+    gate = gate or CallGate()
     result = StreamResult()
     async for chunk in chunks:
         read_usage(chunk, result)
@@ -321,21 +329,22 @@ async def _text_events(
                 text = (choice.get("delta") or {}).get("content")
             if isinstance(text, str) and text:
                 result.chunks += 1
-                for event in parser.feed(stopper.feed(text)):
+                for event in gate(parser.feed(stopper.feed(text))):
                     yield event
             if choice.get("finish_reason"):
                 result.finish_reason = choice["finish_reason"]
-        if stopper.hit is not None:
+        if stopper.hit is not None or gate.cut:
             break
-    if stopper.hit is None:
-        for event in parser.feed(stopper.flush()):
+    if not gate.cut:
+        tail = parser.feed(stopper.flush()) if stopper.hit is None else []
+        for event in gate(tail + parser.finish()):
             yield event
-    for event in parser.finish():
-        yield event
     usage = result.usage
     if not result.usage_seen:
         usage.output_tokens = result.chunks
-    if stopper.hit is not None:
+    if gate.cut:
+        reason, stop_sequence = "tool_use", None
+    elif stopper.hit is not None:
         reason, stop_sequence = "stop_sequence", stopper.hit
     elif result.finish_reason == "length":
         reason, stop_sequence = ("context_window" if clamped else "max_tokens"), None

@@ -110,6 +110,26 @@ def test_kv_full_preempts_batch_work_before_interactive_work():
     assert isinstance(decision, Preempt) and decision.seq is batch
 
 
+def test_suspended_batch_work_resumes_from_its_cached_prompt_and_generated_tokens():
+    s = scheduler(n_slots=2, parallel=1)
+    batch = seq([1, 2, 3], priority=1)
+    s.add(batch)
+    s.admit()
+    s.postprocess(s.schedule())  # prefilled: now decoding
+    batch.pending = 9
+    s.postprocess(s.schedule())  # one token decoded, another sampled
+    batch.pending = 10
+    interactive = seq([7, 8])
+    s.add(interactive)
+    assert s.yield_to_priority() == [batch]
+    assert batch.phase is Phase.WAITING and batch.prompt == [1, 2, 3, 9, 10]
+    assert [x for x, _ in s.admit()] == [interactive]
+    s.remove(interactive, keep_cache=True)
+    ((resumed, claim),) = s.admit()
+    assert resumed is batch and claim.reused == 4  # prompt and the decoded token: only 10 is left to do
+    assert [(p.seq, p.n_tokens) for p in s.schedule().prefill] == [(batch, 1)]
+
+
 # --- batches ----------------------------------------------------------------------------------------
 
 

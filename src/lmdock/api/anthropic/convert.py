@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, MessageParam
@@ -89,12 +88,7 @@ def _assistant_message(blocks: list[dict[str, Any]]) -> Message:
             if verify_thinking(thinking, str(block.get("signature", ""))):
                 reasoning.append(thinking)
         elif kind in ("tool_use", "server_tool_use"):
-            args = block.get("input")
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    args = {}
+            args = block.get("input")  # an object: the schema parsed a JSON string already
             calls.append(
                 ToolCall(
                     id=str(block.get("id", "")),
@@ -111,9 +105,10 @@ def _assistant_message(blocks: list[dict[str, Any]]) -> Message:
 
 
 def _blocks(message: MessageParam) -> list[dict[str, Any]]:
+    """A message's blocks as plain dicts (validated by the schema, so every known field has its type)."""
     if isinstance(message.content, str):
         return [{"type": "text", "text": message.content}]
-    return [b for b in message.content if isinstance(b, dict)]
+    return [b.model_dump() for b in message.content]
 
 
 def _merge_same_role(messages: list[MessageParam]) -> list[tuple[str, list[dict[str, Any]]]]:

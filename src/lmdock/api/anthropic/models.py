@@ -27,6 +27,8 @@ def model_info(manager: ModelManager, record: ModelRecord) -> dict:
     ).model_dump(mode="json", exclude_none=True)
     # OpenAI's Model fields, so `openai.models.list()` parses the same endpoint
     info.update(object="model", created=mtime, owned_by=record.publisher or "lmdock")
+    if record.metadata.error:  # listed, but marked unusable with the reason
+        info["error"] = record.metadata.error
     return info
 
 

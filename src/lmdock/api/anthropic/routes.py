@@ -3,54 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
+from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.services import manager_of
+from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
-from lmdock.core.errors import InvalidRequest
 from lmdock.server.errors import stream_error_event
-from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
+from lmdock.server.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-async def read_json(request: Request):
-    raw = await request.body()
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s %s body: %s", request.method, request.url.path, raw[:20000].decode(errors="replace"))
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 @router.post("/v1/messages")
 async def create_message(request: Request):
     params = parse(MessageCreateParams, await read_json(request))
     chat = to_chat_request(params)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
     model = await manager_of(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     note_sampling(request, prepared.sampling)
     encoder = MessageEncoder(params.model)
     if params.stream:
-        return StreamingResponse(
-            _stream(request, model.key, prepared, encoder),
-            media_type="text/event-stream; charset=utf-8",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return SSEResponse(_stream(request, model.key, prepared, encoder), on_close=prepared.cancel)
 
     async def run() -> dict:
         async for event in prepared.events():
@@ -59,7 +46,10 @@ async def create_message(request: Request):
         note_usage(request, model.key, encoder.done.usage)
         return encoder.message().model_dump(mode="json")
 
-    return JSONResponse(await unless_disconnected(request, run))
+    try:
+        return JSONResponse(await unless_disconnected(request, run))
+    finally:
+        prepared.cancel()
 
 
 async def _stream(
@@ -88,8 +78,10 @@ async def _stream(
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request):
     params = parse(CountTokensParams, await read_json(request))
+    chat = to_chat_request(params)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
     model = await manager_of(request).get(params.model)
-    n = await model.session.count_tokens(to_chat_request(params))
+    n = await model.session.count_tokens(chat)
     return {"input_tokens": n}
 
 

@@ -1,30 +1,176 @@
 """Lenient pydantic models of the Messages request: validate what lmdock uses, ignore the rest.
 
 Claude Code sends an open-ended, growing set of fields, block types and betas, so unknown fields are
-accepted everywhere and unknown content blocks are kept as raw dicts for the converter to skip.
+accepted everywhere and content blocks of unknown types are accepted (with a string `type`) for the
+converter to skip. Every known block is checked against the SDK's param type (anthropic.types), so a
+wrong type anywhere is a 400 naming its path, e.g. `messages.2.content.0.source: Field required`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from lmdock.api.validation import validate_body
+from lmdock.api.validation import tagged, validate_body
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest
+
+TOOL_NAME = r"^[a-zA-Z0-9_.:-]{1,128}$"
 
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class UnknownBlock(_Lenient):
+    """A block (or source) type lmdock does not know: accepted and ignored."""
+
+    type: str
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+
+class Base64Source(_Lenient):
+    type: Literal["base64"]
+    media_type: str
+    data: str
+
+
+class URLSource(_Lenient):
+    type: Literal["url"]
+    url: str
+
+
+class FileSource(_Lenient):
+    type: Literal["file"]
+    file_id: str
+
+
+class PlainTextSource(_Lenient):
+    type: Literal["text"]
+    data: str
+    media_type: str | None = None
+
+
 class TextBlock(_Lenient):
     type: Literal["text"]
     text: str
+    citations: list[dict[str, Any]] | None = None
+
+
+ImageSource = tagged(Base64Source, URLSource, FileSource, UnknownBlock)
+
+
+class ImageBlock(_Lenient):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class ContentSource(_Lenient):
+    type: Literal["content"]
+    content: str | list[tagged(TextBlock, ImageBlock, UnknownBlock)]
+
+
+DocumentSource = tagged(Base64Source, PlainTextSource, ContentSource, URLSource, FileSource, UnknownBlock)
+
+
+# --- content blocks ------------------------------------------------------------------------------------
+
+
+class DocumentBlock(_Lenient):
+    type: Literal["document"]
+    source: DocumentSource
+    title: str | None = None
+    context: str | None = None
+
+
+class SearchResultBlock(_Lenient):
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+
+
+class ToolReferenceBlock(_Lenient):
+    type: Literal["tool_reference"]
+    tool_name: str
+
+
+class ToolResultBlock(_Lenient):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: (
+        str
+        | list[
+            tagged(TextBlock, ImageBlock, SearchResultBlock, DocumentBlock, ToolReferenceBlock, UnknownBlock)
+        ]
+        | None
+    ) = None
+    is_error: bool | None = None
+
+
+def _object_input(value: Any) -> Any:
+    """`input` is a JSON object; a JSON string holding one is accepted too (some clients send that)."""
+    if isinstance(value, str):
+        try:
+            value = safejson.loads(value, what="input")
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from None
+        if not isinstance(value, dict):
+            raise ValueError("input must be a JSON object")
+    return value
+
+
+ToolInput = Annotated[dict[str, Any], BeforeValidator(_object_input)]
+
+
+class ToolUseBlock(_Lenient):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: ToolInput
+
+
+class ServerToolUseBlock(_Lenient):
+    type: Literal["server_tool_use"]
+    id: str
+    name: str
+    input: ToolInput
+
+
+class ThinkingBlock(_Lenient):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str = ""
+
+
+class RedactedThinkingBlock(_Lenient):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+ContentBlock = tagged(
+    TextBlock,
+    ImageBlock,
+    DocumentBlock,
+    SearchResultBlock,
+    ToolUseBlock,
+    ServerToolUseBlock,
+    ToolResultBlock,
+    ThinkingBlock,
+    RedactedThinkingBlock,
+    ToolReferenceBlock,
+    UnknownBlock,
+)
+
+
+# --- request -------------------------------------------------------------------------------------------
 
 
 class ToolSchema(_Lenient):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_.:-]{1,128}$")
+    name: str = Field(pattern=TOOL_NAME)
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None
@@ -38,7 +184,7 @@ class ToolChoiceParam(_Lenient):
 
 class ThinkingParam(_Lenient):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = None
+    budget_tokens: int | None = Field(default=None, ge=0, le=1 << 30)
 
 
 class OutputFormat(_Lenient):
@@ -53,7 +199,7 @@ class OutputConfig(_Lenient):
 
 class MessageParam(_Lenient):
     role: Literal["user", "assistant", "system"]
-    content: str | list[dict[str, Any]]
+    content: str | list[ContentBlock]
 
 
 class CountTokensParams(_Lenient):
@@ -68,12 +214,12 @@ class CountTokensParams(_Lenient):
 
 
 class MessageCreateParams(CountTokensParams):
-    max_tokens: int
+    max_tokens: int = Field(le=1 << 30)
     stream: bool = False
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=1 << 20)
     metadata: dict[str, Any] | None = None
 
 

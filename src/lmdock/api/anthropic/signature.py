@@ -12,6 +12,7 @@ import hmac
 import os
 import secrets
 from functools import lru_cache
+from pathlib import Path
 
 from lmdock.config import lmdock_home
 
@@ -25,11 +26,28 @@ def _server_key() -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        path.write_bytes(key)
-        path.chmod(0o600)
+        return _create_key(path)
+
+
+def _create_key(path: Path) -> bytes:
+    """Write a new key readable by the owner only from its first byte: a 0600 temporary file, then a
+    hard link to the final name, which fails if another process made the key first (then use theirs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes()
         return key
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sign_thinking(text: str) -> str:
@@ -38,4 +56,5 @@ def sign_thinking(text: str) -> str:
 
 
 def verify_thinking(text: str, signature: str) -> bool:
-    return hmac.compare_digest(sign_thinking(text), signature)
+    """Whether `signature` is lmdock's for `text` (bytes compared: a str of non-ASCII would raise)."""
+    return hmac.compare_digest(sign_thinking(text).encode(), signature.encode("utf-8", "replace"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmdock.api.native.catalog import default_context, instance_config, model_entry
 from lmdock.api.request_log import note_usage
 from lmdock.api.services import download_jobs_of, manager_of
-from lmdock.api.validation import validate_body
+from lmdock.api.validation import read_json, validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.models.downloads import parse_spec, plan_download
 from lmdock.models.estimate import estimate_memory, kv_element_bytes
@@ -61,13 +60,6 @@ class DownloadBody(_Body):
     quantization: str | None = None
 
 
-async def _body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 def _check_name(name: str, manager: ModelManager | None = None) -> str:
     """Model names are keys or aliases: a file path must not reach the store lookup or the loader."""
     if _PATH_LIKE.search(name.strip()):
@@ -92,7 +84,7 @@ async def list_models(request: Request):
 
 @router.post("/models/load")
 async def load_model(request: Request):
-    body = validate_body(LoadBody, await _body(request))
+    body = validate_body(LoadBody, await read_json(request))
     manager = manager_of(request)
     record = manager.resolve(_check_name(body.model, manager))
     want = body.settings()
@@ -124,7 +116,7 @@ async def load_model(request: Request):
 
 @router.post("/models/unload")
 async def unload_model(request: Request):
-    body = validate_body(UnloadBody, await _body(request))
+    body = validate_body(UnloadBody, await read_json(request))
     name = body.instance_id or body.model
     if not name:
         raise InvalidRequest("model: Field required", param="model")
@@ -137,7 +129,7 @@ async def unload_model(request: Request):
 
 @router.post("/models/download")
 async def download_model(request: Request):
-    body = validate_body(DownloadBody, await _body(request))
+    body = validate_body(DownloadBody, await read_json(request))
     spec = parse_spec(body.model, body.quantization)
     files = await asyncio.to_thread(plan_download, spec)
     job = download_jobs_of(request).start(files, manager_of(request).settings.models_dir)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from openai.types import Completion, CompletionChoice
 from openai.types.completion_choice import Logprobs
 
+from lmdock.api.limits import check_stops, limits_of
 from lmdock.api.openai.convert import (
     TextOrTokens,
     check_unsupported,
@@ -58,6 +59,12 @@ class _Encoder:
         self.finish: list[str] = []
         self.usage = ev.Usage()
         self._echo_pending: str | None = None
+        self.current: PreparedChat | None = None  # the prompt generating now
+
+    def cancel(self) -> None:
+        """End the generation under way (the client left, or the response ended)."""
+        if self.current is not None:
+            self.current.cancel()
 
     def begin(self, prepared: PreparedChat) -> None:
         """A new prompt's events follow; with `echo`, its text opens the choice."""
@@ -151,6 +158,7 @@ async def _events(
     """Every prompt's events in turn; a later prompt is admitted once the one before it is done."""
     for item in [first, *rest]:
         prepared = item if isinstance(item, PreparedChat) else await prepare(item)
+        encoder.current = prepared
         encoder.begin(prepared)
         async for event in prepared.events():
             yield event
@@ -160,6 +168,7 @@ async def _events(
 async def create_completion(request: Request):
     params = validate_body(CompletionParams, await read_json(request))
     check_unsupported(params)
+    check_stops(params.stops, limits_of(request), "stop")
     logprobs = logprobs_of(params)
     if logprobs is not None and params.echo:
         raise InvalidRequest("logprobs: not supported together with echo", param="logprobs")
@@ -180,10 +189,12 @@ async def create_completion(request: Request):
         include_usage=params.include_usage,
         logprobs=logprobs is not None,
     )
+    encoder.current = first
     events = _events(first, prompts[1:], prepare, encoder)
     if params.stream:
         return sse_response(
-            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage)
+            stream_frames(request, model.key, events, encoder.feed, usage=lambda: encoder.usage),
+            on_close=encoder.cancel,
         )
 
     async def run() -> dict:
@@ -191,6 +202,9 @@ async def create_completion(request: Request):
             encoder.feed(event)
         return encoder.completion().model_dump(mode="json", exclude_unset=True)
 
-    result = await unless_disconnected(request, run)
+    try:
+        result = await unless_disconnected(request, run)
+    finally:
+        encoder.cancel()
     note_usage(request, model.key, encoder.usage)
     return JSONResponse(result)

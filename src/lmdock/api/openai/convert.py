@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from lmdock.api.openai.schema import ChatCompletionParams, ChatMessageParam, GenerationParams, NamedToolChoice
+from lmdock.api.openai.schema import (
+    ChatCompletionParams,
+    ChatMessageParam,
+    FunctionToolCall,
+    GenerationParams,
+    NamedToolChoice,
+    RefusalPart,
+    TextPart,
+)
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import (
     ChatRequest,
@@ -77,34 +85,28 @@ def logprobs_of(params: GenerationParams) -> int | None:
     return k
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
+def _text(content: str | list[Any] | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     parts = []
     for part in content:
-        kind = part.get("type")
-        if kind == "text":
-            parts.append(str(part.get("text", "")))
-        elif kind == "refusal":
-            parts.append(str(part.get("refusal", "")))
-        elif kind in _PLACEHOLDERS:
-            parts.append(_PLACEHOLDERS[kind])
+        if isinstance(part, TextPart):
+            parts.append(part.text)
+        elif isinstance(part, RefusalPart):
+            parts.append(part.refusal)
+        elif part.type in _PLACEHOLDERS:
+            parts.append(_PLACEHOLDERS[part.type])
     return "\n".join(parts)
 
 
-def _tool_call(raw: dict[str, Any], where: str) -> ToolCall:
-    function = raw.get("function") or {}
-    args = function.get("arguments") or "{}"
+def _tool_call(raw: FunctionToolCall, where: str) -> ToolCall:
+    args: Any = raw.function.arguments or "{}"
+    param = f"{where}.function.arguments"
     if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            raise InvalidRequest(
-                f"{where}.function.arguments: not valid JSON", param=f"{where}.function.arguments"
-            ) from None
+        args = safejson.loads(args, what=param)
     if not isinstance(args, dict):
-        raise InvalidRequest(f"{where}.function.arguments: must be a JSON object", param=where)
-    return ToolCall(id=str(raw.get("id", "")), name=str(function.get("name", "")), arguments=args)
+        raise InvalidRequest(f"{param}: must be a JSON object", param=param)
+    return ToolCall(id=raw.id, name=raw.function.name, arguments=args)
 
 
 def _messages(messages: list[ChatMessageParam]) -> list[Message]:
@@ -117,7 +119,11 @@ def _messages(messages: list[ChatMessageParam]) -> list[Message]:
         elif m.role == "user":
             out.append(Message(role="user", content=text, name=m.name))
         elif m.role == "assistant":
-            calls = [_tool_call(c, f"messages.{i}.tool_calls.{j}") for j, c in enumerate(m.tool_calls or [])]
+            calls = [
+                _tool_call(c, f"messages.{i}.tool_calls.{j}")
+                for j, c in enumerate(m.tool_calls or [])
+                if isinstance(c, FunctionToolCall)
+            ]
             names.update({c.id: c.name for c in calls})
             out.append(
                 Message(role="assistant", content=text, reasoning=m.reasoning_content, tool_calls=calls)

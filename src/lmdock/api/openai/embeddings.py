@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import numpy as np
@@ -9,15 +10,36 @@ from fastapi import APIRouter, Request
 from openai.types import CreateEmbeddingResponse, Embedding
 from openai.types.create_embedding_response import Usage
 
-from lmdock.api.openai.convert import text_or_token_items
+from lmdock.api.limits import limits_of
+from lmdock.api.openai.convert import TextOrTokens, text_or_token_items
 from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
 from lmdock.api.validation import validate_body
+from lmdock.config import RequestLimits
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
 
 router = APIRouter()
+
+
+def _tokenize_all(vocab, inputs: list[TextOrTokens], limits: RequestLimits) -> list[list[int]]:
+    """Every input's tokens (as the embedder tokenizes: specials added, special text kept as text),
+    refusing more tokens in all than the limit before the worker is asked to embed anything."""
+    out, total = [], 0
+    for item in inputs:
+        tokens = (
+            vocab.tokenize(item, add_special=True, parse_special=False) if isinstance(item, str) else item
+        )
+        total += len(tokens)
+        if total > limits.max_embedding_tokens:
+            raise InvalidRequest(
+                f"input: more than {limits.max_embedding_tokens} tokens in one request "
+                "(see --max-embedding-tokens)",
+                param="input",
+            )
+        out.append(list(tokens))
+    return out
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -30,9 +52,17 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 async def create_embeddings(request: Request):
     params = validate_body(EmbeddingParams, await read_json(request))
     inputs = text_or_token_items(params.input, "input")
+    limits = limits_of(request)
+    if len(inputs) > limits.max_embedding_inputs:
+        raise InvalidRequest(
+            f"input: at most {limits.max_embedding_inputs} inputs per request (got {len(inputs)}; "
+            "see --max-embedding-inputs)",
+            param="input",
+        )
     model = await model_for(request, params.model, params.ttl)
     if getattr(model, "engine", None) is None:
         raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")
+    inputs = await asyncio.to_thread(_tokenize_all, model.vocab, inputs, limits)
     n_embd = model.engine.info.n_embd if model.engine.info else None
     if params.dimensions is not None and params.dimensions != n_embd:
         raise InvalidRequest(f"dimensions: {model.key} embeds in {n_embd} dimensions", param="dimensions")

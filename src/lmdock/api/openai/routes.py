@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.openai.completions import router as completions_router
 from lmdock.api.openai.convert import to_chat_request
 from lmdock.api.openai.embeddings import router as embeddings_router
@@ -25,6 +26,14 @@ router.include_router(embeddings_router)
 async def create_chat_completion(request: Request):
     params = validate_body(ChatCompletionParams, await read_json(request))
     chat = to_chat_request(params)  # client errors before a model is loaded for nothing
+    check_chat(
+        chat,
+        limits_of(request),
+        n_messages=len(params.messages),
+        schema_key="function.parameters",
+        stop_param="stop",
+        format_param="response_format.json_schema.schema",
+    )
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await model.session.prepare(chat)
@@ -34,7 +43,7 @@ async def create_chat_completion(request: Request):
     )
     if params.stream:
         frames = stream_frames(request, model.key, prepared.events(), encoder.feed, [encoder.first_chunk()])
-        return sse_response(frames)
+        return sse_response(frames, on_close=prepared.cancel)
 
     async def run() -> dict:
         async for event in prepared.events():
@@ -43,4 +52,7 @@ async def create_chat_completion(request: Request):
         note_usage(request, model.key, encoder.done.usage)
         return encoder.completion().model_dump(mode="json", exclude_unset=True)
 
-    return JSONResponse(await unless_disconnected(request, run))
+    try:
+        return JSONResponse(await unless_disconnected(request, run))
+    finally:
+        prepared.cancel()

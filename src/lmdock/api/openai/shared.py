@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 
 from lmdock.api.openai.encode import sse_data
 from lmdock.api.request_log import note_usage
 from lmdock.api.services import manager_of
-from lmdock.core.errors import InvalidRequest
+from lmdock.api.validation import read_json  # noqa: F401 (re-exported for the routes)
 from lmdock.core.events import Done, GenerationEvent, Usage
 from lmdock.models.loaded import LoadedModel
 from lmdock.server.errors import stream_error_event
-from lmdock.server.streaming import ping_interval, with_pings
+from lmdock.server.streaming import SSEResponse, ping_interval, with_pings
 
 DONE_FRAME = "data: [DONE]\n\n"
 PING_FRAME = ": ping\n\n"  # an SSE comment: keeps the connection alive, clients skip it
-
-
-async def read_json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
 
 
 async def model_for(request: Request, name: str, ttl: int | None) -> LoadedModel:
@@ -38,12 +29,9 @@ async def model_for(request: Request, name: str, ttl: int | None) -> LoadedModel
     return model
 
 
-def sse_response(frames: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream; charset=utf-8",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
+def sse_response(frames: AsyncIterator[str], on_close: Callable[[], None] = lambda: None) -> SSEResponse:
+    """The SSE response; `on_close` (cancel the generation) runs however the response ends."""
+    return SSEResponse(frames, on_close=on_close)
 
 
 async def stream_frames(

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.openai.shared import model_for, read_json, sse_response
 from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, to_chat_request
@@ -161,6 +162,20 @@ def _without_orphans(items: list[Item]) -> list[Item]:
     return items[start:]
 
 
+def _checked(request: Request, params: ResponseCreateParams, items: list[Item]) -> ChatRequest:
+    """The core request, within the server's per-request limits (issue 10's, shared by every API)."""
+    chat = to_chat_request(params, items)
+    check_chat(
+        chat,
+        limits_of(request),
+        n_messages=len(items),
+        schema_key="parameters",
+        stop_param="stop",
+        format_param="text.format.schema",
+    )
+    return chat
+
+
 @router.post("/v1/responses")
 async def create_response(request: Request):
     params = validate_body(ResponseCreateParams, await read_json(request))
@@ -170,7 +185,7 @@ async def create_response(request: Request):
         previous = await _stored(request, params.previous_response_id, "previous_response_id")
         history = previous.conversation()
     items = normalize_input(params.input)
-    chat = to_chat_request(params, history + items)  # client errors before a model is loaded for nothing
+    chat = _checked(request, params, history + items)  # client errors before a model is loaded for nothing
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
@@ -186,7 +201,7 @@ async def create_response(request: Request):
             await asyncio.to_thread(store.save, response, items, history)
 
     if params.stream:
-        return sse_response(_stream(request, model.key, prepared, encoder, keep))
+        return sse_response(_stream(request, model.key, prepared, encoder, keep), on_close=prepared.cancel)
 
     async def run() -> dict:
         async for event in prepared.events():
@@ -197,7 +212,10 @@ async def create_response(request: Request):
         await keep(response)
         return response
 
-    return JSONResponse(await unless_disconnected(request, run))
+    try:
+        return JSONResponse(await unless_disconnected(request, run))
+    finally:
+        prepared.cancel()  # the client left, or the answer is complete: free the engine sequence
 
 
 async def _stream(
@@ -228,7 +246,7 @@ async def count_input_tokens(request: Request):
     history: list[Item] = []
     if params.previous_response_id:
         history = (await _stored(request, params.previous_response_id, "previous_response_id")).conversation()
-    chat = to_chat_request(params, history + normalize_input(params.input))
+    chat = _checked(request, params, history + normalize_input(params.input))
     model = await model_for(request, params.model, params.ttl)
     return {"object": "response.input_tokens", "input_tokens": await model.session.count_tokens(chat)}
 
