@@ -434,6 +434,10 @@ def test_server_page_shows_metrics_log_and_snippets(page: Page, web: Server):
     row = page.locator("table.log tbody tr", has_text="POST /v1/messages").first
     expect(row).to_contain_text(QWEN)
     expect(row).to_contain_text("200")
+    # The metrics view follows /metrics (polled): the request shows up in the counters.
+    expect(group.locator("div", has=page.locator("dt", has_text="requests")).locator("dd")).not_to_have_text(
+        "0", timeout=30_000
+    )
     snippets = page.locator(".snippet")
     expect(snippets.nth(0)).to_contain_text(f"ANTHROPIC_BASE_URL={web.base_url}")
     expect(snippets.nth(0)).to_contain_text(f"ANTHROPIC_MODEL={QWEN}")
