@@ -37,6 +37,14 @@ def status(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: Jso
         console.print(f"Upstream: {', '.join(served)}", highlight=False)
     if health.get("load_error"):
         console.print(f"[red]Last load error: {health['load_error']}[/red]", highlight=False)
+    for key, worker in (health.get("workers") or {}).items():
+        if worker.get("crashes"):
+            console.print(
+                f"[yellow]{key}: worker crashed {worker['crashes']} time(s), last: {worker['last_crash']}[/yellow]",
+                highlight=False,
+            )
+    for key, why in (health.get("failed") or {}).items():
+        console.print(f"[red]{key} failed: {why}[/red]", highlight=False)
 
 
 def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOption = False) -> None:
