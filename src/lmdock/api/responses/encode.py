@@ -194,22 +194,10 @@ class ResponseEncoder:
             if not entries:
                 return out
         elif current is None or current.kind != "message":
-            out += self._close()
-            current = _Item("message", new_id("msg_"))
-            self.items.append(current)
-            out.append(self._added(current, self._wire(current, "in_progress")))
-            out.append(
-                self._event(
-                    ResponseContentPartAddedEvent,
-                    type="response.content_part.added",
-                    item_id=current.id,
-                    output_index=len(self.items) - 1,
-                    content_index=0,
-                    part=ResponseOutputText(
-                        type="output_text", text="", annotations=[], logprobs=[] if self.logprobs else None
-                    ),
-                )
+            part = ResponseOutputText(
+                type="output_text", text="", annotations=[], logprobs=[] if self.logprobs else None
             )
+            current = self._open(out, _Item("message", new_id("msg_")), part)
         current.text.append(event.text)
         current.logprobs.extend(entries)
         out.append(
@@ -229,20 +217,8 @@ class ResponseEncoder:
         out: list[BaseModel] = []
         current = self.items[-1] if self.items and not self.items[-1].done else None
         if current is None or current.kind != "reasoning":
-            out += self._close()
-            current = _Item("reasoning", new_id("rs_"))
-            self.items.append(current)
-            out.append(self._added(current, self._wire(current, "in_progress")))
-            out.append(
-                self._event(
-                    ResponseContentPartAddedEvent,
-                    type="response.content_part.added",
-                    item_id=current.id,
-                    output_index=len(self.items) - 1,
-                    content_index=0,
-                    part=PartReasoningText(type="reasoning_text", text=""),
-                )
-            )
+            part = PartReasoningText(type="reasoning_text", text="")
+            current = self._open(out, _Item("reasoning", new_id("rs_")), part)
         current.text.append(event.text)
         out.append(
             self._event(
@@ -255,6 +231,23 @@ class ResponseEncoder:
             )
         )
         return out
+
+    def _open(self, out: list[BaseModel], item: _Item, part: BaseModel) -> _Item:
+        """Close the current item, then start `item` with one empty content part (text or reasoning)."""
+        out += self._close()
+        self.items.append(item)
+        out.append(self._added(item, self._wire(item, "in_progress")))
+        out.append(
+            self._event(
+                ResponseContentPartAddedEvent,
+                type="response.content_part.added",
+                item_id=item.id,
+                output_index=len(self.items) - 1,
+                content_index=0,
+                part=part,
+            )
+        )
+        return item
 
     def _added(self, item: _Item, wire: BaseModel) -> BaseModel:
         return self._event(
