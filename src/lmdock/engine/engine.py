@@ -56,6 +56,9 @@ class EngineStats:
     preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
+    decode_steps: int = 0  # llama_decode calls that evaluated a batch
+    kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (kv_span)
+    demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
 
 
 class EngineStream:
@@ -127,6 +130,7 @@ class Engine:
         else:
             log.info("chunk reuse off for %s: %s (prefix reuse only)", model.path.name, self.chunk_reuse_off)
         self.pool = SlotPool(n_seq)
+        self._shared, self._shared_at = 0, -1  # cells the slots share, as of runner.kv_version
         self.scheduler = Scheduler(
             self.pool,
             SchedulerConfig(
@@ -268,6 +272,8 @@ class Engine:
             self._end(seq, "cancelled")
         for seq, claim in admitted:
             self._isolated(seq, self._start, seq, claim)
+        if admitted:
+            self._clear_the_way()
         self._splice()
         step = self.scheduler.schedule()
         if step:
@@ -306,7 +312,38 @@ class Engine:
             self._isolated(seq, self.runner.apply, result.ops)
             self.stats.moved_tokens += result.moved
 
+    def _clear_the_way(self) -> None:
+        """Move idle cached prefixes that share nothing with the running sequences out of the KV cache
+        (to host RAM, or nowhere when disk holds them), before the new prompts take cells: llama.cpp
+        attends over every used cell, so they would slow each decode step (SlotPool.in_the_way). A
+        later hit restores them; one that cannot be kept anywhere stays resident."""
+        if self.cache is None:
+            return
+        for slot in self.pool.in_the_way(self.cache.min_tokens):
+            if self._demote(slot):
+                self.runner.apply(self.pool.clear(slot))
+                self.stats.demotions += 1
+
+    def _demote(self, slot: Slot) -> bool:
+        if self.cache.wants_spill(len(slot.tokens)):
+            data = self.runner.read_state(slot.seq_id, self.cache.ram_bytes)
+            if data is not None:
+                self.cache.add_ram(slot.tokens, data)
+                return True
+        return self.cache.on_disk(slot.tokens)
+
+    def kv_span(self) -> int:
+        """The KV cells a decode step attends over now: every cell the slots hold (llama.cpp's unified
+        cache masks other sequences' cells but still walks them). What the slots share is counted again
+        only after KV operations; decoded tokens just add their cells."""
+        held = sum(len(s.tokens) for s in self.pool.slots)
+        if self._shared_at != self.runner.kv_version:
+            self._shared = held - self.pool.resident_cells()
+            self._shared_at = self.runner.kv_version
+        return held - self._shared
+
     def _step(self, step: Step) -> None:
+        span = self.kv_span() if step.decode else 0
         try:
             decoded = self.runner.decode(step)
         except Exception:
@@ -318,6 +355,9 @@ class Engine:
         if not decoded:
             self._make_room(step)
             return
+        if step.decode:
+            self.stats.decode_steps += 1
+            self.stats.kv_cells += span + len(step.decode) + sum(p.n_tokens for p in step.prefill)
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens

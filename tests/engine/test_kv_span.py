@@ -1,0 +1,38 @@
+"""The KV span of a decode step: a short sequence attends over its own cells, not over cached prefixes of
+other conversations (llama.cpp's unified KV cache walks every used cell, so the engine moves unrelated
+idle prefixes to host RAM before a new prompt takes cells), and the moved prefixes come back unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tests.engine.conftest import chatml, generate, make_engine, run
+
+
+def _facts(tag: str, n: int) -> str:
+    return " ".join(f"{tag} fact {i} is that ledger {i} sits at berth {i * 7 % 31}." for i in range(n))
+
+
+def test_a_short_sequence_does_not_attend_over_unrelated_cached_prefixes():
+    engine = make_engine(parallel=2)
+    try:
+        long_prompt = chatml(f"Summarize: {_facts('harbor', 60)}")
+        cold_text, cold = run(generate(engine, long_prompt, 8))
+        assert cold.prompt_tokens > 600
+        assert engine.pool.resident_cells() >= cold.prompt_tokens  # cached, idle
+
+        before = replace(engine.stats)
+        _, short = run(generate(engine, chatml("List three prime numbers."), 16))
+        steps = engine.stats.decode_steps - before.decode_steps
+        mean_span = (engine.stats.kv_cells - before.kv_cells) / steps
+        # its own prompt and output only; before the fix every step spanned the cached prefix too
+        assert mean_span <= short.prompt_tokens + short.generated_tokens, (mean_span, short)
+        assert engine.stats.demotions > before.demotions
+        assert engine.cache.ram, "the unrelated prefix waits in host RAM"
+
+        # the prefix comes back from RAM on its next hit, and greedy output is unchanged
+        warm_text, warm = run(generate(engine, long_prompt, 8))
+        assert warm.cached_tokens >= cold.prompt_tokens - 1 - 64
+        assert warm_text == cold_text
+    finally:
+        engine.close()
