@@ -8,8 +8,13 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 if TYPE_CHECKING:
+    from lmdock.core.config import Settings
     from lmdock.models.download_jobs import DownloadJobs
     from lmdock.models.manager import ModelManager
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
 
 
 def manager_of(request: Request) -> ModelManager:

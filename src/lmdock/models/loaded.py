@@ -105,7 +105,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         engine=EngineConfig(
             parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
         ),
-        cache_ram_bytes=settings.cache_ram_mib << 20,
+        cache_ram_bytes=settings.cache_ram << 20,
         cache_dir=str(settings.cache_dir) if settings.cache_dir is not None else None,
         max_ctx=MAX_DEFAULT_CTX,
         log_level=settings.log_level,

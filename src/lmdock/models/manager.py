@@ -17,7 +17,7 @@ from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelNo
 from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 from lmdock.models.loaded import LoadedModel, LoadOptions, load
-from lmdock.upstream import UpstreamModel, UpstreamRegistry
+from lmdock.upstream import UpstreamModel, UpstreamRegistry, specs_of
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class ModelManager:
         self.failed: dict[str, str] = {}  # key -> why its worker was given up on
         self._lock = asyncio.Lock()
         self._explicit: store.ModelRecord | None = None
-        self.upstreams = UpstreamRegistry(settings.upstreams)
+        self.upstreams = UpstreamRegistry(specs_of(settings))
         if settings.model and Path(settings.model).suffix == ".gguf":
             self._explicit = store.record_for(Path(settings.model).expanduser())
 
@@ -92,7 +92,7 @@ class ModelManager:
         if model is None and record.key in self.failed:
             raise ModelFailed(self.failed[record.key])
         if model is None:
-            jit_ttl = ttl if ttl is not None else self.settings.ttl_seconds
+            jit_ttl = ttl if ttl is not None else self.settings.ttl
             model = await self.load(record.key, LoadOptions(ttl_seconds=jit_ttl))
         model.touch()
         return model

@@ -18,8 +18,9 @@ from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
+from lmdock.core.config import ping_interval
 from lmdock.http.errors import stream_error_event
-from lmdock.http.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
+from lmdock.http.streaming import SSEResponse, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()

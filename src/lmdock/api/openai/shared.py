@@ -11,9 +11,10 @@ from lmdock.api.openai.encode import sse_data
 from lmdock.api.request_log import note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json  # noqa: F401 (re-exported for the routes)
+from lmdock.core.config import ping_interval
 from lmdock.core.events import Done, GenerationEvent, Usage
 from lmdock.http.errors import stream_error_event
-from lmdock.http.streaming import SSEResponse, ping_interval, with_pings
+from lmdock.http.streaming import SSEResponse, with_pings
 from lmdock.models.loaded import LoadedModel
 
 DONE_FRAME = "data: [DONE]\n\n"

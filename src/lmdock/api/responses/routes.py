@@ -18,12 +18,14 @@ from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, t
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.api.responses.store import ResponseStore, StoredResponse
+from lmdock.api.services import settings_of
 from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
+from lmdock.core.config import ping_interval
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.http.streaming import ping_interval, unless_disconnected, with_pings
+from lmdock.http.streaming import unless_disconnected, with_pings
 from lmdock.models.loaded import LoadedModel
 from lmdock.storage import database
 
@@ -41,11 +43,11 @@ def _store(request: Request) -> ResponseStore:
     state = request.app.state
     store = getattr(state, "responses_store", None)
     if store is None:
-        settings = state.settings
+        settings = settings_of(request)
         store = state.responses_store = ResponseStore(
             database(request.app),
-            max_count=getattr(settings, "responses_max_stored", 10_000),
-            max_age_s=getattr(settings, "responses_max_age_days", 30.0) * 86400,
+            max_count=settings.responses_max_stored,
+            max_age_s=settings.responses_max_age * 86400,
         )
     return store
 
