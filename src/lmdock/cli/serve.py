@@ -69,4 +69,4 @@ def _parameter(opt: Option) -> inspect.Parameter:
     )
 
 
-serve.__signature__ = inspect.Signature([_parameter(opt) for opt in options()])  # type: ignore[attr-defined]
+serve.__signature__ = inspect.Signature([_parameter(opt) for opt in options()])

@@ -195,7 +195,8 @@ def option(field_name: str) -> Option:
 def settings_from(values: Mapping[str, Any]) -> Settings:
     """Settings from parsed flag values keyed by `Option.param`; a value that is None or absent leaves
     the field at its default."""
-    fields: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
     for opt in options():
         value = values.get(opt.param)
         if value is None:
@@ -204,9 +205,8 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
             value = _items(value, opt.commas)
         elif Path in (opt.type, *typing.get_args(opt.type)):
             value = Path(value)
-        fields.setdefault(opt.group or "", {})[opt.field] = value
-    groups = {name: RequestLimits(**vals) for name, vals in fields.items() if name}
-    return Settings(**fields.get("", {}), **groups)
+        (limits if opt.group == "limits" else top)[opt.field] = value
+    return Settings(**top, limits=RequestLimits(**limits))
 
 
 def _items(values: Any, commas: bool) -> list[str]:

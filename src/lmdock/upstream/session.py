@@ -182,9 +182,9 @@ class UpstreamSession:
                     return counted["count"]
                 if isinstance(counted.get("tokens"), list):
                     return len(counted["tokens"])
-        if self.spec.tokenizer is not None:  # the same model's template and vocabulary, locally
+        vocab = await self.vocab()
+        if vocab is not None:  # the same model's template and vocabulary, locally
             rendered = await self._render(req)
-            vocab = await self.vocab()
             return await asyncio.to_thread(vocab.count, rendered.text)
         raise InvalidRequest(
             f"count_tokens: upstream model '{self.spec.name}' has no tokenizer endpoint lmdock can use; "

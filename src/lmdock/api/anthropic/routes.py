@@ -44,6 +44,7 @@ async def create_message(request: Request):
         async for event in prepared.events():
             for _ in encoder.feed(event):
                 pass
+        assert encoder.done is not None  # the engine's events always end with Done
         note_usage(request, model.key, encoder.done.usage)
         return encoder.message().model_dump(mode="json")
 

@@ -233,7 +233,8 @@ async def _stream(
             out = encoder.feed(event)
             if isinstance(event, Done):
                 note_usage(request, model_key, event.usage)
-                final = out[-1].response  # stored before the client hears it is complete
+                final = encoder.final  # stored before the client hears it is complete
+                assert final is not None
                 await keep(final.model_dump(mode="json", exclude_unset=True, by_alias=True))
             for wire in out:
                 yield _frame(wire)

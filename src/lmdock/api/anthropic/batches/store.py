@@ -69,7 +69,7 @@ def completed_count(row) -> int:
 def batch_object(row, base_url: str) -> dict:
     """The wire MessageBatch. As documented, every request counts as `processing` until the batch ends."""
     ended = row["status"] == "ended"
-    counts = _counts(row) if ended else dict.fromkeys(FINAL_STATES, 0)
+    counts: dict[str, int] = _counts(row) if ended else dict.fromkeys(FINAL_STATES, 0)
     processing = 0 if ended else row["total"]
     results_url = f"{base_url.rstrip('/')}/v1/messages/batches/{row['id']}/results" if ended else None
     if row["archived_at"] is not None:
@@ -78,9 +78,9 @@ def batch_object(row, base_url: str) -> dict:
         id=row["id"],
         type="message_batch",
         processing_status=row["status"],
-        request_counts=MessageBatchRequestCounts(processing=processing, **counts),
-        created_at=_ts(row["created_at"]),
-        expires_at=_ts(row["expires_at"]),
+        request_counts=MessageBatchRequestCounts.model_validate({"processing": processing, **counts}),
+        created_at=datetime.fromtimestamp(row["created_at"], tz=UTC),
+        expires_at=datetime.fromtimestamp(row["expires_at"], tz=UTC),
         ended_at=_ts(row["ended_at"]),
         cancel_initiated_at=_ts(row["cancel_initiated_at"]),
         archived_at=_ts(row["archived_at"]),
@@ -108,6 +108,7 @@ class BatchStore:
                 (batch_id, len(requests), now, now + EXPIRY_SECONDS, errored),
             )
             n = cur.lastrowid
+            assert n is not None  # set by the INSERT above
             conn.executemany(
                 "INSERT INTO message_batch_requests"
                 " (batch_n, idx, custom_id, prefix_key, params, state, result, completed_at)"
