@@ -17,6 +17,7 @@ from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelNo
 from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 from lmdock.models.loaded import LoadedModel, LoadOptions, load
+from lmdock.models.served import ServedModel
 from lmdock.upstream import UpstreamModel, UpstreamRegistry, specs_of
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,13 @@ class ModelManager:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def get(self, name: str, ttl: int | None = None) -> LoadedModel:
+    async def get(self, name: str, ttl: int | None = None) -> ServedModel:
         """The loaded model for a request, loading it just in time if needed. A request that causes the
         load may set the model's idle TTL (LM Studio's per-request `ttl`); a loaded model keeps its own."""
         upstream = self.upstream_for(name)
         if upstream is not None:
             upstream.touch()
-            return upstream  # type: ignore[return-value]  # the same surface the API layers use
+            return upstream
         record = self.resolve(name)
         model = self.loaded.get(record.key)
         if model is None and record.key in self.failed:

@@ -15,13 +15,13 @@ from lmdock.core.config import ping_interval
 from lmdock.core.events import Done, GenerationEvent, Usage
 from lmdock.http.errors import stream_error_event
 from lmdock.http.streaming import SSEResponse, with_pings
-from lmdock.models.loaded import LoadedModel
+from lmdock.models.served import ServedModel
 
 DONE_FRAME = "data: [DONE]\n\n"
 PING_FRAME = ": ping\n\n"  # an SSE comment: keeps the connection alive, clients skip it
 
 
-async def model_for(request: Request, name: str, ttl: int | None) -> LoadedModel:
+async def model_for(request: Request, name: str, ttl: int | None) -> ServedModel:
     """The loaded model for a request. A request that loads it just in time may set its idle TTL
     (LM Studio's per-request `ttl`); an already loaded model keeps its own."""
     manager = manager_of(request)

@@ -26,7 +26,7 @@ from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.http.streaming import unless_disconnected, with_pings
-from lmdock.models.loaded import LoadedModel
+from lmdock.models.served import ServedModel
 from lmdock.storage import database
 
 router = APIRouter()
@@ -130,7 +130,7 @@ def _base(params: ResponseCreateParams, sampling: SamplingParams | None = None) 
 
 
 async def _prepare(
-    model: LoadedModel, params: ResponseCreateParams, items: list[Item], chat: ChatRequest
+    model: ServedModel, params: ResponseCreateParams, items: list[Item], chat: ChatRequest
 ) -> PreparedChat:
     """Admit the request; with `truncation: auto`, drop the oldest items until the prompt leaves room
     for the output (max_output_tokens, or a quarter of the context when unset)."""
