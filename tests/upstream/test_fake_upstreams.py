@@ -91,9 +91,7 @@ def front(tmp_path_factory, fake: FakeUpstream) -> Server:
 
 @pytest.fixture(scope="module")
 def client(front: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=front.base_url, api_key="unused", max_retries=0, _strict_response_validation=True, timeout=60
-    )
+    return front.anthropic(timeout=60)
 
 
 def _requests(fake: FakeUpstream, mode: str) -> list[dict]:
@@ -284,7 +282,7 @@ def test_raw_prompts_render_and_count_with_a_local_gguf(client, fake):
 def test_text_completions_pass_through_and_refuse_logprobs(front: Server, fake):
     """/v1/completions on an upstream model: the prompt as-is; logprobs (which the translation cannot
     carry) are a 400 naming the field, not a server error."""
-    oai = openai.OpenAI(base_url=f"{front.base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+    oai = front.openai(timeout=60)
     out = oai.completions.create(model="ok", prompt="Say hi", max_tokens=5)
     assert out.choices[0].text == "Hello world"
     got = httpx.get(f"{fake.base_url}/ok/_requests").json()
