@@ -22,7 +22,7 @@ from lmdock.api.services import settings_of
 from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core.config import ping_interval
-from lmdock.core.errors import InvalidRequest, LmdockError
+from lmdock.core.errors import InvalidRequest, NotFound
 from lmdock.core.events import Done
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.http.streaming import unless_disconnected, with_pings
@@ -34,9 +34,8 @@ router = APIRouter()
 PING_FRAME = ": ping\n\n"
 
 
-class ResponseNotFound(LmdockError):
-    status = 404
-    kind = "not_found_error"
+class ResponseNotFound(NotFound):
+    pass
 
 
 def _store(request: Request) -> ResponseStore:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 from lmdock.api.anthropic.encode import new_id
-from lmdock.core.errors import InvalidRequest, LmdockError
+from lmdock.core.errors import InvalidRequest, NotFound
 from lmdock.storage import Database
 
 EXPIRY_SECONDS = 24 * 3600  # Anthropic: a batch expires 24 hours after creation
@@ -24,9 +24,8 @@ FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
 _COUNTER = {state: f"n_{state}" for state in FINAL_STATES}
 
 
-class BatchNotFound(LmdockError):
-    status = 404
-    kind = "not_found_error"
+class BatchNotFound(NotFound):
+    pass
 
 
 @dataclass
