@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lmdock.config import lmdock_home
+from lmdock.core.config import lmdock_home
 from lmdock.core.errors import InsufficientStorage
 
 log = logging.getLogger(__name__)
