@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,11 +151,6 @@ class CacheDir:
 
     def delete(self, f: CacheFile) -> None:
         self._remove(f.name)
-
-    def free_space(self) -> tuple[int, int]:
-        """Bytes free (to this user) and the size of the filesystem holding the folder."""
-        usage = shutil.disk_usage(self.path)
-        return usage.free, usage.total
 
     def trim_others(self, budget: int, idle_seconds: float) -> int:
         """Keep the whole cache root (this folder and the other prompt-cache folders beside it: other

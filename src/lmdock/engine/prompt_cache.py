@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.core.backoff import Backoff
+from lmdock.core.disk import shortfall
 from lmdock.engine.cache_files import CacheDir, CacheFile
 from lmdock.engine.reuse import common_prefix_len
 from lmdock.engine.slots import is_prefix
 
 log = logging.getLogger(__name__)
 
-HEADROOM_FRACTION = 0.10  # a save leaves this share of the filesystem free...
-HEADROOM_MAX = 256 << 20  # ...but never asks for more than this
 OTHERS_IDLE_SECONDS = 3600.0  # another folder unused this long may go to keep the budget
 
 
@@ -160,12 +159,11 @@ class PromptCache:
         if size > self.disk_bytes:
             return False  # larger than the whole budget: never saved
         self._evict_to(self.disk_bytes - size)
-        free, total = self.files.free_space()
-        headroom = min(HEADROOM_MAX, int(total * HEADROOM_FRACTION))
-        if free - size < headroom:
+        lacking, free, keep = shortfall(self.files.path, size)
+        if lacking:
             self.saving.failed(
                 f"the disk is nearly full ({free >> 20} MiB free; a save of {size >> 20} MiB must leave "
-                f"{headroom >> 20} MiB), so prompts are not saved to {self.files.path}"
+                f"{keep >> 20} MiB), so prompts are not saved to {self.files.path}"
             )
             return False
         try:
