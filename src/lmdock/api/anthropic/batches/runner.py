@@ -66,7 +66,7 @@ class BatchRunner:
         self._group: tuple[int, str] | None = None  # (batch, prompt prefix) being worked on
         self._retry_at = 0.0
         self._held: dict[tuple[int, int], tuple[str, dict]] = {}  # finished, not committed yet (disk full)
-        self._storage = Backoff("batch runner: results cannot be saved", log, cap=60.0)
+        self._storage = Backoff("batch runner: saving results", log, cap=60.0)
 
     def wake(self) -> None:
         self._wake.set()
