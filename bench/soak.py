@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 from anthropic.types import Message, MessageTokensCount
+from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import Response
 
@@ -122,7 +123,10 @@ class Clients:
             self.count_tokens,
             self.abandoned_stream,
             self.chat_stream,
+            self.completions,
+            self.embeddings,
             self.long_prompt,
+            self.models,
         ]
         while time.monotonic() < self.deadline:
             if rng.random() < 0.3:
@@ -239,6 +243,21 @@ class Clients:
             self.tally.problem(route, f"malformed chunk: {exc}"[:300])
             return
         self.tally.ok[route] += 1
+
+    async def completions(self, rng: random.Random) -> None:
+        body = {"model": MODEL, "prompt": f"A fact about {rng.choice(TOPICS)}:", "max_tokens": 12}
+        await self._json("completions", "/v1/completions", body, Completion, True)
+
+    async def embeddings(self, rng: random.Random) -> None:
+        body = {"model": MODEL, "input": [f"{rng.choice(TOPICS)} {i}" for i in range(3)]}
+        await self._json("embeddings", "/v1/embeddings", body, CreateEmbeddingResponse, True)
+
+    async def models(self, rng: random.Random) -> None:
+        r = await self.http.get("/v1/models")
+        if r.status_code == 200 and r.json().get("data"):
+            self.tally.ok["models"] += 1
+        else:
+            _check_error(self.tally, "models", r, False)
 
     async def responses(self, rng: random.Random, chain: str | None) -> str | None:
         """A Responses turn: continue this client's chain (store: true) or a one-off; sometimes read back

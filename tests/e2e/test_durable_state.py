@@ -126,15 +126,22 @@ def test_a_full_disk_degrades_and_everything_recovers_when_space_returns(tmp_pat
 def _full_disk_scenario(server: Server, disk: Path) -> None:
     claude, oai = _anthropic(server, "k"), _openai(server, "k")
     pid = server.proc.pid
-    requests = [{"custom_id": f"q{i}", "params": _ask(f"Count to {i + 3}.", 24)} for i in range(6)]
+    requests = [{"custom_id": f"q{i}", "params": _ask(f"Count to {i + 3}.", 48)} for i in range(12)]
     batch = claude.messages.batches.create(requests=requests)
     filler = fill(disk)
 
-    # durable work is refused with a clear error in each protocol's envelope...
-    with pytest.raises(anthropic.APIStatusError) as refused:
-        claude.messages.batches.create(requests=requests[:1])
-    assert refused.value.status_code == 507 and "is full" in refused.value.message
-    assert refused.value.body["error"]["type"] == "api_error"
+    # the database still has room in its WAL and free pages; new batches take it (each runs later and
+    # ends at once: its prompt is too long), then durable work is refused with a clear error in each
+    # protocol's envelope
+    refused = None
+    for _ in range(300):
+        try:
+            claude.messages.batches.create(requests=[{"custom_id": "big", "params": _ask("x " * 50_000)}])
+        except anthropic.APIStatusError as exc:
+            refused = exc
+            break
+    assert refused is not None and refused.status_code == 507 and "is full" in refused.message
+    assert refused.body["error"]["type"] == "api_error"
     with pytest.raises(openai.APIStatusError) as unsaved:
         oai.responses.create(model=MODEL, input="Say hi.", max_output_tokens=4, store=True)
     assert unsaved.value.status_code == 507 and "is full" in unsaved.value.message

@@ -41,6 +41,6 @@ def test_a_signal_stops_the_server_without_a_worker_crash(tmp_path: Path, how: s
     finally:
         server.stop()
     log = server.log()
-    assert rc == 0, log
+    assert rc in (0, -signal.SIGTERM), log  # uvicorn re-raises SIGTERM once shut down, as daemons do
     assert "crash" not in log and "restarting its worker" not in log, log
     assert not _alive(worker["pid"])
