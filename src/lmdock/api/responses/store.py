@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,32 +52,36 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """`value` (JSON) with `fn` applied to every string in it."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    return value
+
+
 def _externalize(value: Any, blobs: dict[str, str]) -> Any:
     """`value` with every long data: URL replaced by a reference to its content (collected in `blobs`)."""
-    if isinstance(value, str):
-        if len(value) >= BLOB_MIN_CHARS and value.startswith("data:"):
-            digest = hashlib.sha256(value.encode()).hexdigest()
-            blobs[digest] = value
-            return BLOB_PREFIX + digest
-        return value
-    if isinstance(value, list):
-        return [_externalize(v, blobs) for v in value]
-    if isinstance(value, dict):
-        return {k: _externalize(v, blobs) for k, v in value.items()}
-    return value
+
+    def reference(text: str) -> str:
+        if len(text) < BLOB_MIN_CHARS or not text.startswith("data:"):
+            return text
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        blobs[digest] = text
+        return BLOB_PREFIX + digest
+
+    return _map_strings(value, reference)
 
 
 def _internalize(value: Any, blobs: dict[str, str]) -> Any:
     """The inverse of `_externalize`, for the references this row owns (anything else stays as sent)."""
-    if isinstance(value, str):
-        if value.startswith(BLOB_PREFIX):
-            return blobs.get(value[len(BLOB_PREFIX) :], value)
-        return value
-    if isinstance(value, list):
-        return [_internalize(v, blobs) for v in value]
-    if isinstance(value, dict):
-        return {k: _internalize(v, blobs) for k, v in value.items()}
-    return value
+    return _map_strings(
+        value,
+        lambda text: blobs.get(text[len(BLOB_PREFIX) :], text) if text.startswith(BLOB_PREFIX) else text,
+    )
 
 
 class ResponseStore:
