@@ -55,6 +55,10 @@ def _default_cache_dir() -> Path:
     return lmdock_home() / "cache"
 
 
+def _default_db_path() -> Path:
+    return lmdock_home() / "lmdock.db"
+
+
 @dataclass
 class RequestLimits:
     """Per-request limits; past one, a 400 that names the limit and its flag."""
@@ -96,6 +100,13 @@ class Settings:
         factory=_default_cache_dir,
         help="Prompt-cache folder that survives restarts (default ~/.lmdock/cache).",
     )
+    cache_disk_mib: int = setting(
+        4096, help="MiB the prompt-cache folder may hold on disk, all models together (0: do not save)."
+    )
+    db_path: Path = setting(
+        factory=_default_db_path,
+        help="SQLite database for batches and stored responses (default LMDOCK_HOME/lmdock.db).",
+    )
     max_body_bytes: int = setting(32 << 20, help="Largest request body accepted (413 above).")
     max_loaded: int = setting(1, help="Models loaded at once.")
     ttl: int = setting(3600, help="Idle seconds before a just-in-time load unloads (0: never).")
@@ -112,6 +123,7 @@ class Settings:
     limits: RequestLimits = field(default_factory=RequestLimits)  # a group: each of its fields is a flag
     responses_max_stored: int = setting(10_000, help="Stored /v1/responses kept, newest first (0: no limit).")
     responses_max_age: float = setting(30.0, help="Days a stored /v1/responses is kept (0: no limit).")
+    responses_max_mib: int = setting(1024, help="MiB stored /v1/responses may hold (0: no limit; 429 above).")
     repack: bool | None = setting(
         None,
         flag="--repack/--no-repack",
@@ -121,6 +133,9 @@ class Settings:
     log_level: str = setting("info", help="Log level (debug, info, warning, error).")
     batch_slots: int = setting(0, help="Slots Message Batches may use at once (0: parallel - 1, min 1).")
     batch_retention_days: float = setting(29.0, help="Days batch results are kept (0: forever).")
+    batches_max_mib: int = setting(
+        2048, help="MiB Message Batches may hold, requests and results (0: no limit; 429 above)."
+    )
     upstreams: list[str] = setting(
         factory=list,
         commas=False,

@@ -21,6 +21,8 @@ not here (a unit test keeps this drawing and the classes the same):
   * UpstreamError                 502 an upstream engine's error or garbage (upstream/errors.py)
     * BadStream                       not the SSE / JSON it should be
   * UpstreamTimeout               504 timeout_error: no answer within the upstream's timeout
+  * InsufficientStorage           507 the disk is full: nothing of the request was written
+  * QuotaExceeded                 429 rate_limit_error: a byte quota is used up (413 for one item over it)
 """
 
 from __future__ import annotations
@@ -112,3 +114,25 @@ class ModelFailed(LmdockError):
 
     status = 500
     kind = "api_error"
+
+
+class InsufficientStorage(LmdockError):
+    """The disk is full (or the database hit its limit): nothing of this request was written, and what
+    was committed before is intact. It works again by itself once space is freed."""
+
+    status = 507
+    kind = "api_error"
+
+
+class QuotaExceeded(LmdockError):
+    """Storing this would pass a byte quota (`too_large`: the item alone is over it, a 413; otherwise the
+    quota is used up by what is stored, a 429 until some of it is deleted or expires)."""
+
+    status = 429
+    kind = "rate_limit_error"
+
+    def __init__(self, message: str, *, too_large: bool = False, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if too_large:
+            self.status = 413
+            self.kind = "request_too_large"
