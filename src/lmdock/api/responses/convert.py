@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from typing import Any
 
 from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of, string_tool_choice
+from lmdock.api.openai.encode import new_id
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import (
@@ -42,10 +42,6 @@ _ID_PREFIX = {
     "function_call_output": "fco_",
     "reasoning": "rs_",
 }
-
-
-def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
 
 
 def _bad(where: str, problem: str) -> InvalidRequest:

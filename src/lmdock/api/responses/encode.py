@@ -51,7 +51,7 @@ from openai.types.responses.response_status import ResponseStatus
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic import BaseModel
 
-from lmdock.api.responses.convert import new_id
+from lmdock.api.openai.encode import new_id
 from lmdock.core import events as ev
 from lmdock.core.errors import LmdockError
 
