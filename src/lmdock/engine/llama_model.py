@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as L
@@ -18,6 +17,7 @@ from llama_cpp import _logger as llama_cpp_logger
 from lmdock.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
 from lmdock.engine.bindings import check_bindings
+from lmdock.engine.spec import ContextParams
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -111,20 +111,6 @@ def model_meta(model, key: str) -> str | None:
     return buf.value.decode("utf-8", errors="replace")
 
 
-@dataclass
-class ContextParams:
-    """What the engine asks of llama.cpp for one loaded model. No defaults for what a user sets: those
-    come from `lmdock.config.Settings` (through models/loaded.py), the one place defaults live."""
-
-    n_ctx: int  # 0: the model's trained context, at most `default_ctx_cap`
-    n_batch: int
-    n_seq_max: int
-    n_threads: int
-    n_ubatch: int | None = None  # None: n_batch
-    flash_attn: bool | None = None  # None: llama.cpp decides (on for CPU, as llama-server's `-fa auto`)
-    use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
-
-
 class LlamaModel:
     """Owns `llama_model` and `llama_context`; frees both on close()."""
 
@@ -203,6 +189,10 @@ class LlamaModel:
     @property
     def size_bytes(self) -> int:
         return int(L.llama_model_size(self.model))
+
+    @property
+    def n_embd(self) -> int:
+        return int(L.llama_model_n_embd(self.model))
 
     @property
     def n_params(self) -> int:

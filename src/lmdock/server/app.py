@@ -25,7 +25,7 @@ from lmdock.api.responses import router as responses_router
 from lmdock.chat.session import ChatSession
 from lmdock.config import Settings
 from lmdock.core.errors import LmdockError
-from lmdock.engine.proxy import rss_bytes
+from lmdock.engine.process import rss_bytes
 from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.manager import ModelManager
 from lmdock.server.errors import error_from_exception, error_response, kind_for_status
