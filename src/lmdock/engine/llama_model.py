@@ -99,6 +99,24 @@ def control_texts(vocab) -> list[str]:
     return out
 
 
+def token_text(vocab, token: int) -> str:
+    """A special token's text (e.g. BOS/EOS) as a chat template expects it; "" for no token."""
+    if token < 0:
+        return ""
+    buf = ctypes.create_string_buffer(256)
+    n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    return buf.raw[:n].decode("utf-8", errors="replace")
+
+
+def chat_template(model) -> str | None:
+    """The model's own chat template (GGUF `tokenizer.chat_template`), or None."""
+    raw = L.llama_model_chat_template(model, None)
+    return raw.decode("utf-8") if raw else None
+
+
 def model_meta(model, key: str) -> str | None:
     """A GGUF metadata value as a string, or None if the key is absent."""
     buf = ctypes.create_string_buffer(1 << 16)
@@ -173,9 +191,7 @@ class LlamaModel:
 
     def token_text(self, token: int) -> str:
         """A special token's text (e.g. BOS/EOS), as a chat template expects it."""
-        if token < 0:
-            return ""
-        return self.token_piece(token, special=True).decode("utf-8", errors="replace")
+        return token_text(self.vocab, token)
 
     # --- metadata ----------------------------------------------------------------------------------
 
@@ -183,8 +199,7 @@ class LlamaModel:
         return model_meta(self.model, key)
 
     def chat_template(self) -> str | None:
-        raw = L.llama_model_chat_template(self.model, None)
-        return raw.decode("utf-8") if raw else None
+        return chat_template(self.model)
 
     @property
     def size_bytes(self) -> int:
