@@ -16,7 +16,7 @@ import time
 
 from llguidance import LLMatcher
 
-from lmdock.config import MAX_DEFAULT_CTX, default_models_dir
+from lmdock.core.config import MAX_DEFAULT_CTX, default_models_dir
 from lmdock.core.request import SamplingParams
 from lmdock.engine import (
     ContextParams,

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from lmdock.config import MAX_DEFAULT_CTX
+from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.request import SamplingParams
 from lmdock.engine import (
     ContextParams,

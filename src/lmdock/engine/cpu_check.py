@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdock.config import lmdock_home
+from lmdock.core.config import lmdock_home
 from lmdock.engine.process import describe_exit, worker_argv
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 import llama_cpp as L
 from llama_cpp import _logger as llama_cpp_logger
 
-from lmdock.config import MAX_DEFAULT_CTX
+from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
 from lmdock.engine.bindings import check_bindings
 from lmdock.engine.spec import ContextParams

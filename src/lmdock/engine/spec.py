@@ -10,7 +10,7 @@ from dataclasses import dataclass
 @dataclass
 class ContextParams:
     """What the engine asks of llama.cpp for one loaded model. No defaults for what a user sets: those
-    come from `lmdock.config.Settings` (through models/loaded.py), the one place defaults live."""
+    come from `lmdock.core.config.Settings` (through models/loaded.py), the one place defaults live."""
 
     n_ctx: int  # 0: the model's trained context, at most `default_ctx_cap`
     n_batch: int
@@ -23,7 +23,7 @@ class ContextParams:
 
 @dataclass
 class EngineConfig:
-    """Scheduling settings (from `lmdock.config.Settings`; the tuning knob has its own default)."""
+    """Scheduling settings (from `lmdock.core.config.Settings`; the tuning knob has its own default)."""
 
     parallel: int
     max_queue: int

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
-from lmdock.config import MAX_DEFAULT_CTX, Settings
+from lmdock.core.config import MAX_DEFAULT_CTX, Settings
 from lmdock.engine import ContextParams, EngineClient, EngineConfig, EngineSpec, Tokenizer, make_client
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
 from lmdock.models.sampling_defaults import sampling_defaults
