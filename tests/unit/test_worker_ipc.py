@@ -75,7 +75,7 @@ MESSAGES = [
     protocol.Submit(7, REQUEST),
     protocol.Cancel(7),
     protocol.GetSnapshot(8),
-    protocol.Embed(9, ["some text", [1, 2, 3]]),
+    protocol.Embed(9, [[1, 2, 3], [4]]),
     protocol.Close(),
     protocol.Ready(INFO),
     protocol.LoadFailed("failed to load m: not a valid GGUF file"),
@@ -199,14 +199,6 @@ def test_exit_descriptions_name_the_signal():
     assert describe_exit(-11) == "killed by SIGSEGV"
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(70) == "exited with status 70"
-
-
-@pytest.mark.parametrize(
-    ("flag", "env", "want"), [(True, "0", True), (None, "off", False), (None, "1", True)]
-)
-def test_repack_can_be_forced(monkeypatch, flag, env, want):
-    monkeypatch.setenv("LMDOCK_REPACK", env)
-    assert cpu_check.forced_repack(flag) is want
 
 
 def _fake_probes(monkeypatch, outcomes: dict[bool, int]) -> list[bool]:

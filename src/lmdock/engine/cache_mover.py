@@ -26,15 +26,16 @@ class CacheMover:
         if hit is None:
             return
         entry = hit.entry
-        files = self.cache.files
-        if entry.file is not None and not files.verify(entry.file):
+        files, file = self.cache.files, entry.file
+        if file is not None and (files is None or not files.verify(file)):
             self.cache.discard(entry, "the file is damaged or cut short")
             return
         self.runner.apply(self.pool.clear(slot))
         if entry.data is not None:
             loaded = self.runner.write_state(slot.seq_id, entry.data)
         else:
-            loaded = self.runner.load_file(slot.seq_id, files.state_path(entry.file), len(entry.tokens))
+            assert files is not None and file is not None  # an entry is in RAM or on disk
+            loaded = self.runner.load_file(slot.seq_id, files.state_path(file), len(entry.tokens))
         if not loaded:
             self.runner.apply(self.pool.clear(slot))
             self.cache.discard(entry, "llama.cpp could not load it")
@@ -47,12 +48,13 @@ class CacheMover:
         """Save a just-prefilled prompt to disk unless a saved entry already covers it."""
         if not self.cache.wants_persist(seq.prompt):
             return
+        assert seq.slot is not None  # just prefilled: it holds its slot
         seq_id = seq.slot.seq_id
-        saved = self.cache.files.write(
-            seq.prompt, lambda path: self.runner.save_file(seq_id, path, seq.prompt)
+        self.cache.persist(
+            seq.prompt,
+            self.runner.state_size(seq_id),
+            lambda path: self.runner.save_file(seq_id, path, seq.prompt),
         )
-        if saved is not None:
-            self.cache.add_disk(saved)
 
     def spill(self, slot: Slot) -> None:
         """Copy an idle slot about to be evicted to host RAM, if the cache wants it."""

@@ -139,8 +139,9 @@ class EngineClient(ABC):
         invalid constraint, EngineFailed, a model that failed or is closing) are raised here."""
 
     @abstractmethod
-    async def embed(self, inputs: list[str | list[int]]) -> tuple[list, int]:
-        """Pooled, normalised embeddings of texts or token lists, and the number of tokens embedded."""
+    async def embed(self, inputs: list[list[int]]) -> tuple[list, int]:
+        """Pooled, normalised embeddings of token lists (tokenized with `vocab`, BOS/EOS added), and the
+        number of tokens embedded."""
 
     # --- state -------------------------------------------------------------------------------------
 

@@ -184,8 +184,8 @@ class Engine:
         """Set up an admitted sequence's slot: reused prefix, then a longer cached one if there is."""
         self.runner.apply(claim.ops)
         if self.mover is not None and not seq.runs:
-            self.mover.restore(seq.slot, seq.prompt)
-        seq.cursor = len(seq.slot.tokens)  # what the KV really holds, whatever the cache did
+            self.mover.restore(claim.slot, seq.prompt)
+        seq.cursor = len(claim.slot.tokens)  # what the KV really holds, whatever the cache did
         if seq.sampler is None:  # a suspended sequence resumes with its own
             self.runner.start_sampler(seq)
         reused = claim.reused if seq.runs else seq.cursor  # runs move in as the prefill reaches them

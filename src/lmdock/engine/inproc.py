@@ -87,7 +87,7 @@ class InProcessClient(EngineClient):
             raise
         return stream
 
-    async def embed(self, inputs: list[str | list[int]]) -> tuple[list, int]:
+    async def embed(self, inputs: list[list[int]]) -> tuple[list, int]:
         self.check_open()
         local = self.local
         if local is None:

@@ -21,7 +21,7 @@ from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.prompt_cache import PromptCache, model_fingerprint
 from lmdock.engine.spec import EngineSpec
 from lmdock.engine.types import EngineInfo
-from lmdock.engine.warmup import test_crash, warm_up
+from lmdock.engine.warmup import crash_if_asked, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class LocalEngine:
             builder = threading.Thread(target=_build_tokenizer, args=(constraints,), name="lltokenizer")
             builder.start()
             try:
-                test_crash("first_decode", spec.key)
+                crash_if_asked("first_decode", spec.key)
                 warm_up(llama, 4, 1)
             finally:
                 builder.join()
@@ -74,8 +74,8 @@ class LocalEngine:
             n_vocab=llama.n_vocab,
             n_embd=llama.n_embd,
             chat_template=llama.chat_template(),
-            bos_text=llama.token_text(llama.bos_id),
-            eos_text=llama.token_text(llama.eos_id),
+            bos_text=llama.token_text(int(llama.bos_id)),
+            eos_text=llama.token_text(int(llama.eos_id)),
             special_tokens=special_tokens_of(constraints.tokenizer),
             buffer_types=dict(llama.buffer_types),
             load_seconds=time.monotonic() - started,
@@ -90,21 +90,21 @@ class LocalEngine:
             params = spec.params
             key = model_fingerprint(llama.path, f"ctx={llama.n_ctx}|fa={params.flash_attn}|kv=f16")
             cache_dir = Path(spec.cache_dir) / key
-        if spec.cache_min_tokens is None:
-            return PromptCache(ram_bytes=spec.cache_ram_bytes, disk_dir=cache_dir)
         return PromptCache(
-            ram_bytes=spec.cache_ram_bytes, disk_dir=cache_dir, min_tokens=spec.cache_min_tokens
+            ram_bytes=spec.cache_ram_bytes,
+            disk_dir=cache_dir,
+            disk_bytes=spec.cache_disk_bytes,
+            min_tokens=spec.cache_min_tokens,
         )
 
-    def embed(self, inputs: list[str | list[int]]) -> tuple[list, int]:
-        """Pooled, normalised embeddings of texts or token lists, and the number of tokens embedded."""
+    def embed(self, inputs: list[list[int]]) -> tuple[list, int]:
+        """Pooled, normalised embeddings of token lists, and the number of tokens embedded."""
         with self._embedder_lock:
             if self._embedder is None:
                 self._embedder = Embedder(Path(self.spec.path), n_threads=self.spec.params.n_threads)
             embedder = self._embedder
         vectors, n_tokens = [], 0
-        for item in inputs:
-            tokens = embedder.tokenize(item) if isinstance(item, str) else item
+        for tokens in inputs:
             vectors.append(embedder.embed(tokens))
             n_tokens += len(tokens)
         return vectors, n_tokens

@@ -126,7 +126,7 @@ class GetSnapshot:
 class Embed:
     kind: ClassVar[Kind] = Kind.EMBED
     cid: int
-    inputs: list[str | list[int]]
+    inputs: list[list[int]]  # token lists
 
 
 @dataclass(frozen=True)

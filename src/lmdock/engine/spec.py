@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+CACHE_DISK_BYTES = 4 << 30  # the prompt-cache folder's budget when none is set
+CACHE_MIN_TOKENS = 256  # shorter prompts are not worth a RAM or disk copy
+
 
 @dataclass
 class ContextParams:
@@ -43,4 +46,5 @@ class EngineSpec:
     cache_dir: str | None  # prompt-cache files go to a subfolder keyed by the model and context
     max_ctx: int  # the cap on a context of 0 (the model's trained context)
     log_level: str = "INFO"
-    cache_min_tokens: int | None = None  # shortest prompt the cache keeps (None: PromptCache's default)
+    cache_disk_bytes: int = CACHE_DISK_BYTES  # the whole cache folder's budget (other models' included)
+    cache_min_tokens: int = CACHE_MIN_TOKENS

@@ -23,7 +23,19 @@ from enum import Enum
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelUnavailable
 from lmdock.engine.crash_policy import CrashPolicy
 from lmdock.engine.process import describe_exit, worker_argv
-from lmdock.engine.protocol import Channel, Close, FromWorker, Init, LoadFailed, Ready, ToWorker
+from lmdock.engine.protocol import (
+    Ack,
+    Channel,
+    Close,
+    Events,
+    FromWorker,
+    Init,
+    LoadFailed,
+    Message,
+    Ready,
+    Reply,
+    ToWorker,
+)
 from lmdock.engine.spec import EngineSpec
 from lmdock.engine.types import EngineInfo
 
@@ -210,15 +222,19 @@ class Supervisor:
 
     # --- event loop: what the worker said, and its end ---------------------------------------------
 
-    def _deliver(self, gen: _Generation, msg: FromWorker) -> None:
+    def _deliver(self, gen: _Generation, msg: Message) -> None:
         if gen is not self._gen:
             return
         if isinstance(msg, Ready):
             self._on_ready(gen, msg.info)
         elif isinstance(msg, LoadFailed):
             gen.load_error = msg.message
-        else:
+        elif isinstance(msg, Ack | Events | Reply):
             self._on_message(msg)
+        else:
+            log.error(
+                "model %s: the worker sent %s, which only the server sends", self.key, type(msg).__name__
+            )
 
     def _on_ready(self, gen: _Generation, info: EngineInfo) -> None:
         gen.ready = True

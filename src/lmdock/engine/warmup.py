@@ -13,17 +13,16 @@ from pathlib import Path
 
 import llama_cpp as L
 
+from lmdock.core.config import test_crash_switch
 from lmdock.core.errors import LmdockError
 from lmdock.engine.batch import Batch
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.spec import ContextParams
 
-TEST_CRASH_ENV = "LMDOCK_TEST_CRASH"  # tests only: "probe" | "first_decode", optionally "@<model key>"
 
-
-def test_crash(point: str, key: str) -> None:
-    """Kill this process with SIGSEGV at `point` when the test switch asks for it (never set in use)."""
-    wanted = os.environ.get(TEST_CRASH_ENV, "")
+def crash_if_asked(point: str, key: str) -> None:
+    """Kill this process with SIGSEGV at `point` when the tests' switch asks for it (never set in use)."""
+    wanted = test_crash_switch()
     if not wanted:
         return
     what, _, only = wanted.partition("@")
@@ -60,7 +59,7 @@ def probe(path: str, key: str, n_threads: int, extra_bufts: bool) -> int:
     params.use_extra_bufts = extra_bufts
     llama = LlamaModel(Path(path), params)
     if extra_bufts:
-        test_crash("probe", key)
+        crash_if_asked("probe", key)
     warm_up(llama, 32, 4)
     print(f"probe ok: buffers {llama.buffer_types}", file=sys.stderr)
     llama.close()

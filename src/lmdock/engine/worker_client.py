@@ -123,7 +123,7 @@ class WorkerClient(EngineClient):
         assert isinstance(value, EngineSnapshot)
         return value
 
-    async def embed(self, inputs: list[str | list[int]]) -> tuple[list, int]:
+    async def embed(self, inputs: list[list[int]]) -> tuple[list, int]:
         value = await self._call(lambda cid: Embed(cid, inputs))
         assert isinstance(value, Embeddings)
         return value.vectors, value.n_tokens
