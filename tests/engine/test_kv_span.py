@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tests.engine.conftest import chatml, generate, make_engine, run
+from tests.engine.conftest import chatml, close, generate, make_engine, run
 
 
 def _facts(tag: str, n: int) -> str:
@@ -14,15 +14,16 @@ def _facts(tag: str, n: int) -> str:
 
 
 def test_a_short_sequence_does_not_attend_over_unrelated_cached_prefixes():
-    engine = make_engine(parallel=2)
+    client = make_engine(parallel=2)
+    engine = client.engine
     try:
         long_prompt = chatml(f"Summarize: {_facts('harbor', 60)}")
-        cold_text, cold = run(generate(engine, long_prompt, 8))
+        cold_text, cold = run(generate(client, long_prompt, 8))
         assert cold.prompt_tokens > 600
         assert engine.pool.resident_cells() >= cold.prompt_tokens  # cached, idle
 
         before = replace(engine.stats)
-        _, short = run(generate(engine, chatml("List three prime numbers."), 16))
+        _, short = run(generate(client, chatml("List three prime numbers."), 16))
         steps = engine.stats.decode_steps - before.decode_steps
         mean_span = (engine.stats.kv_cells - before.kv_cells) / steps
         # its own prompt and output only; before the fix every step spanned the cached prefix too
@@ -31,8 +32,8 @@ def test_a_short_sequence_does_not_attend_over_unrelated_cached_prefixes():
         assert engine.cache.ram, "the unrelated prefix waits in host RAM"
 
         # the prefix comes back from RAM on its next hit, and greedy output is unchanged
-        warm_text, warm = run(generate(engine, long_prompt, 8))
+        warm_text, warm = run(generate(client, long_prompt, 8))
         assert warm.cached_tokens >= cold.prompt_tokens - 1 - 64
         assert warm_text == cold_text
     finally:
-        engine.close()
+        close(client)

@@ -47,7 +47,7 @@ class SchedulerConfig:
 
 @dataclass
 class PrefillPlan:
-    seq: object
+    seq: Sequence
     n_tokens: int
 
 
@@ -60,6 +60,10 @@ class Step:
 
     def __bool__(self) -> bool:
         return bool(self.decode or self.prefill)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.decode) + sum(p.n_tokens for p in self.prefill)
 
 
 @dataclass
