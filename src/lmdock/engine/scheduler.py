@@ -142,6 +142,10 @@ class Scheduler:
             return "every KV slot is busy"
         return None
 
+    def next_admissible(self) -> Sequence | None:
+        """The request `admit` would take next, if nothing blocks it now."""
+        return self.next_waiting() if self.waiting and self.blocked_by() is None else None
+
     def admit(self) -> list[tuple[Sequence, Claim]]:
         """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;
         each gets a slot whose KV ops the engine must apply before the sequence's first step."""
