@@ -10,6 +10,7 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import EXPIRY_SECONDS, BatchNotFound, BatchStore, batch_object
+from lmdock.config import RequestLimits
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.storage import Database
 from lmdock.storage.db import MIGRATIONS
@@ -39,7 +40,7 @@ def store(tmp_path) -> BatchStore:
 
 
 def _create(store: BatchStore, requests: list[dict]) -> str:
-    return store.create(validate_create({"requests": requests}, _resolve))
+    return store.create(validate_create({"requests": requests}, _resolve, RequestLimits()))
 
 
 def _ok(store: BatchStore, row, idx: int) -> bool:
@@ -122,7 +123,7 @@ def test_create_validates_each_request_and_stores_errors(store):
 )
 def test_a_malformed_batch_is_rejected_whole(body, message):
     with pytest.raises(InvalidRequest) as err:
-        validate_create(body, _resolve)
+        validate_create(body, _resolve, RequestLimits())
     assert err.value.message.startswith(message)
 
 

@@ -20,6 +20,8 @@ WEATHER = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
 ITEMS = TypeAdapter(list[ResponseItem])
+DEEP_900 = '{"a": ' * 900 + "1" + "}" * 900
+DEEP_5000 = "[" * 5000 + "]" * 5000
 
 
 def _params(**body) -> ResponseCreateParams:
@@ -102,6 +104,26 @@ def test_normalized_items_are_valid_response_items():
         ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
         ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
         ({"input": []}, "input"),
+        # issue 22: each of these was a 500 (or refused only after the generation ran)
+        ({"input": [{"type": "reasoning", "summary": 5}]}, "input.0.summary"),
+        ({"input": [{"type": "reasoning", "summary": [], "content": True}]}, "input.0.content"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": "ns", "tools": 5}]}, "tools.0.tools"),
+        ({"input": "hi", "tools": [{"type": "namespace", "tools": [WEATHER]}]}, "tools.0.name"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": 5, "tools": [WEATHER]}]}, "tools.0.name"),
+        (
+            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": DEEP_900}]},
+            "input.0.arguments",
+        ),
+        (
+            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": DEEP_5000}]},
+            "input.0.arguments",
+        ),
+        ({"input": "hi", "reasoning": {"effort": "ultra"}}, "reasoning.effort"),
+        ({"input": "hi", "reasoning": {"summary": "bogus"}}, "reasoning.summary"),
+        (
+            {"input": [{"role": "user", "content": "a", "id": "m1"}, {"role": "user", "content": "b", "id": "m1"}]},
+            "input.1.id",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(body, param):
