@@ -20,6 +20,7 @@ def _params(**extra) -> dict:
 
 
 def _deep_schema(levels: int) -> dict:
+    """A schema nested 2 * `levels` JSON levels deep."""
     schema: dict = {"type": "string"}
     for _ in range(levels):
         schema = {"type": "object", "properties": {"a": schema}}
@@ -37,11 +38,11 @@ def _errors(*params: dict) -> list[dict | None]:
         (_params(stop_sequences=[f"s{i}" for i in range(17)]), "stop_sequences: at most 16 stop sequences"),
         (_params(stop_sequences=["x" * 300]), "stop_sequences.0: a stop sequence may have at most 256"),
         (
-            _params(tools=[{"name": "t", "input_schema": _deep_schema(70)}]),
+            _params(tools=[{"name": "t", "input_schema": _deep_schema(35)}]),
             "tools.0.input_schema: schema too complex",
         ),
         (
-            _params(output_config={"format": {"type": "json_schema", "schema": _deep_schema(70)}}),
+            _params(output_config={"format": {"type": "json_schema", "schema": _deep_schema(35)}}),
             "output_config.format.schema: schema too complex",
         ),
     ],

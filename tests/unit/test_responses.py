@@ -121,7 +121,12 @@ def test_normalized_items_are_valid_response_items():
         ({"input": "hi", "reasoning": {"effort": "ultra"}}, "reasoning.effort"),
         ({"input": "hi", "reasoning": {"summary": "bogus"}}, "reasoning.summary"),
         (
-            {"input": [{"role": "user", "content": "a", "id": "m1"}, {"role": "user", "content": "b", "id": "m1"}]},
+            {
+                "input": [
+                    {"role": "user", "content": "a", "id": "m1"},
+                    {"role": "user", "content": "b", "id": "m1"},
+                ]
+            },
             "input.1.id",
         ),
     ],

@@ -145,7 +145,9 @@ def _unique_ids(items: list[Item]) -> list[Item]:
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item["id"] in seen:
-            raise _bad(f"input.{i}.id", f"duplicate item id {item['id']!r}: each input item's id must be unique")
+            raise _bad(
+                f"input.{i}.id", f"duplicate item id {item['id']!r}: each input item's id must be unique"
+            )
         seen.add(item["id"])
     return items
 

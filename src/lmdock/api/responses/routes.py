@@ -279,7 +279,7 @@ async def list_input_items(
         ids = [i.get("id") for i in items]
         if after not in ids:
             raise InvalidRequest(f"after: no input item with id '{after}'", param="after")
-        items = items[len(ids) - ids[::-1].index(after) :]  # past its last occurrence: paging ends
+        items = items[ids.index(after) + 1 :]
     page = items[:limit]
     return {
         "object": "list",
