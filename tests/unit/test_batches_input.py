@@ -8,8 +8,8 @@ import json
 import pytest
 
 from lmdock.api.anthropic.batches.schema import parse_params, read_body, validate_create
-from lmdock.config import RequestLimits
 from lmdock.core import safejson
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest
 
 LIMITS = RequestLimits()

@@ -10,7 +10,7 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import EXPIRY_SECONDS, BatchNotFound, BatchStore, batch_object
-from lmdock.config import RequestLimits
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.storage import Database
 from lmdock.storage.db import MIGRATIONS

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from lmdock.api.anthropic.batches.schema import error_body, parse_params
 from lmdock.api.anthropic.batches.store import BatchStore, PendingRequest
 from lmdock.api.anthropic.encode import MessageEncoder
-from lmdock.config import RequestLimits
 from lmdock.core import safejson
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import LmdockError, Overloaded
 from lmdock.core.request import PRIORITY_BATCH
 from lmdock.models.manager import ModelManager

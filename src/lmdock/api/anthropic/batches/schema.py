@@ -18,8 +18,8 @@ from lmdock.api.anthropic.batches.store import NewRequest
 from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.schema import MessageCreateParams, parse
 from lmdock.api.limits import check_chat
-from lmdock.config import RequestLimits
 from lmdock.core import safejson
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.request import ChatRequest
 
