@@ -60,7 +60,19 @@ _CTX_PATTERNS = [
 ]
 
 
+MAX_ERROR_TEXT = 1024  # characters of an upstream's error message relayed to the client
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "… (cut)"
+
+
 def error_message(body: Any, fallback: str) -> str:
+    """The message in an upstream's error body, cut to MAX_ERROR_TEXT characters."""
+    return _clip(_message(body, fallback))
+
+
+def _message(body: Any, fallback: str) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
@@ -101,10 +113,11 @@ def _int(value: Any) -> int | None:
 
 
 def parse_body(raw: bytes) -> Any:
+    """An error body as JSON, or as (the start of) its text when it is not."""
     try:
         return json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")[:500]
+    except (ValueError, RecursionError):
+        return raw.decode(errors="replace")[:MAX_ERROR_TEXT]
 
 
 def client_error(name: str, status: int, body: Any, overflow: Overflow | None) -> LmdockError:

@@ -68,6 +68,12 @@ class UpstreamChat(PreparedChat):
             await chunks.aclose()
             await opened.release()
 
+    def cancel(self) -> None:
+        """The client went away, maybe before `events()` ran: close the upstream stream now, so the
+        upstream stops generating for nobody."""
+        if self.opened is not None:
+            self.opened.close_soon()
+
 
 def _account(node: Node, done: Done) -> None:
     stats = node.stats
