@@ -118,6 +118,11 @@ def test_normalized_items_are_valid_response_items():
             {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": DEEP_5000}]},
             "input.0.arguments",
         ),
+        (
+            {"input": [{"role": "user", "content": [{"type": ["input_text"], "text": "x"}]}]},
+            "input.0.content.0.type",
+        ),
+        ({"input": [{"role": "user", "content": [{"type": {}, "text": "x"}]}]}, "input.0.content.0.type"),
         ({"input": "hi", "reasoning": {"effort": "ultra"}}, "reasoning.effort"),
         ({"input": "hi", "reasoning": {"summary": "bogus"}}, "reasoning.summary"),
         (
@@ -247,3 +252,17 @@ def test_namespace_tools_are_function_tools_and_calls_name_their_namespace():
         enc.feed(event)
     final = Response.model_validate(enc.response().model_dump(mode="json", exclude_unset=True, by_alias=True))
     assert final.output[0].namespace == "multi_agent_v1" and final.tools[1].type == "namespace"
+
+
+def test_a_tool_output_part_without_a_string_type_reads_as_nothing():
+    items = normalize_input(
+        [
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {
+                "type": "function_call_output",
+                "call_id": "c1",
+                "output": [{"type": {"a": 1}}, {"type": "input_text", "text": "ok"}],
+            },
+        ]
+    )
+    assert _req(input=items).messages[-1].content == "ok"

@@ -180,6 +180,8 @@ def _part(part: Any, role: str, where: str) -> Item:
     if not isinstance(part, dict):
         raise _bad(where, "each content part must be an object")
     kind = part.get("type")
+    if not isinstance(kind, str):
+        raise _bad(f"{where}.type", "each content part needs a type (a string)")
     if kind in ("input_text", "output_text", "text"):
         text = part.get("text")
         if not isinstance(text, str):
@@ -196,6 +198,8 @@ def _part(part: Any, role: str, where: str) -> Item:
 
 def _part_text(part: Item) -> str:
     kind = part.get("type")
+    if not isinstance(kind, str):
+        return ""
     if kind in _TEXT_PARTS:
         return str(part.get("text", ""))
     if kind == "refusal":
