@@ -159,3 +159,31 @@ def test_a_well_behaved_upstream_keeps_its_finish_reason_and_usage():
 def test_chunks_without_output_after_the_budget_are_few():
     out = _limited(1, [_chunk("a")], endless="")
     assert _text(out) == "a" and len(out) <= 7 and out[-1]["choices"][0]["finish_reason"] == "length"
+
+
+# --- chunk shapes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"choices": 5},
+        {"choices": [5]},
+        {"choices": [{"delta": {"content": ["x"]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": {}, "function": {"name": "f"}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"function": {"arguments": True}}]}}]},
+        {"choices": [], "usage": {"prompt_tokens": "many"}},
+        {"choices": [], "timings": {"cache_n": [1]}},
+    ],
+)
+def test_a_chunk_of_the_wrong_shape_is_a_bad_stream(event):
+    raw = b"data: " + json.dumps(event).encode() + b"\n\n"
+    with pytest.raises(BadStream, match="cannot read"):
+        _run(_collect(sse_chunks(_response(raw, headers={"content-type": "text/event-stream"}))))
+
+
+def test_chunks_are_normalised_and_keep_what_lmdock_does_not_read():
+    event = {"id": "x", "choices": [{"delta": {"content": "a\ud800"}}], "usage": {"prompt_tokens": "3"}}
+    raw = b"data: " + json.dumps(event).encode() + b"\n\n"
+    (chunk,) = _run(_collect(sse_chunks(_response(raw, headers={"content-type": "text/event-stream"}))))
+    assert chunk == {"id": "x", "choices": [{"delta": {"content": "a\ufffd"}}], "usage": {"prompt_tokens": 3}}

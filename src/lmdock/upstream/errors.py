@@ -7,11 +7,11 @@ what is left of the context, the caller retries with `max_tokens` clamped (as lm
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest, LmdockError, PromptTooLong
 
 
@@ -112,11 +112,20 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def upstream_json(data: bytes | str, what: str) -> Any:
+    """JSON from an upstream, read as safely as a client's (core.safejson: bounded nesting and
+    numbers, lone surrogates replaced); anything else is a BadStream."""
+    try:
+        return safejson.loads(data, what=what)
+    except InvalidRequest as exc:
+        raise BadStream(f"upstream sent {exc.message}") from None
+
+
 def parse_body(raw: bytes) -> Any:
     """An error body as JSON, or as (the start of) its text when it is not."""
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        return upstream_json(raw, "an error body")
+    except BadStream:
         return raw.decode(errors="replace")[:MAX_ERROR_TEXT]
 
 

@@ -8,13 +8,13 @@ whole, and nothing read is ever relayed to a client at full length.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from lmdock.upstream.errors import BadStream, error_message, parse_body
+from lmdock.upstream.chunks import checked_chunk, completion_as_chunk
+from lmdock.upstream.errors import BadStream, error_message, upstream_json
 
 MAX_BODY_BYTES = 16 << 20  # a JSON answer: a non-streamed completion, /tokenize, /apply-template, a probe
 MAX_ERROR_BYTES = 1 << 20  # an error answer (its message is relayed cut to errors.MAX_ERROR_TEXT)
@@ -58,13 +58,13 @@ async def capped_lines(response: httpx.Response, cap: int = MAX_LINE_BYTES) -> A
 
 
 async def sse_chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """The JSON payloads of an OpenAI-style SSE stream (or of one JSON answer, as one chunk)."""
+    """The checked JSON payloads of an OpenAI-style SSE stream (or of one JSON answer, as one chunk)."""
     ctype = response.headers.get("content-type", "")
     if "json" in ctype:
-        body = parse_body(await read_capped(response, MAX_BODY_BYTES, "a JSON answer"))
+        body = upstream_json(await read_capped(response, MAX_BODY_BYTES, "a JSON answer"), "a JSON answer")
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise BadStream(f"upstream answered JSON that is not a completion: {str(body)[:200]}")
-        yield _as_chunk(body)
+        yield completion_as_chunk(body)
         return
     async for line in capped_lines(response):
         line = line.strip()
@@ -78,38 +78,15 @@ async def sse_chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
             raise BadStream(f"upstream sent something that is not server-sent events: {line[:120]!r}")
         if data == "[DONE]":
             return
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError):
-            raise BadStream(f"upstream sent an event that is not JSON: {data[:120]!r}") from None
+        obj = upstream_json(data, "an event")
         if not isinstance(obj, dict):
             raise BadStream(f"upstream sent an unexpected event: {data[:120]!r}")
         if "error" in obj and not obj.get("choices"):
             raise StreamErrorBody(obj)
-        yield obj
+        yield checked_chunk(obj)
 
 
 class StreamErrorBody(Exception):
     def __init__(self, body: dict[str, Any]) -> None:
         super().__init__(error_message(body, "error"))
         self.body = body
-
-
-def _as_chunk(body: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed completion as one streamed chunk."""
-    choices = []
-    for choice in body["choices"]:
-        message = dict(choice.get("message") or {})
-        if "text" in choice:
-            message["content"] = choice["text"]
-        for i, call in enumerate(message.get("tool_calls") or []):
-            call.setdefault("index", i)
-        choices.append(
-            {
-                "index": choice.get("index", 0),
-                "delta": message,
-                "text": choice.get("text"),
-                "finish_reason": choice.get("finish_reason"),
-            }
-        )
-    return {"choices": choices, "usage": body.get("usage"), "timings": body.get("timings")}

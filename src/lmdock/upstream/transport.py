@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,7 @@ from lmdock.upstream.errors import (
     error_message,
     overflow_of,
     parse_body,
+    upstream_json,
 )
 from lmdock.upstream.reading import (
     MAX_BODY_BYTES,
@@ -331,8 +331,8 @@ class Upstream:
             )
             return None
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
+            return upstream_json(raw, "an answer")
+        except BadStream:
             return None
 
     async def _probe(self) -> None:
