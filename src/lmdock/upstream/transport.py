@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from lmdock.core.errors import LmdockError, Overloaded
-from lmdock.upstream.budget import OutputBudget
 from lmdock.upstream.config import UpstreamSpec
 from lmdock.upstream.errors import (
     BadStream,
@@ -40,6 +39,7 @@ from lmdock.upstream.reading import (
     sse_chunks,
 )
 from lmdock.upstream.router import Node, Router
+from lmdock.upstream.stream import Opened
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO: with health checks every few seconds per node that drowns the log
@@ -68,76 +68,6 @@ class RetryClamped(Exception):
 
     def __init__(self, max_tokens: int) -> None:
         self.max_tokens = max_tokens
-
-
-@dataclass
-class Opened:
-    """A stream that has delivered its first chunk; iterate `chunks()` for it and the rest."""
-
-    upstream: Upstream
-    node: Node
-    response: httpx.Response
-    first: dict[str, Any]
-    rest: AsyncIterator[dict[str, Any]]
-    started: float
-    max_tokens: int | None = None  # what the request may generate: enforced here, whatever the upstream does
-    clamped: bool = False
-    _released: bool = field(default=False, repr=False)
-
-    async def _all(self) -> AsyncIterator[dict[str, Any]]:
-        yield self.first
-        async for chunk in self.rest:
-            yield chunk
-
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Every chunk within the request's max_tokens; the connection is closed when they end."""
-        try:
-            async for chunk in OutputBudget(self.max_tokens).limit(self._all()):
-                yield chunk
-        except httpx.TimeoutException:
-            self.node.stats.errors += 1
-            raise UpstreamTimeout(
-                f"upstream '{self.upstream.spec.name}' stopped streaming for {self.upstream.spec.timeout:g}s"
-            ) from None
-        except httpx.TransportError as exc:
-            self.node.stats.errors += 1
-            self.node.mark_down(f"stream broke: {exc!r}")
-            raise UpstreamError(f"upstream '{self.upstream.spec.name}' broke off the stream: {exc}") from None
-        except BadStream:
-            self.node.stats.errors += 1
-            raise
-        except StreamErrorBody as err:  # the upstream reported a failure mid-stream
-            self.node.stats.errors += 1
-            message = error_message(err.body, "error")
-            raise client_error(
-                self.upstream.spec.name, 500, err.body, overflow_of(err.body, message)
-            ) from None
-        finally:
-            await self.release()
-
-    def close_soon(self) -> None:
-        """Close the upstream stream from synchronous code (the client went away)."""
-        if not self._released:
-            task = asyncio.get_running_loop().create_task(self.release())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
-
-    async def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        self.node.outstanding -= 1
-        self.node.stats.seconds_total += time.monotonic() - self.started
-        with contextlib.suppress(Exception):
-            await self.response.aclose()
-
-    def __del__(self) -> None:  # a prepared request whose events were never consumed
-        if not self._released:
-            self._released = True
-            self.node.outstanding -= 1
-
-
-_closing: set[asyncio.Task] = set()  # streams being closed for clients that left (kept from the GC)
 
 
 class Upstream:
@@ -256,7 +186,7 @@ class Upstream:
             log.warning("upstream %s node %s is down: %r", self.spec.name, node.url, exc)
             raise _Failover(None) from None
         node.stats.first_byte_seconds_total += time.monotonic() - started
-        return Opened(self, node, response, first, rest, started, max_tokens)
+        return Opened(self.spec.name, self.spec.timeout, node, response, first, rest, started, max_tokens)
 
     async def _abandon(self, node: Node, response: httpx.Response | None) -> None:
         node.outstanding -= 1
