@@ -11,9 +11,7 @@ import struct
 import time
 from pathlib import Path
 
-import anthropic
 import httpx
-import openai
 import pytest
 
 from lmdock.models.default_model import default_model_path
@@ -311,7 +309,7 @@ def test_management_routes_need_the_admin_key_and_inference_does_not(srv: Server
     assert _post(srv, "/api/v1/models/load", body).status_code == 200
     r = httpx.post(srv.base_url + "/api/v1/models/load", json=body, headers={"x-api-key": ADMIN})
     assert r.status_code == 200
-    sdk = anthropic.Anthropic(base_url=srv.base_url, api_key="anything", max_retries=0)
+    sdk = srv.anthropic(api_key="anything", strict=False, timeout=600)
     assert sdk.messages.count_tokens(model="default", messages=HI).input_tokens > 0
 
 
@@ -320,7 +318,7 @@ def test_malformed_gguf_is_listed_as_unusable(srv: Server):
     assert native.status_code == 200
     bad = [m for m in native.json()["models"] if m["key"] == "bad"]
     assert bad and "nested" in bad[0]["error"]
-    listed = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0).models.list()
+    listed = srv.openai(api_key="x", strict=False, timeout=600).models.list()
     assert any(m.id == "bad" for m in listed.data)
     r = _post(srv, "/v1/messages", {**_messages({"type": "text", "text": "x"}), "model": "bad"})
     assert "nested" in _error(r, 400)
@@ -377,9 +375,7 @@ def test_batch_requests_over_the_limits_are_errored_and_never_run(srv: Server):
     requests = [{"custom_id": "good", "params": good}] + [
         {"custom_id": k, "params": v} for k, v in bad.items()
     ]
-    sdk = anthropic.Anthropic(
-        base_url=srv.base_url, api_key="x", max_retries=0, _strict_response_validation=True
-    )
+    sdk = srv.anthropic()
     batch = sdk.messages.batches.create(requests=requests)
     deadline = time.monotonic() + 300  # a bound for a broken build, not a timing assertion
     while sdk.messages.batches.retrieve(batch.id).processing_status != "ended":

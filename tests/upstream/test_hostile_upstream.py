@@ -12,7 +12,6 @@ import time
 
 import anthropic
 import httpx
-import openai
 import pytest
 
 from tests.conftest import Server, start_server
@@ -64,9 +63,7 @@ def front(tmp_path_factory, fake: FakeUpstream) -> Server:
 
 @pytest.fixture(scope="module")
 def client(front: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=front.base_url, api_key=API_KEY, max_retries=0, _strict_response_validation=True, timeout=120
-    )
+    return front.anthropic(api_key=API_KEY, timeout=120)
 
 
 def _streams(fake: FakeUpstream, mode: str) -> dict:
@@ -138,7 +135,7 @@ def test_max_tokens_holds_when_the_upstream_ignores_it(front: Server, client, fa
     with client.messages.stream(model=mode, max_tokens=4, messages=HI) as s:
         final = s.get_final_message()
     assert final.stop_reason == "max_tokens" and len(final.content[0].text) <= 4 * 32
-    chat = openai.OpenAI(base_url=front.base_url + "/v1", api_key=API_KEY, max_retries=0).chat.completions
+    chat = front.openai(api_key=API_KEY).chat.completions
     done = chat.create(model=mode, max_tokens=4, messages=HI)
     assert done.choices[0].finish_reason == "length" and len(done.choices[0].message.content) <= 4 * 32
     _closed(fake, mode)
@@ -158,7 +155,7 @@ def test_clients_that_leave_before_the_answer_starts_close_the_upstream_stream(f
         f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(raw)}\r\n\r\n"
     ).encode()
-    port = int(front.base_url.rsplit(":", 1)[1])
+    port = front.port
     asked = len(_requests(fake, "slow"))
     for _ in range(10):
         with socket.create_connection(("127.0.0.1", port)) as s:

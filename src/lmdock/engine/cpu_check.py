@@ -69,33 +69,26 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, key: str, entry: dict) -> None:
+    """Remember a verdict. Only an optimisation: on a full disk the check simply runs again next time."""
     data = _read(path)
     data[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
-def forced_repack(flag: bool | None) -> bool | None:
-    """--repack / --no-repack, else LMDOCK_REPACK (1/0, true/false, on/off), else None."""
-    if flag is not None:
-        return flag
-    raw = os.environ.get("LMDOCK_REPACK", "").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("CPU self-check: could not remember the verdict in %s: %s", path, exc)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def decide_repack(
     model_path: Path, model_key: str, weight_type: str | None, n_threads: int, flag: bool | None = None
 ) -> RepackVerdict:
     """Whether to load with extra buffer types; probes in a throwaway process the first time (blocking)."""
-    forced = forced_repack(flag)
-    if forced is not None:
-        return RepackVerdict(forced, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
+    if flag is not None:
+        return RepackVerdict(flag, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
     key = machine_key(weight_type)
     path = verdict_file()
     known = _read(path).get(key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ class Opened:
             with contextlib.suppress(Exception):
                 await self.response.aclose()
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every chunk within the request's max_tokens; the stream is released when they end."""
         try:
             while (item := await self._queue.get()) is not _END:
