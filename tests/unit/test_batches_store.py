@@ -283,10 +283,12 @@ def test_a_batch_belongs_to_the_key_that_created_it(store):
 
     alice, bob, admin = Principal("alice"), Principal("bob"), Principal("root", admin=True)
     mine = store.create(
-        validate_create({"requests": [{"custom_id": "a", "params": _params()}]}, _resolve), "alice"
+        validate_create({"requests": [{"custom_id": "a", "params": _params()}]}, _resolve, RequestLimits()),
+        "alice",
     )
     theirs = store.create(
-        validate_create({"requests": [{"custom_id": "b", "params": _params()}]}, _resolve), "bob"
+        validate_create({"requests": [{"custom_id": "b", "params": _params()}]}, _resolve, RequestLimits()),
+        "bob",
     )
     assert store.get(mine, alice)["id"] == mine
     for call in (store.get, store.cancel, store.delete):

@@ -14,7 +14,7 @@ from lmdock.upstream.budget import MAX_TOKEN_CHARS, OutputBudget
 from lmdock.upstream.config import UpstreamConfigError, load_specs, parse_flag, public_url, spec_from_dict
 from lmdock.upstream.errors import MAX_ERROR_TEXT, BadStream, client_error, parse_body
 from lmdock.upstream.model import UpstreamModel
-from lmdock.upstream.reading import Oversized, capped_lines, read_capped, sse_chunks
+from lmdock.upstream.reading import capped_lines, read_capped, sse_chunks
 
 
 def _run(coro):
@@ -82,18 +82,18 @@ def test_health_without_urls():
 
 def test_a_body_over_the_cap_is_refused_while_it_streams():
     assert _run(read_capped(_response(b"a" * 10, b"b" * 10), 20)) == b"a" * 10 + b"b" * 10
-    with pytest.raises(Oversized, match="oversized upstream response"):
+    with pytest.raises(BadStream, match="oversized upstream response"):
         _run(read_capped(_response(*[b"x" * 10] * 100), 50))
-    with pytest.raises(Oversized):  # announced too large: not read at all
+    with pytest.raises(BadStream, match="oversized"):  # announced too large: not read at all
         _run(read_capped(_response(b"x", headers={"content-length": "1000"}), 50))
 
 
 def test_lines_are_split_across_pieces_and_bounded():
     lines = _run(_collect(capped_lines(_response(b"data: 1\r\n\nda", b"ta: 2\n", b"tail"), cap=16)))
     assert lines == ["data: 1", "", "data: 2", "tail"]
-    with pytest.raises(Oversized):
+    with pytest.raises(BadStream, match="oversized"):
         _run(_collect(capped_lines(_response(b"data: " + b"x" * 100), cap=16)))
-    with pytest.raises(Oversized):  # a long line inside one piece
+    with pytest.raises(BadStream, match="oversized"):  # a long line inside one piece
         _run(_collect(capped_lines(_response(b"ok\n" + b"y" * 100 + b"\nok\n"), cap=16)))
 
 

@@ -18,15 +18,15 @@ _TAIL_CHUNKS = 4  # chunks without output read after the budget is spent (finish
 
 
 def _pieces(choice: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
-    """The output strings of one choice, as (the dict holding it, its key), in stream order."""
-    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-    out = [(choice, "text")] + [(delta, k) for k in ("reasoning_content", "reasoning", "content")]
-    calls = delta.get("tool_calls")
-    for call in calls if isinstance(calls, list) else []:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if isinstance(fn, dict):
-            out += [(fn, "name"), (fn, "arguments")]
-    return [(holder, key) for holder, key in out if isinstance(holder.get(key), str) and holder[key]]
+    """The output strings of one (checked: upstream/chunks.py) choice, as (the dict holding it, its
+    key), in stream order."""
+    delta: dict[str, Any] = choice.get("delta") or {}
+    out: list[tuple[dict[str, Any], str]] = [(choice, "text")]
+    out += [(delta, k) for k in ("reasoning_content", "reasoning", "content")]
+    for call in delta.get("tool_calls") or []:
+        fn: dict[str, Any] = call.get("function") or {}
+        out += [(fn, "name"), (fn, "arguments")]
+    return [(holder, key) for holder, key in out if holder.get(key)]
 
 
 def _cost(chars: int) -> int:
@@ -48,7 +48,7 @@ class OutputBudget:
                 yield chunk
                 continue
             choice = next((c for c in chunk.get("choices") or [] if c.get("index", 0) == 0), None)
-            pieces = _pieces(choice) if isinstance(choice, dict) else []
+            pieces = _pieces(choice) if choice is not None else []
             chars = sum(len(holder[key]) for holder, key in pieces)
             if self.used >= self.max_tokens:
                 tail += 1

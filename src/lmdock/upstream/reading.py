@@ -2,7 +2,7 @@
 the stream's JSON chunks.
 
 An upstream is another server, so its answers are untrusted input: a body or an SSE line larger than
-the cap is refused (`Oversized`, a 502 "oversized upstream response") instead of being held in memory
+the cap is refused (a BadStream, 502 "oversized upstream response") instead of being held in memory
 whole, and nothing read is ever relayed to a client at full length.
 """
 
@@ -21,21 +21,20 @@ MAX_ERROR_BYTES = 1 << 20  # an error answer (its message is relayed cut to erro
 MAX_LINE_BYTES = 4 << 20  # one SSE line: a chunk may carry a whole tool call's arguments
 
 
-class Oversized(BadStream):
-    def __init__(self, what: str, cap: int) -> None:
-        super().__init__(f"oversized upstream response: {what} larger than {cap} bytes")
+def _oversized(what: str, cap: int) -> BadStream:
+    return BadStream(f"oversized upstream response: {what} larger than {cap} bytes")
 
 
 async def read_capped(response: httpx.Response, cap: int, what: str = "a body") -> bytes:
-    """The whole body, or `Oversized` as soon as it is known to pass `cap` bytes."""
+    """The whole body; a BadStream as soon as it is known to pass `cap` bytes."""
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap:
-        raise Oversized(what, cap)
+        raise _oversized(what, cap)
     body = bytearray()
     async for piece in response.aiter_bytes():
         body += piece
         if len(body) > cap:
-            raise Oversized(what, cap)
+            raise _oversized(what, cap)
     return bytes(body)
 
 
@@ -47,12 +46,12 @@ async def capped_lines(response: httpx.Response, cap: int = MAX_LINE_BYTES) -> A
         start = 0
         while (end := pending.find(b"\n", start)) >= 0:
             if end - start > cap:
-                raise Oversized("an event line", cap)
+                raise _oversized("an event line", cap)
             yield pending[start:end].rstrip(b"\r").decode(errors="replace")
             start = end + 1
         del pending[:start]
         if len(pending) > cap:
-            raise Oversized("an event line", cap)
+            raise _oversized("an event line", cap)
     if pending:
         yield pending.rstrip(b"\r").decode(errors="replace")
 

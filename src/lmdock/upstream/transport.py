@@ -33,7 +33,6 @@ from lmdock.upstream.errors import (
 from lmdock.upstream.reading import (
     MAX_BODY_BYTES,
     MAX_ERROR_BYTES,
-    Oversized,
     StreamErrorBody,
     read_capped,
     sse_chunks,
@@ -252,17 +251,13 @@ class Upstream:
             ) as r:
                 if r.status_code != 200:
                     return None
-                raw = await read_capped(r, MAX_BODY_BYTES)
+                return upstream_json(await read_capped(r, MAX_BODY_BYTES), "an answer")
         except httpx.HTTPError:
             return None
-        except Oversized as exc:
+        except BadStream as exc:  # oversized or not JSON
             log.warning(
                 "upstream %s node %s: %s (%s %s)", self.spec.name, node.url, exc.message, method, path
             )
-            return None
-        try:
-            return upstream_json(raw, "an answer")
-        except BadStream:
             return None
 
     async def _probe(self) -> None:
@@ -333,7 +328,7 @@ class Upstream:
                 await read_capped(r, MAX_ERROR_BYTES, "a health answer")  # keeps the connection
         except httpx.HTTPError as exc:
             ok, reason = False, repr(exc)
-        except Oversized as exc:
+        except BadStream as exc:
             ok, reason = False, exc.message
         if ok:
             if not node.healthy:
