@@ -24,13 +24,6 @@ API_KEY = "front-key"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    f = FakeUpstream().start()
-    yield f
-    f.close()
-
-
-@pytest.fixture(scope="module")
 def front(tmp_path_factory, fake: FakeUpstream) -> Server:
     tmp = tmp_path_factory.mktemp("hostile-front")
     (tmp / "home").mkdir()
