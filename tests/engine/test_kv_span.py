@@ -36,3 +36,29 @@ def test_a_short_sequence_does_not_attend_over_unrelated_cached_prefixes():
         assert warm_text == cold_text
     finally:
         engine.close()
+
+
+def _agent_prompt(project: str) -> str:
+    system = (
+        f"You are a coding agent. Your memory is at /home/dev/.agent/projects/{project}/memory/ and the "
+        f"working directory is /home/dev/{project}.\nTools:\n{_facts('tool', 70)}"
+    )
+    return chatml("What is the capital of France? Answer with one word.", system)
+
+
+def test_a_prefix_moved_out_to_ram_still_gives_its_runs_to_chunk_reuse():
+    engine = make_engine(parallel=2)
+    try:
+        beta_text, beta_cold = run(generate(engine, _agent_prompt("beta-service-api"), 8))
+        _, alpha = run(generate(engine, _agent_prompt("alpha-notes"), 8))  # takes the tool block over
+        assert alpha.cached_tokens > 0.8 * alpha.prompt_tokens
+        demoted = engine.stats.demotions
+        run(generate(engine, chatml("List three prime numbers."), 16))  # moves the agent prompts to RAM
+        assert engine.stats.demotions > demoted
+        moved = engine.stats.moved_tokens
+        again_text, again = run(generate(engine, _agent_prompt("beta-service-api"), 8))
+        assert engine.stats.moved_tokens > moved, "the tool block should move in from the RAM entry"
+        assert again.cached_tokens > 0.8 * again.prompt_tokens, again
+        assert again_text == beta_text
+    finally:
+        engine.close()

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lmdock.core.errors import EngineFailed, PromptTooLong
+from lmdock.engine.chunk_reuse import best_plan
 from lmdock.engine.constraint import ConstraintFactory
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.prompt_cache import PromptCache
+from lmdock.engine.reuse import plan_reuse
 from lmdock.engine.runner import ModelRunner
 from lmdock.engine.scheduler import Evict, Preempt, Scheduler, SchedulerConfig, Step
 from lmdock.engine.sequence import Phase, Sequence
@@ -59,6 +61,11 @@ class EngineStats:
     decode_steps: int = 0  # llama_decode calls that evaluated a batch
     kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (kv_span)
     demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
+
+    def decoded_step(self, kv_cells: int) -> None:
+        """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""
+        self.decode_steps += 1
+        self.kv_cells += kv_cells
 
 
 class EngineStream:
@@ -130,7 +137,6 @@ class Engine:
         else:
             log.info("chunk reuse off for %s: %s (prefix reuse only)", model.path.name, self.chunk_reuse_off)
         self.pool = SlotPool(n_seq)
-        self._shared, self._shared_at = 0, -1  # cells the slots share, as of runner.kv_version
         self.scheduler = Scheduler(
             self.pool,
             SchedulerConfig(
@@ -264,6 +270,8 @@ class Engine:
                 return False
             cancelled = self.scheduler.cancelled()
             yielded = self.scheduler.yield_to_priority()
+            if self.cache is not None and (head := self.scheduler.next_admissible()) is not None:
+                self._promote(head.prompt)  # a cached source for chunk reuse, back from RAM
             admitted = self.scheduler.admit()
         # preempted for a more urgent request: resumes when admitted again, with its sampler, grammar
         # and text state, and its KV kept as prefix cache
@@ -332,18 +340,33 @@ class Engine:
                 return True
         return self.cache.on_disk(slot.tokens)
 
-    def kv_span(self) -> int:
-        """The KV cells a decode step attends over now: every cell the slots hold (llama.cpp's unified
-        cache masks other sequences' cells but still walks them). What the slots share is counted again
-        only after KV operations; decoded tokens just add their cells."""
-        held = sum(len(s.tokens) for s in self.pool.slots)
-        if self._shared_at != self.runner.kv_version:
-            self._shared = held - self.pool.resident_cells()
-            self._shared_at = self.runner.kv_version
-        return held - self._shared
+    def _promote(self, prompt: list[int]) -> None:
+        """Bring a host-RAM entry back into an empty slot when chunk reuse could take more of `prompt`
+        from it than from any resident slot, so that a prefix `_clear_the_way` moved out stays a source
+        of cached runs (chunk reuse plans over resident slots only)."""
+        min_run = self.scheduler.config.chunk_reuse_min
+        idle = [s for s in self.pool.slots if not s.busy]
+        empty = [s for s in idle if not s.tokens]
+        if min_run <= 0 or len(idle) < 2 or not empty or not self.cache.ram:
+            return
+        _, resident = best_plan(self.pool, prompt, min_run)
+        beat = max(resident.reused if resident else 0, self.pool.best_prefix(prompt)[1]) + min_run
+        best, best_reused = None, beat - 1
+        for entry in self.cache.ram:
+            plan = plan_reuse(entry.tokens, prompt, min_run)
+            if plan.runs and plan.reused > best_reused:
+                best, best_reused = entry, plan.reused
+        if best is None or best.data is None:
+            return
+        slot = empty[0]
+        if self.runner.write_state(slot.seq_id, best.data):
+            slot.tokens = list(best.tokens)
+            self.cache.restored(best)
+        else:
+            self.runner.apply(self.pool.clear(slot))
+            self.cache.discard(best, "llama.cpp could not load it")
 
     def _step(self, step: Step) -> None:
-        span = self.kv_span() if step.decode else 0
         try:
             decoded = self.runner.decode(step)
         except Exception:
@@ -355,9 +378,8 @@ class Engine:
         if not decoded:
             self._make_room(step)
             return
-        if step.decode:
-            self.stats.decode_steps += 1
-            self.stats.kv_cells += span + len(step.decode) + sum(p.n_tokens for p in step.prefill)
+        if step.decode:  # this step's n_kv: the cells the slots held before it, and its own tokens
+            self.stats.decoded_step(self.pool.kv_span(self.runner.kv_version) + step.n_tokens)
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens

@@ -70,6 +70,7 @@ class SlotPool:
     def __init__(self, n_slots: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._clock = clock
+        self._shared, self._shared_at = 0, -1  # cells the slots share, as of a KV-operations count
 
     def best_prefix(self, prompt: list[int]) -> tuple[Slot | None, int]:
         """The resident slot sharing the longest prefix with `prompt` (at most len(prompt) - 1, so at
@@ -153,6 +154,15 @@ class SlotPool:
             total += len(slot.tokens) - max((common_prefix_len(slot.tokens, t) for t in held), default=0)
             held.append(slot.tokens)
         return total
+
+    def kv_span(self, kv_version: int) -> int:
+        """The KV cells a decode step attends over now: every cell the slots hold (llama.cpp's unified
+        cache masks other sequences' cells but still walks them). What the slots share is counted again
+        only when `kv_version` (the runner's count of KV operations) moved; decoded tokens just add cells."""
+        held = sum(len(s.tokens) for s in self.slots)
+        if self._shared_at != kv_version:
+            self._shared, self._shared_at = held - self.resident_cells(), kv_version
+        return held - self._shared
 
     def own_cells(self, slot: Slot) -> int:
         """The KV cells `slot` holds that no busy slot shares: its tokens past the longest prefix it has
