@@ -37,7 +37,8 @@ from lmdock.upstream.openai_chat import (
     translate,
 )
 from lmdock.upstream.router import Node, affinity_key
-from lmdock.upstream.transport import Opened, Upstream
+from lmdock.upstream.stream import Opened
+from lmdock.upstream.transport import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,13 @@ class UpstreamChat(PreparedChat):
                 yield event
         finally:
             await chunks.aclose()
-            await opened.release()
+            opened.release()
+
+    def cancel(self) -> None:
+        """The client went away, maybe before `events()` ran: close the upstream stream now, so the
+        upstream stops generating for nobody."""
+        if self.opened is not None:
+            self.opened.release()
 
 
 def _account(node: Node, done: Done) -> None:
