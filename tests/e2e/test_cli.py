@@ -68,7 +68,12 @@ def test_launch_claude_sets_the_environment(server: Server):
     assert env["ANTHROPIC_BASE_URL"] == server.base_url
     assert env["ANTHROPIC_MODEL"] == env["CLAUDE_CODE_SUBAGENT_MODEL"] == QWEN
     assert all(env[f"ANTHROPIC_DEFAULT_{t}_MODEL"] == QWEN for t in ("OPUS", "SONNET", "HAIKU"))
-    assert env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "8192" and env["CLAUDE_CODE_ATTRIBUTION_HEADER"] == "0"
+    assert env["CLAUDE_CODE_ATTRIBUTION_HEADER"] == "0"
+    # the served window, as /v1/models lists it; no auto-compact window (Claude Code raises one below
+    # 100k to 100k, three times the context this model is served with)
+    listed = server.anthropic().models.retrieve(QWEN)
+    assert env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "8192" == str(listed.max_input_tokens)
+    assert listed.max_tokens == 8192 and "CLAUDE_CODE_AUTO_COMPACT_WINDOW" not in env
     assert env["ANTHROPIC_AUTH_TOKEN"] == "lmdock" and env["ANTHROPIC_API_KEY"] == "''"
     # Claude Code sends no sampling fields: say what the model's defaults are (on stderr)
     assert "sampling for requests that set none: temperature" in " ".join(printed.stderr.split())

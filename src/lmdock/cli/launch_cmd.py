@@ -1,8 +1,9 @@
 """`lmdock launch claude`: start Claude Code pointed at the server, as LM Studio's `lms launch claude`.
 
 Every model tier, background and subagent call is pinned to the loaded model (so Claude Code never asks
-for a model lmdock does not have), auto-compaction follows the real context length, and the
-per-request attribution header that would defeat the prompt cache is switched off.
+for a model lmdock does not have), Claude Code is told the served context window (so it compacts before
+the server has to refuse a prompt), and the per-request attribution header that would defeat the prompt
+cache is switched off.
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def _sampling_line(server: Server, key: str) -> str | None:
     return None
 
 
+# Claude Code (2.1.x) raises a CLAUDE_CODE_AUTO_COMPACT_WINDOW below this to this (its `below_minimum`
+# branch), so for a smaller context that variable would plan compaction for a window the server lacks.
+CLAUDE_MIN_AUTO_COMPACT_WINDOW = 100_000
+
+
+def claude_window_env(context_length: int) -> dict[str, str]:
+    """The context window as Claude Code reads it for a model it does not know: CLAUDE_CODE_MAX_CONTEXT_TOKENS
+    is the window (auto-compaction plans within it); the auto-compact window is only set where Claude
+    Code would take it as given (Claude Code compacts within the smaller of the two)."""
+    env = {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(context_length)}
+    if context_length >= CLAUDE_MIN_AUTO_COMPACT_WINDOW:
+        env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(context_length)
+    return env
+
+
 def claude_env(server: Server, model: str, context_length: int) -> dict[str, str]:
     env = {
         "ANTHROPIC_BASE_URL": server.base_url,
@@ -51,7 +67,7 @@ def claude_env(server: Server, model: str, context_length: int) -> dict[str, str
         "ANTHROPIC_API_KEY": "",  # a key inherited from the shell would take precedence over the token
         "ANTHROPIC_MODEL": model,
         "CLAUDE_CODE_SUBAGENT_MODEL": model,
-        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(context_length),
+        **claude_window_env(context_length),
         "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
     }
     for tier in ("OPUS", "SONNET", "HAIKU"):
@@ -89,7 +105,7 @@ def claude(
     if key.startswith("claude-"):
         err_console.print(
             f"[yellow]{key} starts with claude-: Claude Code will assume a 200K window and ignore "
-            "CLAUDE_CODE_AUTO_COMPACT_WINDOW.[/yellow]"
+            "CLAUDE_CODE_MAX_CONTEXT_TOKENS.[/yellow]"
         )
     sampling = _sampling_line(server, key)
     if print_env:

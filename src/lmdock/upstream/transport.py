@@ -284,7 +284,8 @@ class Upstream:
                 owner = str(first.get("owned_by", "")).lower()
                 if info.flavor == "unknown" and owner in ("vllm", "sglang"):
                     info.flavor = owner
-                info.n_ctx = info.n_ctx or first.get("max_model_len") or first.get("max_input_tokens")
+                served = _entry_of(data, self.spec.model) or first  # the window of the model it serves
+                info.n_ctx = info.n_ctx or served.get("max_model_len") or served.get("max_input_tokens")
                 if self.spec.model is None and info.flavor != "lmdock":
                     info.model = first.get("id")
             if self.spec.kind == "auto":
@@ -377,3 +378,11 @@ def _retry_after(value: str | None) -> float:
         return float(value) if value else 2.0
     except ValueError:
         return 2.0
+
+
+def _entry_of(data: list, model: str | None) -> dict[str, Any] | None:
+    """The /v1/models entry of `model` (None when it is not named or not listed)."""
+    for entry in data:
+        if model is not None and isinstance(entry, dict) and entry.get("id") == model:
+            return entry
+    return None

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from anthropic.types import ModelInfo
 
 from lmdock.core.errors import InvalidRequest
+from lmdock.models.loaded import context_on_load
 from lmdock.models.manager import ModelManager
 from lmdock.models.store import ModelRecord
 from lmdock.upstream.listing import upstream_model_info
@@ -15,7 +16,8 @@ from lmdock.upstream.listing import upstream_model_info
 def model_info(manager: ModelManager, record: ModelRecord) -> dict:
     mtime = int(record.path.stat().st_mtime)
     loaded = manager.loaded.get(record.key)
-    context = loaded.n_ctx if loaded else (record.metadata.context_length or None)
+    # the served window: the loaded context, or the one a load would give (not the trained one)
+    context = loaded.n_ctx if loaded else context_on_load(record, manager.settings)
     info = ModelInfo(
         type="model",
         id=record.key,
