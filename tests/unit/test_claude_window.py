@@ -19,7 +19,9 @@ BUNDLE = Path(__file__).resolve().parents[2] / "node_modules/@anthropic-ai/claud
 
 def test_a_small_window_is_the_max_context_tokens_and_no_auto_compact_window():
     assert claude_window_env(24576) == {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "24576"}
-    assert claude_window_env(CLAUDE_MIN_AUTO_COMPACT_WINDOW - 1) == {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "99999"}
+    assert claude_window_env(CLAUDE_MIN_AUTO_COMPACT_WINDOW - 1) == {
+        "CLAUDE_CODE_MAX_CONTEXT_TOKENS": "99999"
+    }
 
 
 def test_a_window_claude_code_takes_as_given_sets_both():

@@ -97,7 +97,9 @@ class LoadedModel:
         await self.engine.close(grace)
 
 
-def context_on_load(record: ModelRecord, settings: Settings, options: LoadOptions | None = None) -> int | None:
+def context_on_load(
+    record: ModelRecord, settings: Settings, options: LoadOptions | None = None
+) -> int | None:
     """The context a load with these settings gives the model (llama_model.LlamaModel's rule: the size
     asked for, else the trained context capped at MAX_DEFAULT_CTX); None when neither is known."""
     asked = (options.ctx_size if options else None) or settings.ctx_size
