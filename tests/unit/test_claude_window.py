@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lmdock.api.native.catalog import default_context
 from lmdock.cli.launch_cmd import CLAUDE_MIN_AUTO_COMPACT_WINDOW, claude_window_env
 from lmdock.core.config import MAX_DEFAULT_CTX, Settings
-from lmdock.models.loaded import LoadOptions, context_on_load
 from lmdock.models.store import GGUFMetadata, ModelRecord
 from lmdock.upstream.transport import _entry_of
 
@@ -56,11 +56,9 @@ def _record(trained: int) -> ModelRecord:
 
 
 def test_listed_window_is_the_one_a_load_gives_not_the_trained_one():
-    assert context_on_load(_record(131072), Settings()) == MAX_DEFAULT_CTX
-    assert context_on_load(_record(4096), Settings()) == 4096
-    assert context_on_load(_record(131072), Settings(ctx_size=24576)) == 24576
-    assert context_on_load(_record(131072), Settings(ctx_size=24576), LoadOptions(ctx_size=8192)) == 8192
-    assert context_on_load(_record(0), Settings()) is None
+    assert default_context(_record(131072), Settings()) == MAX_DEFAULT_CTX
+    assert default_context(_record(4096), Settings()) == 4096
+    assert default_context(_record(131072), Settings(ctx_size=24576)) == 24576
 
 
 def test_an_upstreams_window_is_read_from_the_entry_of_the_model_it_serves():

@@ -97,16 +97,6 @@ class LoadedModel:
         await self.engine.close(grace)
 
 
-def context_on_load(
-    record: ModelRecord, settings: Settings, options: LoadOptions | None = None
-) -> int | None:
-    """The context a load with these settings gives the model (llama_model.LlamaModel's rule: the size
-    asked for, else the trained context capped at MAX_DEFAULT_CTX); None when neither is known."""
-    asked = (options.ctx_size if options else None) or settings.ctx_size
-    trained = record.metadata.context_length
-    return asked or (min(trained, MAX_DEFAULT_CTX) if trained else None)
-
-
 async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on_failed=None) -> LoadedModel:
     """Start a worker process for a model file and wait until it has loaded and warmed up."""
     parallel = options.parallel or settings.parallel

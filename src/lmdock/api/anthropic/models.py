@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from anthropic.types import ModelInfo
 
+from lmdock.api.native.catalog import default_context
 from lmdock.core.errors import InvalidRequest
-from lmdock.models.loaded import context_on_load
 from lmdock.models.manager import ModelManager
 from lmdock.models.store import ModelRecord
 from lmdock.upstream.listing import upstream_model_info
@@ -17,7 +17,7 @@ def model_info(manager: ModelManager, record: ModelRecord) -> dict:
     mtime = int(record.path.stat().st_mtime)
     loaded = manager.loaded.get(record.key)
     # the served window: the loaded context, or the one a load would give (not the trained one)
-    context = loaded.n_ctx if loaded else context_on_load(record, manager.settings)
+    context = loaded.n_ctx if loaded else default_context(record, manager.settings)
     info = ModelInfo(
         type="model",
         id=record.key,
