@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lmdock.chat.session import PreparedChat
 from lmdock.core.events import Usage
 
 LOG_STREAM_PATH = "/api/v1/logs/stream"
@@ -49,9 +51,11 @@ def hub_of(app: Any) -> RequestLogHub:
     return app.state.request_log
 
 
-def note_sampling(request: Request, sampling: Any) -> None:
-    """Record the effective sampling settings (the request's own plus the model's defaults)."""
-    request.state.log_sampling = sampling.as_dict()
+def note_prepared(request: Request, prepared: PreparedChat) -> None:
+    """Record the effective sampling settings (the request's own plus the model's defaults), and the
+    submitted request, whose admission (cache lookup, time queued and why) the entry reports."""
+    request.state.log_sampling = prepared.sampling.as_dict()
+    request.state.log_prepared = prepared
 
 
 def note_usage(request: Request, model: str, usage: Usage | None = None) -> None:
@@ -101,4 +105,19 @@ def _entry(scope: Scope, status: int, seconds: float) -> dict[str, Any]:
         "cached_tokens": usage.cached_tokens if usage else None,
         "duration_ms": round(seconds * 1000, 1),
         "sampling": state.get("log_sampling"),
+        **_admission(state.get("log_prepared")),
+    }
+
+
+def _admission(prepared: PreparedChat | None) -> dict[str, Any]:
+    """How the engine took the request: how its cache lookup went (tier, cached and chunk-reused
+    tokens, where the prompt left the nearest cached entry), how long it queued and why."""
+    admitted = prepared.admission if prepared is not None else None
+    if admitted is None:  # not generated locally (an upstream model), or ended before admission
+        return {"cache": None, "queue_ms": None, "blocked_by": None}
+    lookup = asdict(admitted.lookup) if admitted.lookup is not None else None
+    return {
+        "cache": lookup,
+        "queue_ms": round(admitted.queue_seconds * 1000, 1),
+        "blocked_by": admitted.blocked_by,
     }

@@ -48,6 +48,7 @@ class PreparedChat:
     _stream: EventStream | None  # None for a model served by upstream engines (upstream/session.py)
     cached_tokens: int = 0
     _early: EngineEvent | None = None  # what `admitted()` read that was not the admission
+    admission: Admitted | None = None  # the engine's, once seen: cache lookup, time queued and why
     logprobs: bool = False
     sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
 
@@ -58,7 +59,7 @@ class PreparedChat:
             return Usage(input_tokens=self.input_tokens, output_tokens=0)
         event = await anext(self._stream, None)
         if isinstance(event, Admitted):
-            self.cached_tokens = event.cached_tokens
+            self.cached_tokens, self.admission = event.cached_tokens, event
         else:
             self._early = event  # the request ended first (cancelled, failed): events() reports it
         return Usage(input_tokens=self.input_tokens, output_tokens=0, cached_tokens=self.cached_tokens)
@@ -70,7 +71,7 @@ class PreparedChat:
         try:
             async for event in self._engine_events():
                 if isinstance(event, Admitted):
-                    self.cached_tokens = event.cached_tokens
+                    self.cached_tokens, self.admission = event.cached_tokens, event
                     continue
                 if isinstance(event, TextChunk):
                     if aligner is not None and event.logprobs:

@@ -6,11 +6,13 @@ KV the slot does not hold."""
 from __future__ import annotations
 
 from lmdock.engine.chunk_reuse import best_plan
+from lmdock.engine.lookup import Nearest, nearer, nearest
 from lmdock.engine.prompt_cache import PromptCache
 from lmdock.engine.reuse import plan_reuse
 from lmdock.engine.runner import ModelRunner
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import Slot, SlotPool
+from lmdock.engine.types import CacheTier
 
 
 class CacheMover:
@@ -22,19 +24,26 @@ class CacheMover:
         self.pool = pool
         self.chunk_reuse_min = chunk_reuse_min  # shortest run chunk reuse moves (0: off)
 
-    def restore(self, slot: Slot, prompt: list[int]) -> None:
-        """Load a cached state into `slot` if it holds a longer prefix of `prompt` than the slot does.
+    def nearest(self, prompt: list[int], resident: Nearest | None) -> Nearest | None:
+        """The entry nearest `prompt` (what a miss is explained against): `resident`, the slot found at
+        admission, or a RAM or disk entry that shares more."""
+        return nearer(resident, nearest(prompt, [e.tokens for e in self.cache.ram + self.cache.disk]))
+
+    def restore(self, slot: Slot, prompt: list[int]) -> CacheTier | None:
+        """Load a cached state into `slot` if it holds a longer prefix of `prompt` than the slot does;
+        the tier it came from, or None.
 
         A disk file is verified first: a damaged one is deleted and the slot keeps what it had. If
         llama.cpp then fails to load a state, the slot is left empty (the prompt is computed cold)."""
         hit = self.cache.lookup(prompt, have=len(slot.tokens))
         if hit is None:
-            return
+            return None
         entry = hit.entry
+        tier: CacheTier = "ram" if entry.data is not None else "disk"
         files, file = self.cache.files, entry.file
         if file is not None and (files is None or not files.verify(file)):
             self.cache.discard(entry, "the file is damaged or cut short")
-            return
+            return None
         self.runner.apply(self.pool.clear(slot))
         if entry.data is not None:
             loaded = self.runner.write_state(slot.seq_id, entry.data)
@@ -44,10 +53,11 @@ class CacheMover:
         if not loaded:
             self.runner.apply(self.pool.clear(slot))
             self.cache.discard(entry, "llama.cpp could not load it")
-            return
+            return None
         slot.tokens = list(entry.tokens)
         self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
         self.cache.restored(entry)
+        return tier
 
     def persist(self, seq: Sequence) -> None:
         """Save a just-prefilled prompt to disk unless a saved entry already covers it."""

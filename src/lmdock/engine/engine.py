@@ -20,6 +20,7 @@ from lmdock.engine.cache_mover import CacheMover
 from lmdock.engine.chunk_reuse import reuse_blocker
 from lmdock.engine.constraint import ConstraintFactory
 from lmdock.engine.llama_model import LlamaModel
+from lmdock.engine.lookup import explain
 from lmdock.engine.prompt_cache import PromptCache
 from lmdock.engine.runner import ModelRunner
 from lmdock.engine.scheduler import Evict, Preempt, Scheduler, SchedulerConfig, Step
@@ -186,16 +187,15 @@ class Engine:
     def _start(self, seq: Sequence, claim: Claim) -> None:
         """Set up an admitted sequence's slot: reused prefix, then a longer cached one if there is."""
         self.runner.apply(claim.ops)
-        if self.mover is not None and not seq.runs:
-            self.mover.restore(claim.slot, seq.prompt)
+        near = self.mover.nearest(seq.prompt, seq.nearest) if self.mover is not None else seq.nearest
+        tier = self.mover.restore(claim.slot, seq.prompt) if self.mover is not None and not seq.runs else None
         seq.cursor = len(claim.slot.tokens)  # what the KV really holds, whatever the cache did
         if seq.sampler is None:  # a suspended sequence resumes with its own
             self.runner.start_sampler(seq)
         reused = claim.reused if seq.runs else seq.cursor  # runs move in as the prefill reaches them
-        if seq.cached is None:
-            self.stats.prompt_tokens += len(seq.prompt)
-            self.stats.cache_hit_tokens += reused
-        seq.admitted(reused)
+        if seq.cached is None:  # the first admission: count the lookup and say how it went
+            lookup = explain(seq.prompt, near, tier or "slot", reused, seq.runs, self.model.token_piece)
+            seq.admitted(reused, self.stats.counted(len(seq.prompt), lookup))
 
     def _splice(self) -> None:
         """Move cached runs into prompts whose prefill reached them (chunk reuse)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from lmdock.core.errors import Overloaded
 from lmdock.engine.chunk_reuse import Splice, claim_with_runs, release_source, splice
+from lmdock.engine.lookup import nearest
 from lmdock.engine.sequence import Phase, Sequence
 from lmdock.engine.slots import Claim, KvOp, Slot, SlotPool
 
@@ -163,10 +164,25 @@ class Scheduler:
             seq.phase = Phase.PREFILL
             self.running.append(seq)
             admitted.append((seq, claim))
+        self._note_waits()
         return admitted
 
+    def _note_waits(self) -> None:
+        """Give each request still waiting the reason it waits, the first time it has to (the request
+        log reports it): the head's `blocked_by()`, or the head itself for those behind it."""
+        head, reason = self.next_waiting(), self.blocked_by()
+        for seq in self.waiting:
+            if seq.blocked_by is None and not seq.cancelled:
+                if seq is head and reason is not None:
+                    seq.blocked_by = reason
+                elif seq is not head and head is not None:
+                    seq.blocked_by = f"queued behind an earlier request ({reason or 'being admitted'})"
+
     def _claim(self, seq: Sequence) -> Claim | None:
-        """Chunk reuse if it beats the longest cached prefix by a run or more, else prefix reuse."""
+        """Chunk reuse if it beats the longest cached prefix by a run or more, else prefix reuse. The
+        resident slot nearest the prompt is noted first (claiming may truncate it)."""
+        if seq.cached is None:
+            seq.nearest = nearest(seq.prompt, [s.tokens for s in self.pool.slots])
         if self.config.chunk_reuse_min > 0:
             _, prefix = self.pool.best_prefix(seq.prompt)
             rc = claim_with_runs(self.pool, seq.prompt, self.config.chunk_reuse_min, prefix)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from enum import Enum
 
 from lmdock.engine.constraint import Constraint
 from lmdock.engine.detokenizer import IncrementalDecoder, StopMatcher
+from lmdock.engine.lookup import Nearest
 from lmdock.engine.reuse import Run
 from lmdock.engine.slots import Slot
 from lmdock.engine.types import (
     Admitted,
+    CacheLookup,
     EngineEvent,
     EngineRequest,
     Finished,
@@ -49,6 +52,9 @@ class Sequence:
         self.source: Slot | None = None  # chunk reuse: the pinned slot the runs below still sit in
         self.runs: list[Run] = []  # cached runs still to move in, in prompt order (chunk_reuse.py)
         self.cached: int | None = None  # prompt tokens found in the cache at the first admission
+        self.queued_at = time.monotonic()
+        self.blocked_by: str | None = None  # the first reason the scheduler gave while it waited
+        self.nearest: Nearest | None = None  # the resident slot nearest its prompt, seen at admission
         self.generated = 0
         self.pending: int | None = None  # last sampled token, decoded in the next step
         self.batch_index = -1
@@ -88,12 +94,20 @@ class Sequence:
         """Why generation ends at `max_tokens`: the client's limit, or the end of the context."""
         return "context" if self.clamped_by_context else "length"
 
-    def admitted(self, cached: int | None = None) -> None:
-        """The slot is set up (prefix reused or restored, runs planned): report the cache hit, once per
-        request."""
+    def admitted(self, cached: int | None = None, lookup: CacheLookup | None = None) -> None:
+        """The slot is set up (prefix reused or restored, runs planned): report the cache hit, how the
+        lookup went and the time spent queued, once per request."""
         if self.cached is None:
             self.cached = self.cursor if cached is None else cached
-            self.emit(Admitted(prompt_tokens=self.prompt_tokens, cached_tokens=self.cached))
+            self.emit(
+                Admitted(
+                    prompt_tokens=self.prompt_tokens,
+                    cached_tokens=self.cached,
+                    lookup=lookup,
+                    queue_seconds=time.monotonic() - self.queued_at,
+                    blocked_by=self.blocked_by,
+                )
+            )
 
     def push_piece(self, piece: bytes, logprob: TokenLogprob | None = None) -> str | None:
         """Feed one sampled token's bytes; emit safe text; return the stop string if one matched.

@@ -10,6 +10,9 @@ from lmdock.core.request import SamplingParams
 
 __all__ = [
     "Admitted",
+    "CacheLookup",
+    "CachedState",
+    "CacheTier",
     "EngineEvent",
     "EngineInfo",
     "EngineRequest",
@@ -18,12 +21,14 @@ __all__ = [
     "EngineStats",
     "Finished",
     "FinishReason",
+    "QueuedState",
     "SlotState",
     "TextChunk",
     "TokenLogprob",
 ]
 
 FinishReason = Literal["eog", "length", "stop", "context", "grammar", "cancelled", "error"]
+CacheTier = Literal["slot", "ram", "disk"]  # where a reused prompt prefix came from
 
 
 @dataclass
@@ -45,13 +50,33 @@ class EngineRequest:
 
 
 @dataclass
+class CacheLookup:
+    """How a prompt's cache lookup went (engine/lookup.py): `cached_tokens` reused as a prefix from
+    `tier` (None: a miss), `chunk_reused_tokens` more moved in from cached runs further on; where the
+    prompt left the nearest cached entry (`diverged_at`, a token index), with up to 40 characters of
+    the text both share before it and of each side after it."""
+
+    tier: CacheTier | None
+    cached_tokens: int
+    chunk_reused_tokens: int = 0
+    diverged_at: int | None = None
+    before: str | None = None
+    prompt_after: str | None = None
+    cached_after: str | None = None
+
+
+@dataclass
 class Admitted:
     """The first event of a request once it holds a KV slot: how much of its prompt the cache already
-    held (so a protocol can report usage before any text; `Finished` repeats the same counts). Why the
-    request waited and how the cache lookup went can join it as fields with defaults."""
+    held (so a protocol can report usage before any text; `Finished` repeats the same counts), how the
+    cache lookup went, and how long the request waited in the queue and why (`blocked_by`: the first
+    reason the scheduler gave while it waited; None if it was admitted at once)."""
 
     prompt_tokens: int
     cached_tokens: int
+    lookup: CacheLookup | None = None
+    queue_seconds: float = 0.0
+    blocked_by: str | None = None
 
 
 @dataclass
@@ -98,11 +123,27 @@ class EngineStats:
     decode_steps: int = 0  # llama_decode calls that evaluated a batch
     kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (n_kv)
     demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
+    hits_slot: int = 0  # admitted prompts whose reused prefix was resident in a KV slot
+    hits_ram: int = 0  # ... restored from the host-RAM tier
+    hits_disk: int = 0  # ... restored from the disk tier
+    misses: int = 0  # admitted prompts that reused no prefix
 
     def decoded_step(self, kv_cells: int) -> None:
         """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""
         self.decode_steps += 1
         self.kv_cells += kv_cells
+
+    def counted(self, prompt_tokens: int, lookup: CacheLookup) -> CacheLookup:
+        """Count an admitted prompt, its cached prefix, and its lookup as a hit of its tier or a miss
+        (returns the lookup)."""
+        self.prompt_tokens += prompt_tokens
+        self.cache_hit_tokens += lookup.cached_tokens
+        if lookup.tier is None:
+            self.misses += 1
+        else:
+            name = f"hits_{lookup.tier}"
+            setattr(self, name, getattr(self, name) + 1)
+        return lookup
 
     def __add__(self, other: EngineStats) -> EngineStats:
         """Field by field (a restarted worker counts from zero; the server adds what came before)."""
@@ -130,14 +171,37 @@ class SlotState:
 
 
 @dataclass
+class QueuedState:
+    """A request waiting for a slot: its prompt, how long it has waited and why (the first reason)."""
+
+    prompt_tokens: int
+    priority: int
+    waited_seconds: float
+    blocked_by: str | None
+
+
+@dataclass
+class CachedState:
+    """A prompt-cache entry behind the slots: its tier, its tokens, its bytes, seconds since last use."""
+
+    tier: CacheTier
+    tokens: int
+    nbytes: int
+    idle_seconds: float
+
+
+@dataclass
 class EngineSnapshot:
-    """The engine's queue and slots at one moment (why the head of the queue waits: `blocked_by`)."""
+    """The engine's queue, slots and cache entries at one moment (why the head of the queue waits:
+    `blocked_by`)."""
 
     waiting: int
     active: int
     blocked_by: str | None
     failure: str | None
     slots: list[SlotState] = field(default_factory=list)
+    queue: list[QueuedState] = field(default_factory=list)
+    cache: list[CachedState] = field(default_factory=list)
 
 
 @dataclass

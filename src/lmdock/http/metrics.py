@@ -50,9 +50,21 @@ class _EngineCollector:
         crashes = CounterMetricFamily(
             "lmdock_worker_crashes", "Times a model's worker process died", labels=["model"]
         )
+        lookups = CounterMetricFamily(
+            "lmdock_cache_lookups",
+            "Admitted prompts by where their reused prefix came from (slot, ram, disk), or miss",
+            labels=["model", "outcome"],
+        )
         for key, model in list(self.manager.loaded.items()):
             crashes.add_metric([key], getattr(model.engine, "crashes", 0))
             stats = model.engine.stats
+            for outcome, count in (
+                ("slot", stats.hits_slot),
+                ("ram", stats.hits_ram),
+                ("disk", stats.hits_disk),
+                ("miss", stats.misses),
+            ):
+                lookups.add_metric([key, outcome], count)
             for attr, family in families.items():
                 family.add_metric([key], getattr(stats, attr))
             queue.add_metric([key], model.engine.queue_depth)
@@ -60,7 +72,7 @@ class _EngineCollector:
             work = stats.generated_tokens + stats.prompt_tokens_processed
             tps.add_metric([key], work / stats.decode_seconds if stats.decode_seconds else 0.0)
         yield from families.values()
-        yield from (queue, active, tps, crashes)
+        yield from (queue, active, tps, crashes, lookups)
 
 
 class _UpstreamCollector:

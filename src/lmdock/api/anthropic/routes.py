@@ -14,7 +14,7 @@ from lmdock.api.anthropic.encode import MessageEncoder, sse
 from lmdock.api.anthropic.models import list_models_page, model_info
 from lmdock.api.anthropic.schema import CountTokensParams, MessageCreateParams, parse
 from lmdock.api.limits import check_chat, limits_of
-from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.request_log import note_prepared, note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
@@ -35,7 +35,7 @@ async def create_message(request: Request):
     model = await manager_of(request).get(params.model)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
-    note_sampling(request, prepared.sampling)
+    note_prepared(request, prepared)
     encoder = MessageEncoder(params.model)
     if params.stream:
         return SSEResponse(_stream(request, model.key, prepared, encoder), on_close=prepared.cancel)

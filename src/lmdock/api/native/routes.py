@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import asdict
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,6 +81,19 @@ async def list_models(request: Request):
     upstreams = [upstream_entry(u) for u in manager.upstreams]
     names = {u["key"] for u in upstreams}
     return {"models": upstreams + [model_entry(manager, r) for r in records if r.key not in names]}
+
+
+@router.get("/models/{name}/engine")
+async def engine_state(request: Request, name: str):
+    """A loaded model's engine now: its queue (how long and why each request waits), its KV slots, the
+    prompt cache's RAM and disk entries, and its counters (cache hits by tier, misses)."""
+    manager = manager_of(request)
+    record = manager.resolve(_check_name(name, manager))
+    model = manager.loaded.get(record.key)
+    if model is None:
+        raise ModelNotFound(f"model '{record.key}' is not loaded", param="model")
+    snapshot = await model.engine.snapshot()
+    return {"model": record.key, **asdict(snapshot), "stats": asdict(model.engine.stats)}
 
 
 @router.post("/models/load")

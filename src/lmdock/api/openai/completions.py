@@ -24,7 +24,7 @@ from lmdock.api.openai.convert import (
 from lmdock.api.openai.encode import FINISH_REASONS, FinishReason, new_id, wire_usage
 from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
-from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.request_log import note_prepared, note_usage
 from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core import events as ev
@@ -188,7 +188,7 @@ async def create_completion(request: Request):
         return await model.session.prepare_raw(prompt, max_tokens, sampling, params.stops, logprobs)
 
     first = await prepare(prompts[0])  # a bad (first) prompt is still a plain 400
-    note_sampling(request, first.sampling)
+    note_prepared(request, first)
     encoder = _Encoder(
         params.model,
         len(prompts),

@@ -13,7 +13,7 @@ from lmdock.api.openai.embeddings import router as embeddings_router
 from lmdock.api.openai.encode import ChatEncoder
 from lmdock.api.openai.schema import ChatCompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
-from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.request_log import note_prepared, note_usage
 from lmdock.api.validation import validate_body
 from lmdock.http.streaming import unless_disconnected
 
@@ -37,7 +37,7 @@ async def create_chat_completion(request: Request):
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await model.session.prepare(chat)
-    note_sampling(request, prepared.sampling)
+    note_prepared(request, prepared)
     encoder = ChatEncoder(
         params.model, include_usage=params.include_usage, logprobs=chat.logprobs is not None
     )

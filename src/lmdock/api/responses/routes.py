@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from lmdock.api.limits import check_chat, limits_of
 from lmdock.api.openai.shared import model_for, read_json, sse_response
-from lmdock.api.request_log import note_sampling, note_usage
+from lmdock.api.request_log import note_prepared, note_usage
 from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, to_chat_request
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.schema import ResponseCreateParams
@@ -199,7 +199,7 @@ async def create_response(request: Request):
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
-    note_sampling(request, prepared.sampling)
+    note_prepared(request, prepared)
     encoder = ResponseEncoder(
         _base(params, prepared.sampling),
         logprobs=params.wants_logprobs,
