@@ -58,6 +58,7 @@ def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
         ram_text, ram = run(generate(first, prompt))
         assert ram.cached_tokens >= cold.prompt_tokens - 1 - 32
         assert ram_text == cold_text
+        assert first.engine.stats.hits_ram == 1  # the lookup counted by the tier it came from
     finally:
         close(first)
     # a new engine on the same cache dir (a restart) restores the persisted prefix from disk
@@ -67,6 +68,7 @@ def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
         disk_text, disk = run(generate(second, prompt))
         assert disk.cached_tokens >= cold.prompt_tokens - 1 - 32
         assert disk_text == cold_text
+        assert (second.engine.stats.hits_disk, second.engine.stats.misses) == (1, 0)
     finally:
         close(second)
 
