@@ -54,8 +54,9 @@ class CacheMover:
             self.runner.apply(self.pool.clear(slot))
             self.cache.discard(entry, "llama.cpp could not load it")
             return None
-        slot.tokens = list(entry.tokens)
+        slot.tokens, slot.reuses = list(entry.tokens), entry.reuses
         self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
+        slot.reuses = self.pool.reused_from(slot, hit.n_tokens)
         self.cache.restored(entry)
         return tier
 
@@ -76,7 +77,7 @@ class CacheMover:
         if self.cache.wants_spill(len(slot.tokens)):
             data = self.runner.read_state(slot.seq_id, self.cache.ram_bytes)
             if data is not None:
-                self.cache.add_ram(slot.tokens, data)
+                self.cache.add_ram(slot.tokens, data, slot.reuses)
 
     def clear_the_way(self) -> int:
         """Move idle cached prefixes that share nothing with the running sequences out of the KV cache
@@ -94,7 +95,7 @@ class CacheMover:
         if self.cache.wants_spill(len(slot.tokens)):
             data = self.runner.read_state(slot.seq_id, self.cache.ram_bytes)
             if data is not None:
-                self.cache.add_ram(slot.tokens, data)
+                self.cache.add_ram(slot.tokens, data, slot.reuses)
                 return True
         return self.cache.on_disk(slot.tokens)
 
@@ -118,7 +119,7 @@ class CacheMover:
             return
         slot = empty[0]
         if self.runner.write_state(slot.seq_id, best.data):
-            slot.tokens = list(best.tokens)
+            slot.tokens, slot.reuses = list(best.tokens), best.reuses
             self.cache.restored(best)
         else:
             self.runner.apply(self.pool.clear(slot))

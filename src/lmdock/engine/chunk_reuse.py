@@ -85,15 +85,14 @@ def claim_with_runs(pool: SlotPool, prompt: list[int], min_run: int, prefix_reus
     source, plan = best_plan(pool, prompt, min_run)
     if source is None or plan is None or plan.reused < prefix_reuse + min_run:
         return None
-    idle = [s for s in pool.slots if not s.busy and s is not source]
-    if not idle:
+    dst = pool.free_slot(besides=source)
+    if dst is None:
         return None
-    empty = [s for s in idle if not s.tokens]
-    dst = empty[0] if empty else min(idle, key=lambda s: s.last_used)
     ops: list[KvOp] = pool.clear(dst)
     if plan.prefix:
         ops.append(CopyPrefix(source.seq_id, dst.seq_id, plan.prefix))
         dst.tokens = source.tokens[: plan.prefix]
+    dst.reuses = pool.reused_from(source, plan.reused)
     source.busy = True  # pinned: its runs move into dst as the prefill reaches them
     claim = pool._take(dst, plan.reused, ops)
     return RunClaim(claim=claim, source=source, runs=list(plan.runs))

@@ -40,6 +40,7 @@ class CacheEntry:
     data: bytes | None = None  # host-RAM tier: llama_state_seq_get_data bytes
     file: CacheFile | None = None  # disk tier
     last_used: float = 0.0
+    reuses: int = 0  # the slot's count (slots.Slot.reuses): later prompts that reused a long prefix of it
 
     @property
     def nbytes(self) -> int:
@@ -130,17 +131,19 @@ class PromptCache:
         """Whether an evicted slot of `n_tokens` is worth copying to host RAM."""
         return self.ram_bytes > 0 and n_tokens >= self.min_tokens
 
-    def add_ram(self, tokens: list[int], data: bytes) -> None:
+    def add_ram(self, tokens: list[int], data: bytes, reuses: int = 0) -> None:
         """Keep an evicted slot's state (unless an entry already extends it); entries it extends go,
-        then the least recently used ones while over budget (the newest is always kept)."""
+        then, while over budget, those no later prompt reused before those reused (a one-off side
+        request never pushes out a conversation's prefix), least recently used first; one is kept."""
         for entry in self.ram:
             if is_prefix(tokens, entry.tokens):  # already kept, and more
                 entry.last_used = self._clock()
+                entry.reuses = max(entry.reuses, reuses)
                 return
         self.ram = [e for e in self.ram if not is_prefix(e.tokens, tokens)]
-        self.ram.append(CacheEntry(tokens=list(tokens), data=data, last_used=self._clock()))
+        self.ram.append(CacheEntry(tokens=list(tokens), data=data, last_used=self._clock(), reuses=reuses))
         while sum(e.nbytes for e in self.ram) > self.ram_bytes and len(self.ram) > 1:
-            self.ram.remove(min(self.ram, key=lambda e: e.last_used))
+            self.ram.remove(min(self.ram, key=lambda e: (e.reuses > 0, e.last_used)))
 
     def on_disk(self, tokens: list[int]) -> bool:
         """Whether a saved entry holds all but `min_gain` of `tokens` (dropping their KV loses little)."""

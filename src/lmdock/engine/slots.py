@@ -7,6 +7,12 @@ prefix of *any* resident sequence, busy or idle, without disturbing it.
 
 A later "reuse plan" (keep several cached runs, shifted to new positions) is more operations of the
 same kind: the policy decides the list, the runner executes it.
+
+What gives way when a prompt needs a slot (or the KV cache is full) is decided by what losing it costs
+(`keep_rank`), then by least recent use: a slot whose tokens another slot holds too (a superseded turn of
+a conversation) goes first, then a short one (a one-off side request: a title, a summary), then a long
+one never reused, and a long prefix reused by later prompts (the main loop of an agent session) last.
+So short side requests between the turns of a long conversation never push its prefix out.
 """
 
 from __future__ import annotations
@@ -22,14 +28,20 @@ def is_prefix(short: list[int], long: list[int]) -> bool:
     return len(short) <= len(long) and long[: len(short)] == short
 
 
+LONG_PREFIX = 1024  # tokens: a prefix this long takes seconds to compute again on a CPU
+
+
 @dataclass
 class Slot:
-    """One llama.cpp sequence id and the tokens whose KV it holds, in position order."""
+    """One llama.cpp sequence id and the tokens whose KV it holds, in position order. `reuses`: how
+    many later prompts reused a long prefix of what it holds (carried along when that prefix is copied
+    into another slot, moved to host RAM or restored)."""
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
     busy: bool = False
     last_used: float = 0.0
+    reuses: int = 0
 
 
 # --- KV operations: what the runner does to llama.cpp's memory, as data ------------------------------
@@ -67,9 +79,12 @@ class Claim:
 class SlotPool:
     """All sequence slots of one context: picks, truncates, shares and evicts them (as data + KvOps)."""
 
-    def __init__(self, n_slots: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, n_slots: int, *, clock: Callable[[], float] = time.monotonic, long_prefix: int = LONG_PREFIX
+    ) -> None:
         self.slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._clock = clock
+        self.long_prefix = long_prefix
         self._shared, self._shared_at = 0, -1  # cells the slots share, as of a KV-operations count
 
     def best_prefix(self, prompt: list[int]) -> tuple[Slot | None, int]:
@@ -84,31 +99,60 @@ class SlotPool:
                 best, best_len = slot, n
         return best, best_len
 
-    def free_slot(self) -> Slot | None:
-        """An idle slot to take: an empty one first, else the least recently used."""
-        idle = [s for s in self.slots if not s.busy]
+    def free_slot(self, besides: Slot | None = None) -> Slot | None:
+        """An idle slot to take (other than `besides`): an empty one first, else the one whose KV costs
+        least to lose (`keep_rank`, then least recently used)."""
+        idle = [s for s in self.slots if not s.busy and s is not besides]
         if not idle:
             return None
         empty = [s for s in idle if not s.tokens]
-        return empty[0] if empty else min(idle, key=lambda s: s.last_used)
+        return empty[0] if empty else min(idle, key=self._give_way_order)
+
+    def keep_rank(self, slot: Slot) -> int:
+        """What losing `slot`'s KV costs, for choosing what gives way: 0 little (a slot holding at least
+        as much shares most and all but a few of its tokens: a superseded turn), 1 a short prefix, 2 a long one
+        no later prompt reused yet, 3 a long prefix later prompts reused (a conversation's, kept while
+        anything else can go)."""
+        n = len(slot.tokens)
+        longer = [s.tokens for s in self.slots if s is not slot and len(s.tokens) >= n]
+        shared = max((common_prefix_len(slot.tokens, t) for t in longer), default=0)
+        if 2 * shared >= n > 0 and n - shared < self.long_prefix:
+            return 0
+        if n < self.long_prefix:
+            return 1
+        return 3 if slot.reuses else 2
+
+    def _give_way_order(self, slot: Slot) -> tuple[int, float]:
+        return self.keep_rank(slot), slot.last_used
+
+    def reused_from(self, src: Slot, n_tokens: int) -> int:
+        """The reuse count a slot continuing `n_tokens` of `src`'s KV carries on: one more for a long
+        prefix, none for a short one (the rest of what it held is replaced)."""
+        return src.reuses + 1 if n_tokens >= self.long_prefix else 0
 
     def claim(self, prompt: list[int]) -> Claim | None:
         """Reserve a slot for `prompt`, reusing the best resident prefix; None if every slot is busy.
 
         An idle slot holding the best prefix is continued in place unless an empty slot is free (then
-        the prefix is shared into the empty one and stays cached for the next prompt too)."""
+        the prefix is shared into the empty one and stays cached for the next prompt too), or unless
+        that would drop a long part of it another slot can give way for instead (a side request that
+        shares only a chat header with a conversation's prefix must not truncate it)."""
         src, reuse = self.best_prefix(prompt)
-        if src is not None and not src.busy and not self._has_empty_idle():
+        keeps_most = src is not None and len(src.tokens) - reuse < self.long_prefix
+        if src is not None and not src.busy and not self._has_empty_idle() and keeps_most:
+            src.reuses = self.reused_from(src, reuse)
             return self._take(src, reuse, self.truncate(src, reuse))
         dst = self.free_slot()
         if dst is None:
             return None
         if dst is src:
+            dst.reuses = self.reused_from(dst, reuse)
             return self._take(dst, reuse, self.truncate(dst, reuse))
         ops = self.clear(dst)
         if src is not None and reuse > 0:
             ops.append(CopyPrefix(src.seq_id, dst.seq_id, reuse))
             dst.tokens = src.tokens[:reuse]
+            dst.reuses = self.reused_from(src, reuse)
         else:
             reuse = 0
         return self._take(dst, reuse, ops)
@@ -129,7 +173,7 @@ class SlotPool:
 
     def clear(self, slot: Slot) -> list[KvOp]:
         """Empty a slot (always emitted: cells may exist that the slot data does not know of)."""
-        slot.tokens = []
+        slot.tokens, slot.reuses = [], 0
         return [Truncate(slot.seq_id, 0)]
 
     def release(self, slot: Slot, *, keep_cache: bool) -> list[KvOp]:
@@ -140,8 +184,9 @@ class SlotPool:
         return ops
 
     def evictable(self) -> list[Slot]:
-        """Idle slots holding KV, least recently used first."""
-        return sorted((s for s in self.slots if not s.busy and s.tokens), key=lambda s: s.last_used)
+        """Idle slots holding KV, the one that costs least to lose first (`keep_rank`, then least
+        recently used)."""
+        return sorted((s for s in self.slots if not s.busy and s.tokens), key=self._give_way_order)
 
     def resident_cells(self) -> int:
         """KV cells all slots hold together: each slot's tokens past the longest prefix it has in common
@@ -180,8 +225,8 @@ class SlotPool:
         beside another on the same system prompt) frees little and would be restored as a full copy."""
         found = []
         for slot in self.slots:
-            if slot.busy or not slot.tokens:
-                continue
+            if slot.busy or not slot.tokens or self.keep_rank(slot) == 3:
+                continue  # a conversation's reused prefix stays resident for its next turn
             own = self.own_cells(slot)
             if own >= min_cells and 2 * own >= len(slot.tokens):
                 found.append((own, slot))
