@@ -27,6 +27,7 @@ from lmdock.core.disk import shortfall
 from lmdock.engine.cache_files import CacheDir, CacheFile
 from lmdock.engine.reuse import common_prefix_len
 from lmdock.engine.slots import is_prefix
+from lmdock.engine.spec import CACHE_DISK_BYTES, CACHE_MIN_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class PromptCache:
         *,
         ram_bytes: int,
         disk_dir: Path | None,
-        disk_bytes: int = 4 << 30,
-        min_tokens: int = 256,
+        disk_bytes: int = CACHE_DISK_BYTES,
+        min_tokens: int = CACHE_MIN_TOKENS,
         min_gain: int = 32,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -12,6 +12,7 @@ import llama_cpp as L
 
 from lmdock.engine.batch import Batch
 from lmdock.engine.chunk_reuse import MoveRun
+from lmdock.engine.gguf_header import read_gguf_header
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.logprobs import logits_row, token_logprob
 from lmdock.engine.reuse import shift_blocker
@@ -20,7 +21,6 @@ from lmdock.engine.scheduler import Step
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import CopyPrefix, KvOp, Truncate
 from lmdock.engine.types import TokenLogprob
-from lmdock.models.gguf_header import read_gguf_header
 
 
 class ModelRunner:

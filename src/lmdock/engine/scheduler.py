@@ -47,7 +47,7 @@ class SchedulerConfig:
 
 @dataclass
 class PrefillPlan:
-    seq: object
+    seq: Sequence
     n_tokens: int
 
 
