@@ -131,7 +131,7 @@ class ModelRunner:
 
     def state_size(self, seq_id: int) -> int:
         """Bytes of a sequence's KV state (about what a saved state file takes)."""
-        return int(L.llama_state_seq_get_size(self.ctx, seq_id))
+        return int(L.llama_state_seq_get_size(self.ctx, ctypes.c_int32(seq_id)))
 
     def read_state(self, seq_id: int, max_bytes: int) -> bytes | None:
         """A sequence's KV state as bytes (None if empty, unreadable or larger than `max_bytes`)."""
