@@ -56,7 +56,7 @@ class _EngineCollector:
             labels=["model", "outcome"],
         )
         for key, model in list(self.manager.loaded.items()):
-            crashes.add_metric([key], getattr(model.engine, "crashes", 0))
+            crashes.add_metric([key], model.engine.crashes)
             stats = model.engine.stats
             for outcome, count in (
                 ("slot", stats.hits_slot),
