@@ -48,6 +48,7 @@ class PreparedChat(ABC):
     rendered: RenderedPrompt
     cached_tokens: int = 0
     sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
+    admission: Admitted | None = None  # the local engine's, once seen: cache lookup, time queued and why
 
     @abstractmethod
     async def admitted(self) -> Usage:
@@ -70,7 +71,6 @@ class EngineChat(PreparedChat):
     user_stops: list[str]
     _stream: EventStream
     _early: EngineEvent | None = None  # what `admitted()` read that was not the admission
-    admission: Admitted | None = None  # the engine's, once seen: cache lookup, time queued and why
     logprobs: bool = False
 
     async def admitted(self) -> Usage:
