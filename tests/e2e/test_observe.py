@@ -68,7 +68,6 @@ def ask(server: Server, day: str, max_tokens: int = 1, extra: str = "") -> str:
     raw = server.anthropic().messages.with_raw_response.create(
         model=QWEN,
         max_tokens=max_tokens,
-        temperature=0,
         system=f"{SYSTEM} Today is {day}; the working tree is clean.{extra}",
         messages=[{"role": "user", "content": "What day is it?"}],
     )
