@@ -149,3 +149,21 @@ def test_batch_work_suspended_for_an_interactive_request_resumes_where_it_was():
         assert suspended_text == alone  # nothing lost, nothing repeated
     finally:
         close(solo)
+
+
+def test_two_identical_long_prompts_at_once_compute_the_prefill_once(engine):
+    system = "Reference manual. " + " ".join(
+        f"Clause {i}: store crate {i} at bay {i * 5 % 17}." for i in range(120)
+    )
+    prompt = chatml("Which bay holds crate 11?", system)
+    n = len(engine.vocab.tokenize(prompt))
+    assert n > 1100  # longer than the shortest prefix coalesced (slots.LONG_PREFIX)
+    before = engine.engine.stats.prompt_tokens_processed
+
+    async def both():
+        return await asyncio.gather(generate(engine, prompt, 4), generate(engine, prompt, 4))
+
+    (_, a), (_, b) = run(both())
+    processed = engine.engine.stats.prompt_tokens_processed - before
+    assert processed <= n + 1, (processed, n)  # one prompt, and the token the second evaluates itself
+    assert sorted([a.cached_tokens, b.cached_tokens])[1] == n - 1

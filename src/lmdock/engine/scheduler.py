@@ -10,6 +10,9 @@ Why a request waits (read top to bottom):
      busy) while a less urgent class runs, `yield_to_priority` preempts those first: a batch
      sequence gives its place to an interactive request at the next step (it resumes later, where
      it stopped);
+   - a running prompt is still computing a long prefix (`coalesce_min` tokens or more) the request's
+     prompt starts with: it waits for that prefill and then shares those cells instead of computing them
+     a second time (two agents starting at once, a client re-sending a request still in progress);
    - `parallel` sequences are already running;
    - every KV slot is busy (`SlotPool.claim` found none idle).
 3. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
@@ -32,8 +35,9 @@ from dataclasses import dataclass, field
 from lmdock.core.errors import Overloaded
 from lmdock.engine.chunk_reuse import Splice, claim_with_runs, release_source, splice
 from lmdock.engine.lookup import nearest
+from lmdock.engine.reuse import common_prefix_len
 from lmdock.engine.sequence import Phase, Sequence
-from lmdock.engine.slots import Claim, KvOp, Slot, SlotPool
+from lmdock.engine.slots import LONG_PREFIX, Claim, KvOp, Slot, SlotPool
 
 
 @dataclass
@@ -43,6 +47,7 @@ class SchedulerConfig:
     n_batch: int
     prefill_chunk_while_decoding: int
     chunk_reuse_min: int = 0  # minimum cached run moved to a new position (0: prefix reuse only)
+    coalesce_min: int = LONG_PREFIX  # shortest prefix a prompt waits for another's prefill of (0: never)
     scratch_seq: int = -1  # the empty sequence id runs move through
 
 
@@ -135,14 +140,28 @@ class Scheduler:
 
     def blocked_by(self) -> str | None:
         """Why the head of the queue is not admitted now (None if it could be, or nothing waits)."""
-        if self.next_waiting() is None:
+        if (head := self.next_waiting()) is None:
             return None
         if self.hold_admission and self.running:
             return "admission is held after a preemption until a running sequence finishes"
+        if (leader := self.computing_for(head)) is not None:
+            return f"waiting for request {leader.id} to compute the prompt prefix they share"
         if len(self.running) >= self.config.parallel:
             return f"all {self.config.parallel} parallel sequences are running"
         if self.pool.free_slot() is None:
             return "every KV slot is busy"
+        return None
+
+    def computing_for(self, seq: Sequence) -> Sequence | None:
+        """A running prompt still prefilling a prefix of at least `coalesce_min` tokens that `seq`'s
+        prompt starts with: `seq` waits until it is computed, then its claim shares those cells."""
+        if self.config.coalesce_min <= 0:
+            return None
+        for other in self.running:
+            if other.phase is Phase.PREFILL:
+                shared = min(common_prefix_len(other.prompt, seq.prompt), len(seq.prompt) - 1)
+                if shared >= self.config.coalesce_min and other.cursor < shared:
+                    return other
         return None
 
     def next_admissible(self) -> Sequence | None:
@@ -228,6 +247,8 @@ class Scheduler:
             if not urgent:
                 break
             head = min(urgent, key=lambda s: s.priority)
+            if self.computing_for(head) is not None:
+                break  # it waits for a prefill, not for room
             # a prompt still taking cached runs from a pinned slot finishes its prefill first
             lower = [s for s in self.running if s.priority > head.priority and s.source is None]
             if not lower:
