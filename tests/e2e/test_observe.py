@@ -103,7 +103,11 @@ def test_a_queued_request_says_what_it_waited_for(one_at_a_time: Server, log_lin
     second = threading.Thread(target=lambda: ids.append(ask(one_at_a_time, "2026-12-05")))
     second.start()
     snapshot = httpx.get(url).json()
-    while snapshot["waiting"] == 0 and snapshot["active"] and time.monotonic() < deadline:
+    # until the engine's next admission pass has told the queued request why it waits
+    while snapshot["active"] and not snapshot["queue"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        snapshot = httpx.get(url).json()
+    while snapshot["queue"] and snapshot["queue"][0]["blocked_by"] is None and time.monotonic() < deadline:
         time.sleep(0.05)
         snapshot = httpx.get(url).json()
     assert snapshot["waiting"] == 1, snapshot  # the first still prefills its long prompt
