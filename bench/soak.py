@@ -133,6 +133,18 @@ class Clients:
 
     async def run(self, n: int) -> None:
         await asyncio.gather(*(self._client(i) for i in range(n)))
+
+    async def finish_small_batches(self, wait_s: float) -> None:
+        """After the load: check (and delete) every small batch once it has ended."""
+        deadline = time.monotonic() + wait_s
+        while self.small_batches and time.monotonic() < deadline:
+            try:
+                await self._check_small_batch(*self.small_batches.pop(0))
+            except (httpx.HTTPError, ValueError) as exc:
+                self.tally.problem("batches (results, delete)", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(1)
+        for batch_id, _ in self.small_batches:
+            self.tally.problem("batches (results, delete)", f"{batch_id} did not end after the load stopped")
         await self.http.aclose()
 
     async def _client(self, i: int) -> None:
@@ -662,12 +674,14 @@ async def _run(
     deadline = time.monotonic() + args.minutes * 60
     samples: list[tuple[float, float, int]] = []
     print(f"soak: {args.minutes} min, {args.clients} clients, batch {batch_id}", file=sys.stderr, flush=True)
+    clients = Clients(base, tally, deadline, args.timeout)
     await asyncio.gather(
-        Clients(base, tally, deadline, args.timeout).run(args.clients),
+        clients.run(args.clients),
         _faults(base, tally, deadline, args.kill_every, disk, args.fill_every, args.fill_for),
         _sample(pid, deadline, samples),
     )
     batch = await _finish_batch(base, batch_id, requests, tally, args.batch_wait)
+    await clients.finish_small_batches(args.batch_wait)
     await asyncio.sleep(10)
     health = await _health(base)
     busy = {k: (w["in_flight"], w["active"], w["queued"]) for k, w in health["workers"].items()}
