@@ -369,7 +369,7 @@ class Clients:
             if image is not None:
                 content = [
                     {"type": "input_text", "text": content},
-                    {"type": "input_image", "image_url": image},
+                    {"type": "input_image", "image_url": image, "detail": "auto"},
                 ]
             body = {
                 "model": MODEL,
