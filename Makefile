@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python builds from source (about 4 minutes on 2 cores); pip's wheel cache keeps the build.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: serve test install model clients web webapp browser lint format bench
+.PHONY: serve test install model clients web webapp browser lint format bench dist
 
 serve: model webapp
 	$(VENV)/bin/lmdock serve $(ARGS)
@@ -45,6 +45,11 @@ $(WEB_OUT): web/node_modules/.package-lock.json $(WEB_SRC)
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The release build: the web app, then the sdist and the wheel into dist/ (both carry the web app).
+dist: $(STAMP) web
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 # `make serve` builds the web app when npm is there; without it the server runs and / says how to build.
 webapp:

@@ -56,9 +56,12 @@ def start_server(
     api_key: str = "test-key",
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
     port: int | None = None,
+    lmdock: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> Server:
     """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
-    `ready(health)` (the default model is loaded)."""
+    `ready(health)` (the default model is loaded). `lmdock` is the command that runs lmdock (default: this
+    checkout's, through the test's Python)."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -68,12 +71,13 @@ def start_server(
         "LMDOCK_PING_INTERVAL": "1",
         **(env or {}),
     }
-    cmd = [sys.executable, "-m", "lmdock.cli.main", "serve", "--port", str(port), "--threads", "2", *args]
+    lmdock = lmdock or [sys.executable, "-m", "lmdock.cli.main"]
+    cmd = [*lmdock, "serve", "--port", str(port), "--threads", "2", *args]
     if "--cache-dir" not in args:
         cmd += ["--cache-dir", str(tmp / "cache")]
     if "--ctx-size" not in args:
         cmd += ["--ctx-size", "8192"]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env)
+    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
     deadline = (
         time.monotonic() + 600

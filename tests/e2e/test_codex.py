@@ -1,10 +1,12 @@
-"""The Codex CLI (`codex exec`), configured with lmdock as a Responses API provider, does a file task."""
+"""`lmdock launch codex -- exec ...`: the real Codex CLI, pointed at lmdock by `launch` alone (no config
+file), creates a file through lmdock's Responses API."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,6 @@ import pytest
 from tests.conftest import REPO, Server, start_server
 
 CODEX = REPO / "node_modules" / ".bin" / "codex"
-MODEL = "qwen2.5-coder-0.5b-instruct"
 
 
 @pytest.fixture(scope="module")
@@ -24,46 +25,28 @@ def codex_server(tmp_path_factory) -> Server:
     srv.stop()
 
 
-def _config(server: Server) -> str:
-    return f"""
-model = "{MODEL}"
-model_provider = "lmdock"
-web_search = "disabled"
-approval_policy = "never"
-sandbox_mode = "danger-full-access"
-
-[model_providers.lmdock]
-name = "lmdock"
-base_url = "{server.base_url}/v1"
-wire_api = "responses"
-request_max_retries = 0
-stream_max_retries = 0
-stream_idle_timeout_ms = 1500000
-"""
-
-
-def test_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
+def test_launch_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
     if not CODEX.exists():
         pytest.fail("Codex CLI is not installed: run `make clients`")
     home, work = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    (home / "config.toml").write_text(_config(codex_server))
     target = work / "hello.txt"
-    out = tmp_path / "codex.jsonl"
-    with out.open("w") as stdout:
+    out, err = tmp_path / "codex.jsonl", tmp_path / "launch.err"
+    port = codex_server.base_url.rsplit(":", 1)[1]
+    command = [sys.executable, "-m", "lmdock.cli.main", "launch", "codex", "--port", port, "--"]
+    # exec's own flags: no sandbox (this machine may not allow one), JSON events, no retries (an error
+    # must show), and the task in the issue's words
+    command += ["exec", "--skip-git-repo-check", "--json", "--dangerously-bypass-approvals-and-sandbox"]
+    command += ["-c", "model_providers.lmdock.request_max_retries=0"]
+    command += ["-c", "model_providers.lmdock.stream_max_retries=0", "create hello.txt containing hi"]
+    with out.open("w") as stdout, err.open("w") as stderr:
         proc = subprocess.Popen(
-            [
-                str(CODEX),
-                "exec",
-                "--skip-git-repo-check",
-                "--json",
-                "Run this shell command: echo hi > hello.txt",
-            ],
+            command,
             cwd=work,
-            env={**os.environ, "CODEX_HOME": str(home)},
+            env={**os.environ, "CODEX_HOME": str(home)},  # Codex's own state, away from this machine's
             stdout=stdout,
-            stderr=subprocess.STDOUT,
+            stderr=stderr,
             stdin=subprocess.DEVNULL,
         )
         # The first prompt (~10k tokens) is read on 2 shared CPU cores: minutes. Once the file exists the
@@ -79,10 +62,14 @@ def test_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    printed = " ".join(err.read_text(errors="replace").split())
+    assert "Starting Codex CLI on qwen2.5-coder-0.5b-instruct (context 32768)" in printed, printed
+    assert 'model_providers.lmdock.wire_api="responses"' in printed, printed
     lines = out.read_text(errors="replace").splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     failures = [e for e in events if e.get("type") in ("error", "turn.failed")]
     assert not failures, failures
-    commands = [e["item"] for e in events if e.get("item", {}).get("type") == "command_execution"]
     assert target.exists(), lines[-20:]
-    assert target.read_text().strip() == "hi" and commands, lines[-20:]
+    assert target.read_text().strip() == "hi", target.read_text()
+    assert 'POST /v1/responses HTTP/1.1" 200' in codex_server.log()  # through lmdock
+    assert not (home / "config.toml").exists()  # launch wrote no configuration

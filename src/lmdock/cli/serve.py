@@ -9,10 +9,13 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from lmdock.cli.progress import byte_progress
 from lmdock.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
-from lmdock.models.default_model import ensure_default_model
+from lmdock.core.errors import ModelLoadError
+from lmdock.models import store
+from lmdock.models.default_model import HOW_TO_GET_A_MODEL, default_model_available, ensure_default_model
 
 console = Console(stderr=True)
 _DEFAULT = Settings.default
@@ -245,8 +248,15 @@ def serve(
             "Pass --api-key KEY, or --allow-unauthenticated if the network is trusted."
         )
         raise typer.Exit(2)
-    if model is None:
-        ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
+    if model is None and default_model_available(settings.models_dir):
+        try:
+            ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
+        except ModelLoadError as exc:  # a damaged part: say so and serve the rest
+            console.print(f"[red]{exc.message}[/red]", highlight=False)
+    elif model is None and not store.scan(settings.models_dir) and not upstreams:
+        console.print(
+            f"[yellow]No model yet[/yellow]: {escape(HOW_TO_GET_A_MODEL)}.", highlight=False, soft_wrap=True
+        )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from lmdock.server.app import create_app
 
