@@ -17,7 +17,7 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403  (every PEP 517 hook this module does not wrap)
 
 WEB = Path("web")  # PEP 517 runs the hooks in the source tree's root
-WEBAPP_INDEX = Path("src/lmdock/server/webapp/index.html")  # web/build.mjs writes it
+WEBAPP_INDEX = Path("src/lmdock/http/webapp/index.html")  # web/build.mjs writes it
 
 
 def _newest_source(web: Path) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.models.default_model import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,12 +56,14 @@ def start_server(
     api_key: str = "test-key",
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
     port: int | None = None,
+    new_session: bool = False,
     lmdock: list[str] | None = None,
     cwd: Path | None = None,
 ) -> Server:
     """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
-    `ready(health)` (the default model is loaded). `lmdock` is the command that runs lmdock (default: this
-    checkout's, through the test's Python)."""
+    `ready(health)` (the default model is loaded). `new_session`: in a process group of its own, like a
+    command in a terminal (so a test can send Ctrl-C to the whole group). `lmdock` is the command that
+    runs lmdock (default: this checkout's, through the test's Python)."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -77,7 +79,14 @@ def start_server(
         cmd += ["--cache-dir", str(tmp / "cache")]
     if "--ctx-size" not in args:
         cmd += ["--ctx-size", "8192"]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        start_new_session=new_session,
+        cwd=cwd,
+    )
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
     deadline = (
         time.monotonic() + 600

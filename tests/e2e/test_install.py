@@ -69,7 +69,7 @@ def work(tmp_path_factory):
 def wheel(work: Path) -> Path:
     """`python -m build` in a clean copy: the build backend builds the web app itself (npm)."""
     clone = _clean_copy(work / "clone")
-    assert not (clone / "src/lmdock/server/webapp").exists()
+    assert not (clone / "src/lmdock/http/webapp").exists()
     _run(sys.executable, "-m", "build", "--outdir", work / "dist", clone, cwd=work)
     (built,) = (work / "dist").glob("lmdock-*.whl")
     return built
@@ -97,8 +97,8 @@ def _web_app_loads(server: Server) -> None:
 def test_the_wheel_carries_the_web_app(wheel: Path):
     assert wheel.name == f"lmdock-{lmdock.__version__}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
-    assert "lmdock/server/webapp/index.html" in names
-    assert any(re.fullmatch(r"lmdock/server/webapp/_app/main-\w+\.js", n) for n in names), names
+    assert "lmdock/http/webapp/index.html" in names
+    assert any(re.fullmatch(r"lmdock/http/webapp/_app/main-\w+\.js", n) for n in names), names
 
 
 def test_version(venv: Path, work: Path):

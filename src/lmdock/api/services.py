@@ -1,4 +1,4 @@
-"""The app-wide services routes use. Each is created once, in the app's lifespan (server/app.py), and
+"""The app-wide services routes use. Each is created once, in the app's lifespan (lmdock/app.py), and
 kept on `app.state`; routes reach them only through these helpers."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
+
+from lmdock.core.owner import ANONYMOUS, Principal
 
 if TYPE_CHECKING:
     from lmdock.models.download_jobs import DownloadJobs
@@ -18,3 +20,8 @@ def manager_of(request: Request) -> ModelManager:
 
 def download_jobs_of(request: Request) -> DownloadJobs:
     return request.app.state.download_jobs
+
+
+def principal_of(request: Request) -> Principal:
+    """Whom the request acts for (set by the auth middleware): owner of what it stores and reads."""
+    return getattr(request.state, "principal", ANONYMOUS)

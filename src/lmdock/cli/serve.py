@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lmdock.cli.progress import byte_progress
-from lmdock.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
+from lmdock.core.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
 from lmdock.core.errors import ModelLoadError
 from lmdock.models import store
 from lmdock.models.default_model import HOW_TO_GET_A_MODEL, default_model_available, ensure_default_model
@@ -78,6 +78,20 @@ def serve(
     cache_dir: Annotated[
         Path | None,
         typer.Option(envvar="LMDOCK_CACHE_DIR", help="Prompt-cache folder that survives restarts."),
+    ] = None,
+    cache_disk_mib: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_CACHE_DISK_MIB",
+            help="MiB the prompt-cache folder may hold on disk, all models together (0: do not save).",
+        ),
+    ] = _DEFAULT("cache_disk_mib"),
+    db_path: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LMDOCK_DB_PATH",
+            help="SQLite database for batches and stored responses (default LMDOCK_HOME/lmdock.db).",
+        ),
     ] = None,
     max_loaded: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_LOADED", help="Models loaded at once.")
@@ -149,6 +163,13 @@ def serve(
             envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
         ),
     ] = _DEFAULT("responses_max_age_days"),
+    responses_max_mib: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_MIB",
+            help="MiB stored /v1/responses may hold (0: no limit; 429 above).",
+        ),
+    ] = _DEFAULT("responses_max_mib"),
     repack: Annotated[
         bool | None,
         typer.Option(
@@ -172,6 +193,13 @@ def serve(
         float,
         typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
     ] = _DEFAULT("batch_retention_days"),
+    batches_max_mib: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_BATCHES_MAX_MIB",
+            help="MiB Message Batches may hold, requests and results (0: no limit; 429 above).",
+        ),
+    ] = _DEFAULT("batches_max_mib"),
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -216,6 +244,8 @@ def serve(
         cache_ram_mib=cache_ram,
         chunk_reuse_min=chunk_reuse_min,
         cache_dir=cache_dir or lmdock_home() / "cache",
+        cache_disk_mib=cache_disk_mib,
+        db_path=db_path or lmdock_home() / "lmdock.db",
         max_loaded=max_loaded,
         ttl_seconds=ttl,
         cors_origins=list(cors_origin or []),
@@ -235,11 +265,13 @@ def serve(
         ),
         responses_max_stored=responses_max_stored,
         responses_max_age_days=responses_max_age,
+        responses_max_mib=responses_max_mib,
         repack=repack,
         unload_grace=unload_grace,
         log_level=log_level,
         batch_slots=batch_slots,
         batch_retention_days=batch_retention_days,
+        batches_max_mib=batches_max_mib,
         upstreams=upstreams,
     )
     if not settings.is_loopback and not keys and not allow_unauthenticated:
@@ -258,7 +290,7 @@ def serve(
             f"[yellow]No model yet[/yellow]: {escape(HOW_TO_GET_A_MODEL)}.", highlight=False, soft_wrap=True
         )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from lmdock.server.app import create_app
+    from lmdock.app import create_app
 
     console.print(f"lmdock serving on http://{host}:{port} (models: {settings.models_dir})")
     uvicorn.run(

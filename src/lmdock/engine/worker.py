@@ -37,6 +37,7 @@ class WorkerConfig:
     engine: object  # EngineConfig
     cache_ram_bytes: int
     cache_dir: str | None
+    cache_disk_bytes: int
     max_ctx: int
     log_level: str = "INFO"
 
@@ -113,7 +114,9 @@ class Worker:
             params = config.params
             key = model_fingerprint(self.llama.path, f"ctx={self.llama.n_ctx}|fa={params.flash_attn}|kv=f16")
             cache_dir = Path(config.cache_dir) / key
-        cache = PromptCache(ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir)
+        cache = PromptCache(
+            ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir, disk_bytes=config.cache_disk_bytes
+        )
         self._outbox: list[tuple[int, object]] = []
         self._seqs: dict[int, object] = {}
         self.engine = Engine(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
-from lmdock.config import MAX_DEFAULT_CTX, Settings
+from lmdock.core.config import MAX_DEFAULT_CTX, Settings
 from lmdock.engine import ContextParams, EngineConfig
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
 from lmdock.engine.proxy import WorkerEngine
@@ -106,7 +106,10 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
             parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
         ),
         cache_ram_bytes=settings.cache_ram_mib << 20,
-        cache_dir=str(settings.cache_dir) if settings.cache_dir is not None else None,
+        cache_dir=str(settings.cache_dir)
+        if settings.cache_dir is not None and settings.cache_disk_mib > 0
+        else None,
+        cache_disk_bytes=settings.cache_disk_mib << 20,
         max_ctx=MAX_DEFAULT_CTX,
         log_level=settings.log_level,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmdock.config import MAX_DEFAULT_CTX, Settings
+from lmdock.core.config import MAX_DEFAULT_CTX, Settings
 from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.estimate import estimate_memory
 from lmdock.models.loaded import LoadedModel
