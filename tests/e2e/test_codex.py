@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Server, start_server
+from tests.conftest import LMDOCK, REPO, Server, start_server
 
 CODEX = REPO / "node_modules" / ".bin" / "codex"
 
@@ -33,8 +32,7 @@ def test_launch_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
     work.mkdir()
     target = work / "hello.txt"
     out, err = tmp_path / "codex.jsonl", tmp_path / "launch.err"
-    port = codex_server.base_url.rsplit(":", 1)[1]
-    command = [sys.executable, "-m", "lmdock.cli.main", "launch", "codex", "--port", port, "--"]
+    command = [*LMDOCK, "launch", "codex", "--port", str(codex_server.port), "--"]
     # exec's own flags: no sandbox (this machine may not allow one), JSON events, no retries (an error
     # must show), and the task in the words
     command += ["exec", "--skip-git-repo-check", "--json", "--dangerously-bypass-approvals-and-sandbox"]

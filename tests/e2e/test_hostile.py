@@ -11,9 +11,7 @@ import struct
 import time
 from pathlib import Path
 
-import anthropic
 import httpx
-import openai
 import pytest
 
 from lmdock.models.default_model import default_model_path
@@ -268,7 +266,7 @@ def test_management_routes_need_the_admin_key_and_inference_does_not(srv: Server
     assert _post(srv, "/api/v1/models/load", body).status_code == 200
     r = httpx.post(srv.base_url + "/api/v1/models/load", json=body, headers={"x-api-key": ADMIN})
     assert r.status_code == 200
-    sdk = anthropic.Anthropic(base_url=srv.base_url, api_key="anything", max_retries=0)
+    sdk = srv.anthropic(api_key="anything", strict=False, timeout=600)
     assert sdk.messages.count_tokens(model="default", messages=HI).input_tokens > 0
 
 
@@ -277,7 +275,7 @@ def test_malformed_gguf_is_listed_as_unusable(srv: Server):
     assert native.status_code == 200
     bad = [m for m in native.json()["models"] if m["key"] == "bad"]
     assert bad and "nested" in bad[0]["error"]
-    listed = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0).models.list()
+    listed = srv.openai(api_key="x", strict=False, timeout=600).models.list()
     assert any(m.id == "bad" for m in listed.data)
     r = _post(srv, "/v1/messages", {**_messages({"type": "text", "text": "x"}), "model": "bad"})
     assert "nested" in _error(r, 400)

@@ -121,9 +121,10 @@ def test_serves_the_web_app_and_says_how_to_get_a_model_without_the_extra(venv: 
     try:
         _web_app_loads(server)
         assert httpx.get(server.base_url + "/v1/models", timeout=30).json()["data"] == []
-        client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
         with pytest.raises(anthropic.NotFoundError) as err:
-            client.messages.create(model=QWEN, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+            server.anthropic().messages.create(
+                model=QWEN, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+            )
         assert "lmdock[model]" in err.value.message and "lmdock get" in err.value.message
     finally:
         server.stop()
@@ -143,10 +144,7 @@ def test_serves_the_default_model_from_the_model_extra(venv: Path, wheel: Path, 
     )
     try:
         _web_app_loads(server)
-        client = anthropic.Anthropic(
-            base_url=server.base_url, api_key="unused", max_retries=0, _strict_response_validation=True
-        )
-        reply = client.messages.create(
+        reply = server.anthropic().messages.create(
             model=QWEN, max_tokens=16, messages=[{"role": "user", "content": "Say hello."}]
         )
         assert reply.model == QWEN and reply.content[0].type == "text" and reply.content[0].text.strip()

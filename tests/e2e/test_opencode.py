@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Server, start_server
+from tests.conftest import LMDOCK, REPO, Server, start_server
 
 OPENCODE = REPO / "node_modules" / ".bin" / "opencode"
 
@@ -31,9 +30,8 @@ def test_launch_opencode_round_trip(opencode_server: Server, tmp_path: Path):
     work.mkdir()
     # opencode's own state (sessions, logs) away from this machine's: it lives under HOME / XDG folders
     xdg = {f"XDG_{kind}_HOME": str(home / kind.lower()) for kind in ("CONFIG", "DATA", "CACHE", "STATE")}
-    port = opencode_server.base_url.rsplit(":", 1)[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "lmdock.cli.main", "launch", "opencode", "--port", port, "--"]
+        [*LMDOCK, "launch", "opencode", "--port", str(opencode_server.port), "--"]
         + ["run", "--format", "json", "Reply with the word hello"],
         cwd=work,
         env={**os.environ, "HOME": str(home), **xdg},

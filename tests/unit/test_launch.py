@@ -43,8 +43,8 @@ def test_codex_gets_lmdock_as_a_responses_provider_on_its_command_line(target: T
 def test_codex_reads_the_servers_api_key_from_the_environment(target: Target, monkeypatch):
     monkeypatch.setenv("LMDOCK_API_KEY", "k1,k2")
     launch = codex_settings(target)
-    assert _codex_config(launch.args)["model_providers"]["lmdock"]["env_key"] == "LMDOCK_LAUNCH_API_KEY"
-    assert launch.env == {"LMDOCK_LAUNCH_API_KEY": "k1"}
+    assert _codex_config(launch.args)["model_providers"]["lmdock"]["env_key"] == "CODEX_LMDOCK_API_KEY"
+    assert launch.env == {"CODEX_LMDOCK_API_KEY": "k1"}
     assert not any("k1" in a for a in launch.args)  # never on a command line (ps shows those)
 
 

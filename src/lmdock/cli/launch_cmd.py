@@ -26,7 +26,7 @@ launch_app = typer.Typer(help="Start a coding agent pointed at the lmdock server
 # Agents wait this long for the next byte of a stream: a long first prompt is read for minutes on a CPU.
 STREAM_IDLE_TIMEOUT_MS = 1_800_000
 PROVIDER = "lmdock"  # the provider name Codex and opencode show
-API_KEY_VAR = "LMDOCK_LAUNCH_API_KEY"  # where Codex reads the server's API key from (env_key)
+API_KEY_VAR = "CODEX_LMDOCK_API_KEY"  # where Codex reads the server's API key from (env_key)
 
 
 @dataclass(frozen=True)

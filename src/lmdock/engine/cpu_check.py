@@ -83,25 +83,12 @@ def _write(path: Path, key: str, entry: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def forced_repack(flag: bool | None) -> bool | None:
-    """--repack / --no-repack, else LMDOCK_REPACK (1/0, true/false, on/off), else None."""
-    if flag is not None:
-        return flag
-    raw = os.environ.get("LMDOCK_REPACK", "").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    return None
-
-
 def decide_repack(
     model_path: Path, model_key: str, weight_type: str | None, n_threads: int, flag: bool | None = None
 ) -> RepackVerdict:
     """Whether to load with extra buffer types; probes in a throwaway process the first time (blocking)."""
-    forced = forced_repack(flag)
-    if forced is not None:
-        return RepackVerdict(forced, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
+    if flag is not None:
+        return RepackVerdict(flag, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
     key = machine_key(weight_type)
     path = verdict_file()
     known = _read(path).get(key)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lmdock.core.config import Settings, lmdock_home
+
 Kind = Literal["openai", "lmdock", "auto"]
 PromptMode = Literal["chat", "raw"]
 
@@ -146,6 +148,15 @@ def load_file(path: Path) -> list[UpstreamSpec]:
     if not isinstance(entries, list):
         raise UpstreamConfigError(f"{path}: `upstream` must be an array of tables ([[upstream]])")
     return [spec_from_dict(e, str(path)) for e in entries]
+
+
+def specs_of(settings: Settings) -> list[UpstreamSpec]:
+    """The upstream models `--upstream` and the config file declare (`--upstream-config`, else
+    LMDOCK_HOME/upstreams.toml if it exists)."""
+    path = settings.upstream_config
+    if path is not None and not path.is_file():
+        raise UpstreamConfigError(f"--upstream-config {path}: no such file")
+    return load_specs(path or lmdock_home() / CONFIG_NAME, settings.upstreams)
 
 
 def load_specs(config_path: Path | None, flags: list[str]) -> list[UpstreamSpec]:

@@ -1,5 +1,5 @@
-"""An upstream model as the manager hands it to the API layers: the same surface as a LoadedModel
-(`key`, `n_ctx`, `session`, `touch`, `busy`), plus what listings and `lmdock ps` show about its nodes."""
+"""An upstream model as the manager hands it to the API layers: a `ServedModel` (models/served.py) like a
+local one, plus what listings and `lmdock ps` show about its nodes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from lmdock.upstream.transport import Upstream
 
 
 class UpstreamModel:
-    is_upstream = True
-
     def __init__(self, spec: UpstreamSpec) -> None:
         self.spec = spec
         self.upstream = Upstream(spec)
@@ -32,6 +30,11 @@ class UpstreamModel:
     @property
     def busy(self) -> bool:
         return any(n.outstanding for n in self.upstream.nodes)
+
+    @property
+    def embedder(self) -> None:
+        """Upstream engines embed nothing here (`/v1/embeddings` says so)."""
+        return None
 
     def touch(self) -> None:
         self.last_used = time.monotonic()

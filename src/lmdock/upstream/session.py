@@ -182,9 +182,9 @@ class UpstreamSession:
                     return counted["count"]
                 if isinstance(counted.get("tokens"), list):
                     return len(counted["tokens"])
-        if self.spec.tokenizer is not None:  # the same model's template and vocabulary, locally
+        vocab = await self.vocab()
+        if vocab is not None:  # the same model's template and vocabulary, locally
             rendered = await self._render(req)
-            vocab = await self.vocab()
             return await asyncio.to_thread(vocab.count, rendered.text)
         raise InvalidRequest(
             f"count_tokens: upstream model '{self.spec.name}' has no tokenizer endpoint lmdock can use; "
@@ -284,11 +284,20 @@ class UpstreamSession:
         return body
 
     async def prepare_raw(
-        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+        self,
+        prompt: str | list[int],
+        max_tokens: int,
+        sampling: SamplingParams,
+        stop: list[str],
+        logprobs: int | None = None,
     ) -> PreparedChat:
         """OpenAI /v1/completions passed through: the prompt as-is, stop sequences applied by lmdock."""
         if not prompt:
             raise InvalidRequest("prompt: must not be empty", param="prompt")
+        if logprobs is not None:
+            raise InvalidRequest(
+                f"logprobs: not available from upstream model '{self.spec.name}'", param="logprobs"
+            )
         opened = await self.upstream.open(
             "/v1/completions",
             lambda mt: self._completion_body(prompt, mt, sampling, []),

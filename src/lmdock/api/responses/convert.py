@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from typing import Any
 
-from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of
+from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of, string_tool_choice
+from lmdock.api.openai.encode import new_id
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import (
@@ -42,10 +42,6 @@ _ID_PREFIX = {
     "function_call_output": "fco_",
     "reasoning": "rs_",
 }
-
-
-def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
 
 
 def _bad(where: str, problem: str) -> InvalidRequest:
@@ -178,7 +174,7 @@ def _part_text(part: Item) -> str:
         return str(part.get("text", ""))
     if kind == "refusal":
         return str(part.get("refusal", ""))
-    return _PLACEHOLDERS.get(kind, "")
+    return _PLACEHOLDERS.get(kind, "") if isinstance(kind, str) else ""
 
 
 def _parts_text(parts: list[Any], where: str) -> str:
@@ -307,10 +303,7 @@ def tool_choice_of(params: ResponseCreateParams, tools: list[Tool]) -> ToolChoic
         return ToolChoice(mode="tool", name=name, parallel=parallel)
     if choice not in ("auto", "none", "required"):
         raise _bad("tool_choice", "must be 'auto', 'none', 'required' or a function choice")
-    if choice == "required" and not tools:
-        raise _bad("tool_choice", "'required' needs tools")
-    mode = {"none": "none", "auto": "auto" if tools else "none", "required": "any"}[choice]
-    return ToolChoice(mode=mode, parallel=parallel)
+    return string_tool_choice(choice, tools, parallel)
 
 
 def response_schema_of(params: ResponseCreateParams) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import BatchStore, batch_object, completed_count
-from lmdock.api.services import manager_of, principal_of
+from lmdock.api.services import manager_of, principal_of, settings_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.storage import database
 
@@ -25,7 +25,7 @@ PROGRESS_HEADER = "lmdock-requests-completed"
 
 
 def _store(request: Request) -> BatchStore:
-    return BatchStore(database(request.app), max_bytes=request.app.state.settings.batches_max_mib << 20)
+    return BatchStore(database(request.app), max_bytes=settings_of(request).batches_max_mib << 20)
 
 
 def _wake_runner(request: Request) -> None:
