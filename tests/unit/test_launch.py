@@ -1,5 +1,5 @@
 """The settings `lmdock launch <agent>` starts each agent with (pure logic; the agents themselves run in
-tests/e2e/test_codex.py, test_opencode.py and test_cli.py)."""
+tests/e2e/test_agents.py and test_cli.py)."""
 
 from __future__ import annotations
 
