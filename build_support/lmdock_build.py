@@ -2,8 +2,9 @@
 
 A wheel without the web app would serve a page at `/` that says how to build what a wheel user cannot
 build. So building a wheel or an sdist from a checkout first builds the web app (`web/`, with npm) when
-it is missing or older than its sources, and stops with a clear message when npm is not there. An sdist
-carries the built app (package data), so a wheel built from it (pip, `python -m build`) needs no Node.
+it is missing or older than its sources; without npm, a missing app stops the build with a clear message
+(an older one is packaged, with a warning). An sdist carries the built app (package data), so a wheel
+built from it (pip, `python -m build`) needs no Node.
 Editable installs (`make install`) are left alone: there the web app is `make web`'s job.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import build_meta as _setuptools
@@ -43,6 +45,13 @@ def ensure_webapp() -> None:
             raise SystemExit(f"this lmdock source tree has neither web/ nor a built web app ({WEBAPP_INDEX})")
         return
     if WEBAPP_INDEX.is_file() and WEBAPP_INDEX.stat().st_mtime >= _newest_source(WEB):
+        return
+    if WEBAPP_INDEX.is_file() and shutil.which("npm") is None:
+        print(
+            "warning: web/ changed since the web app was built, and npm is not here to rebuild it; "
+            "packaging the web app as built",
+            file=sys.stderr,
+        )
         return
     installed = WEB / "node_modules" / ".package-lock.json"
     if not installed.is_file() or installed.stat().st_mtime < (WEB / "package-lock.json").stat().st_mtime:
