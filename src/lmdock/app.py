@@ -26,7 +26,7 @@ from lmdock.api.responses import router as responses_router
 from lmdock.chat.session import ChatSession
 from lmdock.core.config import Settings
 from lmdock.core.errors import LmdockError
-from lmdock.engine.proxy import rss_bytes
+from lmdock.engine.process import rss_bytes
 from lmdock.http.errors import error_from_exception, error_response, kind_for_status
 from lmdock.http.metrics import metrics_response
 from lmdock.http.middleware import HostPolicy, RequestContext
@@ -101,7 +101,8 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
             "server_rss_bytes": rss_bytes(os.getpid()),
             "failed": dict(manager.failed),
-            "upstreams": {u.key: u.status() for u in manager.upstreams},
+            # /health needs no key: with one, where the upstream nodes live is not its to tell
+            "upstreams": {u.key: u.status(urls=not settings.api_keys) for u in manager.upstreams},
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])

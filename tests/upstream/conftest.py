@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import fcntl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
 import pytest
 
 from tests.conftest import DEFAULT_MODEL, REPO, Server, start_server
+from tests.upstream.fake_upstream import FakeUpstream
 
 sys.path.insert(0, str(REPO / "bench"))
 import _common  # noqa: E402
@@ -52,6 +54,14 @@ def start_front(tmp: Path, nodes: list[_common.Server]) -> Server:
     return start_server(
         tmp, "--model", NAME, ready=lambda h: h["upstreams"].get(NAME, {}).get("healthy_nodes") == len(nodes)
     )
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    """The misbehaving OpenAI-style upstream (tests/upstream/fake_upstream.py), one per test module."""
+    f = FakeUpstream().start()
+    yield f
+    f.close()
 
 
 @pytest.fixture(scope="session")

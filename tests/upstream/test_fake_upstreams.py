@@ -43,13 +43,6 @@ TIME = {"name": "get_time", "input_schema": {"type": "object", "properties": {"t
 
 
 @pytest.fixture(scope="module")
-def fake():
-    f = FakeUpstream().start()
-    yield f
-    f.close()
-
-
-@pytest.fixture(scope="module")
 def front(tmp_path_factory, fake: FakeUpstream) -> Server:
     tmp = tmp_path_factory.mktemp("front")
     (tmp / "home").mkdir()

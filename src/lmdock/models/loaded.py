@@ -1,6 +1,6 @@
-"""A model in memory: its worker process (llama.cpp, engine), the server-side vocabulary and chat
-session, built from settings and load options. It is a `ServedModel` (models/served.py), and its own
-`Embedder`."""
+"""A model in memory: its engine client (llama.cpp in a worker process, the vocabulary in this one) and
+chat session, built from settings and load options. It is a `ServedModel` (models/served.py), and its
+own `Embedder`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
 from lmdock.core.config import MAX_DEFAULT_CTX, Settings
-from lmdock.engine import ContextParams, EngineConfig
+from lmdock.engine import ContextParams, EngineClient, EngineConfig, EngineSpec, Tokenizer, make_client
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
-from lmdock.engine.proxy import WorkerEngine
-from lmdock.engine.vocab import Vocab
-from lmdock.engine.worker import WorkerConfig
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
 
@@ -34,8 +31,7 @@ class LoadOptions:
 @dataclass
 class LoadedModel:
     record: ModelRecord
-    engine: WorkerEngine
-    vocab: Vocab
+    engine: EngineClient
     session: ChatSession
     options: LoadOptions
     repack: RepackVerdict
@@ -49,6 +45,10 @@ class LoadedModel:
     @property
     def n_ctx(self) -> int:
         return self.engine.n_ctx
+
+    @property
+    def vocab(self) -> Tokenizer:
+        return self.engine.vocab
 
     @property
     def busy(self) -> bool:
@@ -95,7 +95,6 @@ class LoadedModel:
     async def close(self, grace: float = 30.0) -> None:
         """Let in-flight requests finish (up to `grace` seconds), stop the worker, free the vocabulary."""
         await self.engine.close(grace)
-        await asyncio.to_thread(self.vocab.close)
 
 
 async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on_failed=None) -> LoadedModel:
@@ -120,7 +119,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         flash_attn=options.flash_attn,
         use_extra_bufts=repack.repack,
     )
-    config = WorkerConfig(
+    spec = EngineSpec(
         key=record.key,
         path=str(record.path),
         params=params,
@@ -135,17 +134,8 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         max_ctx=MAX_DEFAULT_CTX,
         log_level=settings.log_level,
     )
-    engine = WorkerEngine(record.key, config, on_failed=on_failed)
-    vocab_task = asyncio.ensure_future(asyncio.to_thread(Vocab, record.path, record.key))
-    try:
-        info = await engine.start()
-    except BaseException:
-        await engine.close(0)
-        vocab = await asyncio.gather(vocab_task, return_exceptions=True)
-        if isinstance(vocab[0], Vocab):
-            await asyncio.to_thread(vocab[0].close)
-        raise
-    vocab = await vocab_task
+    engine = make_client(spec, on_failed=on_failed)
+    info = await engine.start()
     formatter = ChatFormatter(
         info.chat_template,
         bos_token=info.bos_text,
@@ -155,8 +145,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
     return LoadedModel(
         record=record,
         engine=engine,
-        vocab=vocab,
-        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params, vocab=vocab),
+        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params),
         options=options,
         repack=repack,
     )

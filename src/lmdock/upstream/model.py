@@ -43,8 +43,9 @@ class UpstreamModel:
     def healthy_nodes(self) -> int:
         return sum(n.healthy for n in self.upstream.nodes)
 
-    def status(self) -> dict[str, Any]:
-        """Nodes and health, for /api/v1/models, /health and `lmdock ps` (never the API key)."""
+    def status(self, *, urls: bool = True) -> dict[str, Any]:
+        """Nodes and health, for /api/v1/models, /health and `lmdock ps`: never a credential, and
+        without node URLs when `urls` is false (the open /health of a server with an API key)."""
         info = self.upstream.info
         return {
             "kind": info.kind,
@@ -54,7 +55,7 @@ class UpstreamModel:
             "healthy_nodes": self.healthy_nodes,
             "nodes": [
                 {
-                    "url": n.url,
+                    **({"url": n.url} if urls else {}),
                     "state": n.state(),
                     "outstanding": n.outstanding,
                     "requests": n.stats.requests,
@@ -88,3 +89,4 @@ class UpstreamRegistry:
     async def close(self) -> None:
         for m in self.models.values():
             await m.upstream.close()
+            await m.session.close()

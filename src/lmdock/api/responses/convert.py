@@ -16,6 +16,7 @@ from typing import Any
 from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of, string_tool_choice
 from lmdock.api.openai.encode import new_id
 from lmdock.api.responses.schema import ResponseCreateParams
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import (
     ChatRequest,
@@ -57,7 +58,7 @@ def normalize_input(raw: str | list[Any] | None) -> list[Item]:
         return []
     if isinstance(raw, str):
         return [_message("user", [{"type": "input_text", "text": raw}], None)]
-    return [_item(item, f"input.{i}") for i, item in enumerate(raw)]
+    return _unique_ids([_item(item, f"input.{i}") for i, item in enumerate(raw)])
 
 
 def _item(item: Any, where: str) -> Item:
@@ -88,12 +89,12 @@ def _item(item: Any, where: str) -> Item:
     if kind == "reasoning":
         summary = [
             {"type": "summary_text", "text": str(p.get("text", ""))}
-            for p in item.get("summary") or []
+            for p in _list_of(item.get("summary"), f"{where}.summary")
             if isinstance(p, dict)
         ]
         content = [
             {"type": "reasoning_text", "text": str(p.get("text", ""))}
-            for p in item.get("content") or []
+            for p in _list_of(item.get("content"), f"{where}.content")
             if isinstance(p, dict)
         ]
         out: Item = {"type": "reasoning", "id": _id_of(item, kind), "summary": summary}
@@ -132,6 +133,27 @@ def _output_item(item: Item, where: str) -> Item:
     return {**out, "output": output, "status": "completed"}
 
 
+def _list_of(value: Any, where: str) -> list[Any]:
+    """An optional list field (absent or null: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(where, "must be a list")
+    return value
+
+
+def _unique_ids(items: list[Item]) -> list[Item]:
+    """Input items are listed and paged by id (`input_items?after=`), so an id may appear once."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item["id"] in seen:
+            raise _bad(
+                f"input.{i}.id", f"duplicate item id {item['id']!r}: each input item's id must be unique"
+            )
+        seen.add(item["id"])
+    return items
+
+
 def _id_of(item: Item, kind: str) -> str:
     given = item.get("id")
     return given if isinstance(given, str) and given else new_id(_ID_PREFIX[kind])
@@ -160,6 +182,8 @@ def _part(part: Any, role: str, where: str) -> Item:
     if not isinstance(part, dict):
         raise _bad(where, "each content part must be an object")
     kind = part.get("type")
+    if not isinstance(kind, str):
+        raise _bad(f"{where}.type", "each content part needs a type (a string)")
     if kind in ("input_text", "output_text", "text"):
         text = part.get("text")
         if not isinstance(text, str):
@@ -176,6 +200,8 @@ def _part(part: Any, role: str, where: str) -> Item:
 
 def _part_text(part: Item) -> str:
     kind = part.get("type")
+    if not isinstance(kind, str):
+        return ""
     if kind in _TEXT_PARTS:
         return str(part.get("text", ""))
     if kind == "refusal":
@@ -193,10 +219,7 @@ def _parts_text(parts: list[Any], where: str) -> str:
 
 
 def _arguments(args: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(args or "{}")
-    except ValueError:
-        raise _bad(where, "not valid JSON") from None
+    value = safejson.loads(args or "{}", what=where)
     if not isinstance(value, dict):
         raise _bad(where, "must be a JSON object")
     return value
@@ -270,7 +293,9 @@ def tools_of(raw: list[dict[str, Any]] | None) -> list[Tool]:
         where = f"tools.{i}"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind == "namespace":
-            for j, inner in enumerate(tool.get("tools") or []):
+            if not isinstance(tool.get("name"), str) or not _NAME.match(tool["name"]):
+                raise _bad(f"{where}.name", "a namespace needs a name of 1-128 letters, digits, _ . : or -")
+            for j, inner in enumerate(_list_of(tool.get("tools"), f"{where}.tools")):
                 if not isinstance(inner, dict) or inner.get("type") != "function":
                     raise _bad(f"{where}.tools.{j}.type", "a namespace may hold function tools only")
                 tools.append(_function_tool(inner, f"{where}.tools.{j}"))

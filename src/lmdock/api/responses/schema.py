@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from openai.types.shared import ReasoningEffort
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmdock.api.openai.schema import SamplingFields
@@ -34,8 +35,10 @@ class TextConfig(_Lenient):
 
 
 class ReasoningConfig(_Lenient):
-    effort: str | None = None
-    summary: str | None = None
+    """The values the Response repeats must be the ones the SDK's `Reasoning` type allows."""
+
+    effort: ReasoningEffort = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
 
 
 class ResponseCreateParams(SamplingFields):
