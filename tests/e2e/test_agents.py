@@ -37,17 +37,14 @@ def _printed(stderr: str) -> str:
     return " ".join(stderr.split())
 
 
-def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
-    home, work = tmp_path / "codex-home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    target = work / "hello.txt"
-    out, err = tmp_path / "codex.jsonl", tmp_path / "launch.err"
+def _codex_exec(server: Server, home: Path, work: Path, target: Path, log: Path) -> list[dict]:
+    """One `lmdock launch codex -- exec` run, stopped once `target` exists; returns Codex's JSON events
+    (stdout) and leaves what launch printed in `log`."""
     # exec's own flags: no sandbox (this machine may not allow one), JSON events, no retries (an error
     # must show), no goal tools (the 0.5B model takes the task's "create" for create_goal and calls it
     # over and over), and the task in the issue's words
     command = _launch(
-        agent_server,
+        server,
         "codex",
         *["exec", "--skip-git-repo-check", "--json", "--dangerously-bypass-approvals-and-sandbox"],
         *["--disable", "goals"],
@@ -55,7 +52,8 @@ def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
         *["-c", "model_providers.lmdock.stream_max_retries=0"],
         "create hello.txt containing hi",
     )
-    with out.open("w") as stdout, err.open("w") as stderr:
+    out = log.with_suffix(".jsonl")
+    with out.open("w") as stdout, log.open("w") as stderr:
         proc = subprocess.Popen(
             command,
             cwd=work,
@@ -77,14 +75,32 @@ def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    printed = _printed(err.read_text(errors="replace"))
-    assert f"Starting Codex CLI on {QWEN} (context 32768)" in printed, printed
-    assert 'model_providers.lmdock.wire_api="responses"' in printed, printed
     lines = out.read_text(errors="replace").splitlines()
-    events = [json.loads(line) for line in lines if line.startswith("{")]
-    failures = [e for e in events if e.get("type") in ("error", "turn.failed")]
-    assert not failures, failures
-    assert target.exists(), lines[-20:]
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
+    home, work = tmp_path / "codex-home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    target = work / "hello.txt"
+    # Up to two runs. The sampled 0.5B model sometimes puts `sandbox_permissions: "require_escalated"`
+    # on its shell call; Codex itself refuses that under approval policy "never" ("you cannot ask for
+    # escalated permissions if the approval policy is Never") and the turn ends without the file — no
+    # error event, lmdock answered every request. That is the model's choice, not a fault of lmdock or
+    # launch, so such a run earns one more try (on a warm prompt cache). A failed turn or an error event
+    # is never retried: that is what this test is for.
+    for attempt in (1, 2):
+        log = tmp_path / f"launch-{attempt}.err"
+        events = _codex_exec(agent_server, home, work, target, log)
+        printed = _printed(log.read_text(errors="replace"))
+        assert f"Starting Codex CLI on {QWEN} (context 32768)" in printed, printed
+        assert 'model_providers.lmdock.wire_api="responses"' in printed, printed
+        failures = [e for e in events if e.get("type") in ("error", "turn.failed")]
+        assert not failures, failures
+        if target.exists():
+            break
+    assert target.exists(), events[-20:]
     assert target.read_text().strip() == "hi", target.read_text()
     assert 'POST /v1/responses HTTP/1.1" 200' in agent_server.log()  # through lmdock
     assert not (home / "config.toml").exists()  # launch wrote no configuration
