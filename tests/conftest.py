@@ -23,7 +23,9 @@ from lmdock.models.default_model import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = default_model_path(default_models_dir())
-LMDOCK = [sys.executable, "-m", "lmdock.cli.main"]  # this checkout's CLI, through the test's Python
+# this checkout's CLI, through the test's Python (`-P`: like the `lmdock` script, nothing of the current
+# directory on the import path)
+LMDOCK = [sys.executable, "-P", "-m", "lmdock.cli.main"]
 
 
 def free_port() -> int:
@@ -106,7 +108,7 @@ def start_server(
     """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
     `ready(health)` (the default model is loaded). `new_session`: in a process group of its own, like a
     command in a terminal (so a test can send Ctrl-C to the whole group). `lmdock` is the command that
-    runs lmdock (default: this checkout's, through the test's Python)."""
+    runs lmdock (default: this checkout's, through the test's Python). `cwd`: the directory it starts in."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
