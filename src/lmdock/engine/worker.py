@@ -144,7 +144,12 @@ def _die_with_engine(args) -> None:
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us
+    # The server owns this process's lifetime: it stops it (Close) or, gone, closes the pipe (EOF). A
+    # Ctrl-C (SIGINT to the terminal's process group) or a service manager's SIGTERM to every process
+    # of the service must not kill it first, or the server would count a crash and restart it while
+    # shutting down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if argv and argv[0] == "--probe":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return probe(argv[1], argv[2], int(argv[3]), argv[4] == "on")
