@@ -219,6 +219,15 @@ def test_tool_call_and_incomplete():
     types = [e.type for e in stream]
     assert "response.reasoning_text.delta" in types and types[-1] == "response.incomplete"
     assert types.count("response.function_call_arguments.delta") == 2
+    closed = types.index("response.reasoning_text.done")  # the reasoning item ends before the call starts
+    assert types[closed : closed + 4] == [
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+    ]
+    assert stream[closed].text == "hmm" and stream[closed + 1].part.type == "reasoning_text"
+    assert stream[closed + 1].part.text == "hmm" and stream[closed + 1].content_index == 0
     final = enc.response()
     reasoning, call = final.output
     assert reasoning.type == "reasoning" and reasoning.content[0].text == "hmm"

@@ -18,11 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelUnavailable
 from lmdock.engine.crash_policy import CrashPolicy
-from lmdock.engine.process import describe_exit, worker_argv
+from lmdock.engine.process import WORKER_CWD, describe_exit, worker_argv
 from lmdock.engine.protocol import (
     Ack,
     Channel,
@@ -37,21 +36,12 @@ from lmdock.engine.protocol import (
     ToWorker,
 )
 from lmdock.engine.spec import EngineSpec
-from lmdock.engine.types import EngineInfo
+from lmdock.engine.types import EngineInfo, WorkerStatus
 
 log = logging.getLogger("lmdock.engine.proxy")  # the logger name the server log has always used
 
 READY_TIMEOUT = 600.0  # a restart that takes longer than this fails the requests waiting for it
 STOP_TIMEOUT = 30.0  # a worker told to close that has not exited by then is killed
-
-
-class WorkerStatus(Enum):
-    STARTING = "starting"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 @dataclass
@@ -187,7 +177,10 @@ class Supervisor:
         parent, child = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                worker_argv(str(child.fileno())), pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL
+                worker_argv(str(child.fileno())),
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                cwd=WORKER_CWD,
             )
         finally:
             child.close()

@@ -5,6 +5,7 @@ own `Embedder`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ class LoadedModel:
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+    @property
+    def crashes(self) -> int:
+        return self.engine.crashes
 
     # --- Embedder: the embeddings context beside the engine, in the worker process ---------------------
 
@@ -121,13 +126,13 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
     )
     spec = EngineSpec(
         key=record.key,
-        path=str(record.path),
+        path=os.path.abspath(record.path),  # the worker runs in another directory
         params=params,
         engine=EngineConfig(
             parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
         ),
         cache_ram_bytes=settings.cache_ram << 20,
-        cache_dir=str(settings.cache_dir)
+        cache_dir=os.path.abspath(settings.cache_dir)
         if settings.cache_dir is not None and settings.cache_disk_mib > 0
         else None,
         cache_disk_bytes=settings.cache_disk_mib << 20,
