@@ -48,6 +48,9 @@ def _sample(opt) -> tuple[list[str], object]:
         return ["2.5"], 2.5
     if base is Path:
         return ["/tmp/somewhere"], Path("/tmp/somewhere")
+    choices = {"spec_type": "none"}  # checked values
+    if opt.field in choices:
+        return [choices[opt.field]], choices[opt.field]
     return [
         "9.9.9.9" if opt.field == "host" else "some-value"
     ], "9.9.9.9" if opt.field == "host" else "some-value"

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from lmdock.cli.progress import byte_progress
 from lmdock.core.config import Option, options, settings_from
+from lmdock.core.errors import InvalidRequest
 from lmdock.models.default_model import ensure_default_model
 
 console = Console(stderr=True)
@@ -26,7 +28,11 @@ def serve(**flags: Any) -> None:
 
     from lmdock.upstream.config import UpstreamConfigError, specs_of
 
-    settings = settings_from(flags)
+    try:
+        settings = settings_from(flags)
+    except InvalidRequest as exc:  # a bad value (e.g. --spec-type): refused before any load
+        console.print(f"[red]{escape(exc.message)}[/red]")
+        raise typer.Exit(2) from None
     try:
         specs_of(settings)  # a bad file or flag stops start-up here, not at the first request
     except UpstreamConfigError as exc:

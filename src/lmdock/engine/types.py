@@ -75,6 +75,8 @@ class Finished:
     prompt_tokens: int
     cached_tokens: int
     generated_tokens: int
+    spec_proposed: int = 0  # draft tokens verified (speculative decoding)
+    spec_accepted: int = 0  # of those, the ones emitted
     stop_sequence: str | None = None
     error: str | None = None
 
@@ -95,6 +97,8 @@ class EngineStats:
     preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
+    spec_proposed_tokens: int = 0  # draft tokens verified
+    spec_accepted_tokens: int = 0  # draft tokens emitted
 
     def __add__(self, other: EngineStats) -> EngineStats:
         """Field by field (a restarted worker counts from zero; the server adds what came before)."""

@@ -28,6 +28,14 @@ class _EngineCollector:
                 "Running sequences sent back to wait (KV full, or priority)",
             ),
             "requests": ("lmdock_requests", "Generation requests admitted to an engine"),
+            "spec_proposed_tokens": (
+                "lmdock_spec_proposed_tokens",
+                "Draft tokens verified by speculative decoding",
+            ),
+            "spec_accepted_tokens": (
+                "lmdock_spec_accepted_tokens",
+                "Draft tokens accepted (emitted) by speculative decoding",
+            ),
         }
         families = {k: CounterMetricFamily(n, h, labels=["model"]) for k, (n, h) in counters.items()}
         queue = GaugeMetricFamily("lmdock_queue_depth", "Requests waiting for a slot", labels=["model"])
