@@ -71,7 +71,8 @@ class Engine:
         else:
             log.info("chunk reuse off for %s: %s (prefix reuse only)", model.path.name, self.chunk_reuse_off)
         self.pool = SlotPool(n_seq)
-        self.mover = CacheMover(cache, self.runner, self.pool) if cache is not None else None
+        reuse_min = config.chunk_reuse_min if self.chunk_reuse_off is None else 0
+        self.mover = CacheMover(cache, self.runner, self.pool, reuse_min) if cache is not None else None
         self.scheduler = Scheduler(
             self.pool,
             SchedulerConfig(
@@ -79,7 +80,7 @@ class Engine:
                 max_queue=config.max_queue,
                 n_batch=model.params.n_batch,
                 prefill_chunk_while_decoding=config.prefill_chunk_while_decoding,
-                chunk_reuse_min=config.chunk_reuse_min if self.chunk_reuse_off is None else 0,
+                chunk_reuse_min=reuse_min,
                 scratch_seq=n_seq,
             ),
         )
@@ -165,14 +166,16 @@ class Engine:
                 return False
             cancelled = self.scheduler.cancelled()
             yielded = self.scheduler.yield_to_priority()
+            if self.mover is not None and (head := self.scheduler.next_admissible()) is not None:
+                self.mover.promote(head.prompt)  # a cached source for chunk reuse, back from RAM
             admitted = self.scheduler.admit()
-        # preempted for a more urgent request: resumes when admitted again, with its sampler, grammar
-        # and text state, and its KV kept as prefix cache
-        self.stats.preemptions += len(yielded)
+        self.stats.preemptions += len(yielded)  # they resume where they were when admitted again
         for seq in cancelled:
             self._end(seq, "cancelled")
         for seq, claim in admitted:
             self._isolated(seq, self._start, seq, claim)
+        if admitted and self.mover is not None:  # before the new prompts take cells
+            self.stats.demotions += self.mover.clear_the_way()
         self._splice()
         step = self.scheduler.schedule()
         if step:
@@ -225,6 +228,8 @@ class Engine:
             if not self.speculator.retract(step):
                 self._make_room(step)
             return
+        if step.decode:  # this step's n_kv: the cells the slots held before it, and its own tokens
+            self.stats.decoded_step(self.pool.kv_span(self.runner.kv_version) + step.n_tokens)
         self.speculator.timed(step, self.runner.last_seconds)
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:

@@ -152,6 +152,9 @@ class LlamaModel:
         cparams.n_seq_max = params.n_seq_max
         cparams.n_threads = params.n_threads
         cparams.n_threads_batch = params.n_threads
+        # one KV stream: seq_cp shares prefix cells and any sequence may use the whole context (split
+        # streams would give each n_ctx / n_seq_max cells and copy whole streams to share a prefix);
+        # its cost, attention over every used cell, is kept down by Engine._clear_the_way
         cparams.kv_unified = True
         cparams.no_perf = True
         if params.flash_attn is not None:

@@ -131,12 +131,20 @@ class PromptCache:
         return self.ram_bytes > 0 and n_tokens >= self.min_tokens
 
     def add_ram(self, tokens: list[int], data: bytes) -> None:
-        """Keep an evicted slot's state; entries it extends go, then the least recently used ones while
-        over budget (the newest is always kept)."""
+        """Keep an evicted slot's state (unless an entry already extends it); entries it extends go,
+        then the least recently used ones while over budget (the newest is always kept)."""
+        for entry in self.ram:
+            if is_prefix(tokens, entry.tokens):  # already kept, and more
+                entry.last_used = self._clock()
+                return
         self.ram = [e for e in self.ram if not is_prefix(e.tokens, tokens)]
         self.ram.append(CacheEntry(tokens=list(tokens), data=data, last_used=self._clock()))
         while sum(e.nbytes for e in self.ram) > self.ram_bytes and len(self.ram) > 1:
             self.ram.remove(min(self.ram, key=lambda e: e.last_used))
+
+    def on_disk(self, tokens: list[int]) -> bool:
+        """Whether a saved entry holds all but `min_gain` of `tokens` (dropping their KV loses little)."""
+        return any(common_prefix_len(e.tokens, tokens) >= len(tokens) - self.min_gain for e in self.disk)
 
     # --- persist to disk ---------------------------------------------------------------------------
 

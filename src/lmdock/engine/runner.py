@@ -34,10 +34,12 @@ class ModelRunner:
         self._batch = Batch(self.n_batch)
         self.decode_seconds = 0.0
         self.last_seconds = 0.0  # the last decode's
+        self.kv_version = 0  # counts KV operations and state loads (what cells sequences share may change)
 
     # --- KV memory ---------------------------------------------------------------------------------
 
     def apply(self, ops: list[KvOp]) -> None:
+        self.kv_version += 1
         for op in ops:
             if isinstance(op, Truncate):
                 L.llama_memory_seq_rm(self.memory, op.seq_id, op.keep, -1)
@@ -145,9 +147,10 @@ class ModelRunner:
             return None
         buf = (ctypes.c_uint8 * size)()
         written = L.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
-        return bytes(buf)[:written] if written > 0 else None
+        return ctypes.string_at(buf, written) if written > 0 else None
 
     def write_state(self, seq_id: int, data: bytes) -> bool:
+        self.kv_version += 1
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         return L.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) > 0
 
@@ -158,6 +161,7 @@ class ModelRunner:
     def load_file(self, seq_id: int, path: Path, n_tokens: int) -> bool:
         """Load a state file saved with `n_tokens` tokens. The file must have been verified: llama.cpp
         aborts the process on a truncated one."""
+        self.kv_version += 1
         n_out = ctypes.c_size_t(0)
         tokens = (L.llama_token * n_tokens)()
         ok = L.llama_state_seq_load_file(

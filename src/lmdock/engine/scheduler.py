@@ -61,6 +61,11 @@ class Step:
     def __bool__(self) -> bool:
         return bool(self.decode or self.prefill)
 
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the batch: each decoding sequence's pending token and draft, and prefill chunks."""
+        return sum(1 + len(s.draft) for s in self.decode) + sum(p.n_tokens for p in self.prefill)
+
 
 @dataclass
 class Evict:
@@ -139,6 +144,10 @@ class Scheduler:
         if self.pool.free_slot() is None:
             return "every KV slot is busy"
         return None
+
+    def next_admissible(self) -> Sequence | None:
+        """The request `admit` would take next, if nothing blocks it now."""
+        return self.next_waiting() if self.waiting and self.blocked_by() is None else None
 
     def admit(self) -> list[tuple[Sequence, Claim]]:
         """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;

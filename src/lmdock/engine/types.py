@@ -97,8 +97,16 @@ class EngineStats:
     preemptions: int = 0
     requests: int = 0
     decode_seconds: float = 0.0
+    decode_steps: int = 0  # llama_decode calls that evaluated a batch
+    kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (n_kv)
+    demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
     spec_proposed_tokens: int = 0  # draft tokens verified
     spec_accepted_tokens: int = 0  # draft tokens emitted
+
+    def decoded_step(self, kv_cells: int) -> None:
+        """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""
+        self.decode_steps += 1
+        self.kv_cells += kv_cells
 
     def __add__(self, other: EngineStats) -> EngineStats:
         """Field by field (a restarted worker counts from zero; the server adds what came before)."""
