@@ -1,5 +1,5 @@
-"""Speculative decoding through the HTTP APIs: the shared server (speculation on, the default) answers
-what a server started with `--spec-type none` answers, streamed or not, on both APIs and for a forced tool
+"""Speculative decoding through the HTTP APIs: a server started with `--spec-type ngram` answers what a
+server started with `--spec-type none` answers, streamed or not, on both APIs and for a forced tool
 call; the request log and /metrics count the draft tokens. Greedy texts are compared as tests/greedy.py
 explains (equal, or departing only at a near-tie of the reference run)."""
 
@@ -29,6 +29,14 @@ MESSAGES = [{"role": "user", "content": EDIT}]
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Server:
     srv = start_server(tmp_path_factory.mktemp("nospec"), "--spec-type", "none")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Server:
+    """Speculating, whatever the default is."""
+    srv = start_server(tmp_path_factory.mktemp("spec"), "--spec-type", "ngram")
     yield srv
     srv.stop()
 
