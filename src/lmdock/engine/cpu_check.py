@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.core.config import lmdock_home
-from lmdock.engine.process import describe_exit, worker_argv
+from lmdock.engine.process import WORKER_CWD, describe_exit, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,13 @@ def decide_repack(
 
 
 def _run_probe(model_path: Path, model_key: str, n_threads: int, extra_bufts: bool):
-    cmd = worker_argv("--probe", str(model_path), model_key)
+    cmd = worker_argv("--probe", os.path.abspath(model_path), model_key)
     cmd += [str(n_threads), "on" if extra_bufts else "off"]
     return subprocess.run(
-        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT
+        cmd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT,
+        cwd=WORKER_CWD,
     )

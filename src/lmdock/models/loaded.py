@@ -5,6 +5,7 @@ own `Embedder`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
     )
     spec = EngineSpec(
         key=record.key,
-        path=str(record.path),
+        path=os.path.abspath(record.path),  # the worker runs in another directory
         params=params,
         engine=EngineConfig(
             parallel=parallel,
@@ -138,7 +139,7 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
             speculation=SpecConfig(settings.spec_type, settings.spec_draft_max, settings.spec_ngram_min),
         ),
         cache_ram_bytes=settings.cache_ram << 20,
-        cache_dir=str(settings.cache_dir)
+        cache_dir=os.path.abspath(settings.cache_dir)
         if settings.cache_dir is not None and settings.cache_disk_mib > 0
         else None,
         cache_disk_bytes=settings.cache_disk_mib << 20,
