@@ -1,18 +1,27 @@
 """Comparing greedy outputs that were computed in different batch shapes.
 
 Speculative decoding verifies draft tokens in multi-token batches, and their KV cells land where a
-one-token-per-step run would not put them; llama.cpp's sums then run in another order, and a logit may
-move in its last bits. Greedy output is the same except where the model's two best tokens were that close:
-such a near-tie may break the other way. These helpers accept exactly that and nothing else: the texts are
-equal, or they first differ inside a token whose two best candidates (in the reference run's logprobs)
-were within `TIE` nats.
+one-token-per-step run would not put them; llama.cpp's kernels and sums then take other paths (and the
+activations are quantized to 8 bits between layers), so a logprob moves: by 0.03 nats measured on the
+default Q4_K_M model for the same token with and without a draft behind it, and by more than 0.11 when the
+prompt also came from the cache. Greedy output is the same except where the two best tokens were that
+close. So a comparison accepts exactly that: the texts are equal, or they first differ inside a token whose
+two best candidates (in the reference run's logprobs) were within `TIE` nats. What IS exact is checked by
+`assert_greedy_rows`: every emitted token is the best one of the logits row it was sampled from.
 """
 
 from __future__ import annotations
 
 from lmdock.core.events import TokenLogprob
 
-TIE = 0.05  # nats: far above last-bit noise in a logit, far below a real preference
+TIE = 0.3  # nats: above the batch-shape noise seen (0.11), below what a real preference usually is
+
+
+def assert_greedy_rows(entries: list[TokenLogprob]) -> None:
+    """Greedy decoding, exactly: each emitted token is the most likely one of the row it came from."""
+    for k, entry in enumerate(entries):
+        best = entry.top[0]  # logprobs are read from the row the sampler saw (grammar mask applied)
+        assert entry.logprob >= best[1], f"token {k}: {entry.token!r} sampled, {best!r} was best"
 
 
 def first_difference(a: str, b: str) -> int | None:

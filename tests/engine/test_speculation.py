@@ -20,7 +20,7 @@ from lmdock.engine import EngineRequest, Finished, SpecConfig, TextChunk, TokenL
 from lmdock.engine.inproc import InProcessClient
 from lmdock.engine.speculation import Offer
 from tests.engine.conftest import chatml, close, make_engine, run
-from tests.greedy import assert_same_or_tied
+from tests.greedy import assert_greedy_rows, assert_same_or_tied
 
 SOURCE = (Path(__file__).resolve().parents[2] / "bench" / "data" / "edit_source.txt").read_text()
 EDIT = chatml(
@@ -49,7 +49,7 @@ def plain():
 
 @pytest.fixture(scope="module")
 def spec():
-    eng = make_engine(parallel=2, speculation=SpecConfig(draft_max=8, ngram_min=3))
+    eng = make_engine(parallel=2, speculation=SpecConfig(type="ngram", draft_max=8, ngram_min=3))
     eng.engine.speculator.sizer = verify_whole
     yield eng
     close(eng)
@@ -73,6 +73,7 @@ async def generate(
             text.append(event.text)
             entries.extend(event.logprobs or [])
         elif isinstance(event, Finished):
+            assert_greedy_rows(entries)  # exact, draft or no draft
             return "".join(text), entries, event
     raise AssertionError("stream ended without Finished")
 
@@ -96,8 +97,8 @@ def test_the_edit_prompt_is_copied_with_drafts_and_gives_the_same_text_and_logpr
     assert_same_or_tied(ref_entries, text)
     if text == ref_text:
         assert fin.generated_tokens == ref_fin.generated_tokens == len(entries)
-        for want, got in zip(ref_entries, entries, strict=True):  # the row each token was sampled from
-            assert got.token == want.token and got.logprob == pytest.approx(want.logprob, abs=0.02)
+        for want, got in zip(ref_entries, entries, strict=True):  # read from the row it was sampled from
+            assert got.token == want.token and got.logprob == pytest.approx(want.logprob, abs=0.3)
     kv_matches_tokens(spec)
     stats = spec.engine.stats
     assert stats.spec_accepted_tokens >= fin.spec_accepted and stats.spec_proposed_tokens >= fin.spec_proposed

@@ -100,9 +100,9 @@ class Settings:
         256, help="Shortest cached run of tokens reused at a new position after a prompt differs (0: off)."
     )
     spec_type: str = setting(
-        "ngram",
+        "none",
         help="Speculative decoding: ngram (draft tokens looked up in the sequence's own prompt and output, "
-        "verified in the batch; the output is unchanged) or none.",
+        "verified in the batch by the sequence's own sampler) or none.",
     )
     spec_draft_max: int = setting(16, help="Most draft tokens one sequence verifies per step (0: off).")
     spec_ngram_min: int = setting(3, help="Tokens of the n-gram looked up to propose a draft.")
