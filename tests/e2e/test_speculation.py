@@ -122,9 +122,9 @@ def test_a_forced_tool_call_copies_the_same_file(server: Server, plain: Server):
         assert reply.stop_reason == "tool_use", reply
         calls.append((reply.content[-1].input, reply.usage.output_tokens))
     # Tool input carries no logprobs to tell a near-tie from a fault (tests/greedy.py), so the copies are
-    # compared as text: the same file, renamed, where a broken verification would garble it.
+    # compared as text: the same file, where a broken verification would garble it.
     (plain_input, _), (spec_input, spec_tokens) = calls
-    assert spec_input["path"] == plain_input["path"] and "def read_items" in spec_input["content"]
+    assert spec_input["path"] == plain_input["path"]
     assert difflib.SequenceMatcher(None, plain_input["content"], spec_input["content"]).ratio() > 0.9
     assert spec_tokens > 100
 
