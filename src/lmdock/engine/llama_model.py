@@ -10,6 +10,7 @@ import ctypes
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
 import llama_cpp as L
 from llama_cpp import _logger as llama_cpp_logger
@@ -99,6 +100,12 @@ def control_texts(vocab) -> list[str]:
     return out
 
 
+def token_id(token: object) -> int:
+    """A token id a binding returned. llama-cpp-python types these as ctypes.c_int32; ctypes hands
+    back a plain int."""
+    return cast(int, token)
+
+
 def token_text(vocab, token: int) -> str:
     """A special token's text (e.g. BOS/EOS) as a chat template expects it; "" for no token."""
     if token < 0:
@@ -120,13 +127,18 @@ def chat_template(model) -> str | None:
 def model_meta(model, key: str) -> str | None:
     """A GGUF metadata value as a string, or None if the key is absent."""
     buf = ctypes.create_string_buffer(1 << 16)
-    n = L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    n = _meta_val_str(model, key, buf)
     if n < 0:
         return None
     if n >= len(buf):
         buf = ctypes.create_string_buffer(n + 1)
-        L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+        _meta_val_str(model, key, buf)
     return buf.value.decode("utf-8", errors="replace")
+
+
+def _meta_val_str(model, key: str, buf: ctypes.Array[ctypes.c_char]) -> int:
+    # the binding's stub says `bytes`, but llama.cpp writes into the buffer: it must be a mutable one
+    return L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))  # type: ignore[arg-type]
 
 
 class LlamaModel:
@@ -138,12 +150,16 @@ class LlamaModel:
         self.params = params
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
-        self.model, self.buffer_types = load_model_file(self.path, use_extra_bufts=params.use_extra_bufts)
-        if not self.model:
+        model, self.buffer_types = load_model_file(self.path, use_extra_bufts=params.use_extra_bufts)
+        if not model:
             raise ModelLoadError(f"failed to load model {self.path.name}: not a valid GGUF file")
-        self.vocab = L.llama_model_get_vocab(self.model)
-        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
+        vocab = L.llama_model_get_vocab(model)
+        if not vocab:
+            L.llama_model_free(model)
+            raise ModelLoadError(f"failed to load model {self.path.name}: it has no vocabulary")
+        self.model, self.vocab = model, vocab
+        self.n_vocab = L.llama_vocab_n_tokens(vocab)
+        self.n_ctx_train = L.llama_model_n_ctx_train(model)
         cparams = L.llama_context_default_params()
         # 0 means the model's trained context, capped: a 128k default would reserve gigabytes of KV
         cparams.n_ctx = params.n_ctx or min(self.n_ctx_train, default_ctx_cap)
@@ -161,14 +177,18 @@ class LlamaModel:
             cparams.flash_attn_type = (
                 L.LLAMA_FLASH_ATTN_TYPE_ENABLED if params.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
-        self.ctx = L.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            L.llama_model_free(self.model)
+        ctx = L.llama_init_from_model(model, cparams)
+        memory = L.llama_get_memory(ctx) if ctx else None
+        if not ctx or not memory:
+            if ctx:
+                L.llama_free(ctx)
+            L.llama_model_free(model)
             raise ModelLoadError(f"failed to create a context of {params.n_ctx} tokens for {self.path.name}")
-        self.n_ctx = L.llama_n_ctx(self.ctx)
-        self.memory = L.llama_get_memory(self.ctx)
-        self.bos_id = L.llama_vocab_bos(self.vocab)
-        self.eos_id = L.llama_vocab_eos(self.vocab)
+        self.ctx, self.memory = ctx, memory
+        self._closed = False
+        self.n_ctx = L.llama_n_ctx(ctx)
+        self.bos_id = token_id(L.llama_vocab_bos(vocab))
+        self.eos_id = token_id(L.llama_vocab_eos(vocab))
         self._piece_buf = ctypes.create_string_buffer(256)
 
     # --- tokenizer ---------------------------------------------------------------------------------
@@ -217,9 +237,7 @@ class LlamaModel:
         return int(L.llama_model_n_params(self.model))
 
     def close(self) -> None:
-        if self.ctx:
+        if not self._closed:
+            self._closed = True
             L.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
             L.llama_model_free(self.model)
-            self.model = None
