@@ -13,12 +13,18 @@ import asyncio
 import json
 from pathlib import Path
 
+import llama_cpp as L
+import numpy as np
 import pytest
 
 from lmdock.core.request import SamplingParams
-from lmdock.engine import EngineRequest, Finished, SpecConfig, TextChunk, TokenLogprob
+from lmdock.engine import ContextParams, EngineRequest, Finished, SpecConfig, TextChunk, TokenLogprob
+from lmdock.engine.batch import Batch
 from lmdock.engine.inproc import InProcessClient
+from lmdock.engine.llama_model import LlamaModel
+from lmdock.engine.logprobs import logits_row
 from lmdock.engine.speculation import Offer
+from tests.conftest import DEFAULT_MODEL
 from tests.engine.conftest import chatml, close, make_engine, run
 from tests.greedy import assert_greedy_rows, assert_same_or_tied
 
@@ -182,3 +188,33 @@ def test_cancelling_mid_draft_frees_the_sequence_and_its_kv(spec):
     assert snap.active == 0 and snap.waiting == 0
     assert spec.engine.stats.spec_accepted_tokens > before
     kv_matches_tokens(spec)
+
+
+def test_draft_tokens_cannot_change_the_row_before_them():
+    """Exact, with the same batch shape both times: the pending token's logits are bit for bit the same
+    whatever draft follows it in the batch, so a rejected draft never leaked into what was sampled. (The
+    same row computed in a one-token batch may differ in its last bits: tests/greedy.py.)"""
+    llama = LlamaModel(DEFAULT_MODEL, ContextParams(n_ctx=1024, n_batch=64, n_seq_max=1, n_threads=2))
+    batch = Batch(64)
+    try:
+        prompt = llama.tokenize(chatml("Give me the file back, unchanged."))
+        for i, token in enumerate(prompt):
+            batch.add(token, i, 0, False)
+        assert L.llama_decode(llama.ctx, batch.raw) == 0
+        pending, pos = llama.tokenize("```")[0], len(prompt)
+        rows = []
+        for draft in (
+            llama.tokenize(" the quick brown fox jumps"),
+            llama.tokenize("def load_items(path: Path)"),
+        ):
+            batch.clear()
+            batch.add(pending, pos, 0, True)
+            for i, token in enumerate(draft[:4], 1):
+                batch.add(token, pos + i, 0, True)
+            assert L.llama_decode(llama.ctx, batch.raw) == 0
+            rows.append(logits_row(L.llama_get_logits_ith(llama.ctx, 0), llama.n_vocab).copy())
+            L.llama_memory_seq_rm(llama.memory, 0, pos, -1)  # roll back as the engine does
+        assert np.array_equal(rows[0], rows[1])
+    finally:
+        batch.close()
+        llama.close()
