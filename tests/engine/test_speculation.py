@@ -37,7 +37,7 @@ PROSE = chatml("Write a short story about a lighthouse keeper who finds a messag
 N_EDIT, N_PROSE = 160, 80
 
 
-def verify_whole(offers: list[Offer], base: int, room: int, cost) -> list[int]:
+def verify_whole(offers: list[Offer], base_tokens: int, room: int, cost, margin: float = 0.0) -> list[int]:
     """Every proposal in full, as far as the batch has room."""
     lengths = []
     for offer in offers:
