@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from lmdock.cli.progress import byte_progress
 from lmdock.core.config import Option, options, settings_from
-from lmdock.core.errors import ModelLoadError
+from lmdock.core.errors import InvalidRequest, ModelLoadError
 from lmdock.models import store
 from lmdock.models.default_model import HOW_TO_GET_A_MODEL, default_model_available, ensure_default_model
 
@@ -29,7 +29,11 @@ def serve(**flags: Any) -> None:
 
     from lmdock.upstream.config import UpstreamConfigError, specs_of
 
-    settings = settings_from(flags)
+    try:
+        settings = settings_from(flags)
+    except InvalidRequest as exc:  # a bad value (e.g. --spec-type): refused before any load
+        console.print(f"[red]{escape(exc.message)}[/red]")
+        raise typer.Exit(2) from None
     try:
         upstreams = specs_of(settings)  # a bad file or flag stops start-up here, not at the first request
     except UpstreamConfigError as exc:

@@ -79,7 +79,6 @@ def claim_with_runs(pool: SlotPool, prompt: list[int], min_run: int, prefix_reus
     if plan.prefix:
         ops.append(CopyPrefix(source.seq_id, dst.seq_id, plan.prefix))
         dst.tokens = source.tokens[: plan.prefix]
-    dst.reuses = pool.reused_from(source, plan.reused)
     source.busy = True  # pinned: its runs move into dst as the prefill reaches them
     claim = pool._take(dst, plan.reused, ops)
     return RunClaim(claim=claim, source=source, runs=list(plan.runs))

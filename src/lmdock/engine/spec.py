@@ -4,7 +4,7 @@ worker process receives it as its first message."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CACHE_DISK_BYTES = 4 << 30  # the prompt-cache folder's budget when none is set
 CACHE_MIN_TOKENS = 256  # shorter prompts are not worth a RAM or disk copy
@@ -24,6 +24,19 @@ class ContextParams:
     use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
 
 
+@dataclass(frozen=True)
+class SpecConfig:
+    """Draftless speculative decoding (`--spec-type`, `--spec-draft-max`, `--spec-ngram-min`)."""
+
+    type: str = "none"  # core.config.SPEC_TYPES: "ngram" or "none" (off by default: see README)
+    draft_max: int = 16  # most draft tokens one sequence verifies in one step
+    ngram_min: int = 3  # tokens of the n-gram looked up in the history (a longer match is preferred)
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "none" and self.draft_max > 0
+
+
 @dataclass
 class EngineConfig:
     """Scheduling settings (from `lmdock.core.config.Settings`; the tuning knob has its own default)."""
@@ -32,6 +45,7 @@ class EngineConfig:
     max_queue: int
     prefill_chunk_while_decoding: int = 128
     chunk_reuse_min: int = 256  # --chunk-reuse-min: shortest cached run moved to a new position; 0: off
+    speculation: SpecConfig = field(default_factory=SpecConfig)  # --spec-type, --spec-draft-max, ...
 
 
 @dataclass

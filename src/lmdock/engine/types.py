@@ -102,6 +102,8 @@ class Finished:
     prompt_tokens: int
     cached_tokens: int
     generated_tokens: int
+    spec_proposed: int = 0  # draft tokens verified (speculative decoding)
+    spec_accepted: int = 0  # of those, the ones emitted
     stop_sequence: str | None = None
     error: str | None = None
 
@@ -129,6 +131,8 @@ class EngineStats:
     hits_ram: int = 0  # ... restored from the host-RAM tier
     hits_disk: int = 0  # ... restored from the disk tier
     misses: int = 0  # admitted prompts that reused no prefix
+    spec_proposed_tokens: int = 0  # draft tokens verified
+    spec_accepted_tokens: int = 0  # draft tokens emitted
 
     def decoded_step(self, kv_cells: int) -> None:
         """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""
