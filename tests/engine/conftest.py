@@ -29,16 +29,16 @@ def chatml(user: str, system: str = "You are a helpful assistant.") -> str:
     )
 
 
-def make_engine(
+def engine_spec(
     cache_dir=None,
     *,
     parallel: int = 4,
     n_ctx: int = 8192,
     ram_bytes: int = 256 << 20,
     speculation: SpecConfig | None = None,
-) -> InProcessClient:
-    """A started in-process client; its prompt-cache files go to a subfolder of `cache_dir`."""
-    spec = EngineSpec(
+) -> EngineSpec:
+    """The default model's spec for the engine tests; prompt-cache files go to a subfolder of `cache_dir`."""
+    return EngineSpec(
         key="default",
         path=str(DEFAULT_MODEL),
         params=ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2),
@@ -47,6 +47,20 @@ def make_engine(
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         max_ctx=MAX_DEFAULT_CTX,
         cache_min_tokens=64,
+    )
+
+
+def make_engine(
+    cache_dir=None,
+    *,
+    parallel: int = 4,
+    n_ctx: int = 8192,
+    ram_bytes: int = 256 << 20,
+    speculation: SpecConfig | None = None,
+) -> InProcessClient:
+    """A started in-process client (see `engine_spec`)."""
+    spec = engine_spec(
+        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, speculation=speculation
     )
     client = make_client(spec, in_process=True)
     assert isinstance(client, InProcessClient)
