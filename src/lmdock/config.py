@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MAX_DEFAULT_CTX = 32768  # ctx_size 0 takes the model's trained context, at most this (KV memory)
+from lmdock.core.kv_cache import KvCacheConfig
+
+MAX_DEFAULT_CTX = 32768  # the default context of a model whose trained length or the free memory is unknown
 
 
 def lmdock_home() -> Path:
@@ -44,7 +46,11 @@ class Settings:
     port: int = 1234
     model: str | None = None
     models_dir: Path = field(default_factory=default_models_dir)
-    ctx_size: int = 0  # 0: the model's trained context, at most MAX_DEFAULT_CTX
+    ctx_size: int = 0  # 0: the largest that fits the free memory, up to the model's trained context
+    cache_type_k: str = "f16"  # KV cache element types, llama.cpp's names (-ctk/-ctv)
+    cache_type_v: str = "f16"
+    flash_attn: str = "auto"  # on | off | auto (llama.cpp decides; on for CPU)
+    memory_budget_mib: int = 0  # RAM a model load may plan for (0: what the machine has available)
     threads: int = 0  # 0: every core
     parallel: int = 4
     cached_slots: int = 4  # idle KV sequences kept as prefix cache beside the `parallel` running ones
@@ -75,6 +81,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.threads <= 0:
             self.threads = max(1, os.cpu_count() or 1)
+        kv = self.kv_cache.checked()  # an impossible combination stops `serve` before any load
+        self.cache_type_k, self.cache_type_v, self.flash_attn = kv.type_k, kv.type_v, kv.flash_attn
+
+    @property
+    def kv_cache(self) -> KvCacheConfig:
+        return KvCacheConfig(self.cache_type_k, self.cache_type_v, self.flash_attn)
 
     @classmethod
     def default(cls, name: str) -> Any:

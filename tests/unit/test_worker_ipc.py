@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from lmdock.core import errors
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine import cpu_check
 from lmdock.engine.ipc import decode_error, encode_error
 from lmdock.engine.proxy import describe_exit
@@ -63,7 +64,7 @@ def test_repack_can_be_forced(monkeypatch, flag, env, want):
 def _fake_probes(monkeypatch, outcomes: dict[bool, int]) -> list[bool]:
     calls: list[bool] = []
 
-    def run(path, key, n_threads, extra_bufts):
+    def run(path, key, n_threads, extra_bufts, kv):
         calls.append(extra_bufts)
         return subprocess.CompletedProcess([], outcomes[extra_bufts], "", "")
 
@@ -82,6 +83,9 @@ def test_a_probe_crash_turns_extra_buffers_off_and_is_remembered(monkeypatch, tm
     assert (again.repack, again.source) == (False, "remembered") and calls == [True, False]
     other = cpu_check.decide_repack(tmp_path / "m.gguf", "m", "F16", 2)  # another weight type: probed
     assert other.source == "probe" and calls == [True, False, True, False]
+    q8 = KvCacheConfig("q8_0", "q8_0", "auto")  # another KV cache runs other attention kernels: probed
+    assert cpu_check.decide_repack(tmp_path / "m.gguf", "m", "Q4_K_M", 2, kv=q8).source == "probe"
+    assert cpu_check.decide_repack(tmp_path / "m.gguf", "m", "Q4_K_M", 2, kv=q8).source == "remembered"
 
 
 def test_a_file_that_crashes_either_way_decides_nothing(monkeypatch, tmp_path):

@@ -78,6 +78,16 @@ def warm_up(llama, n_prefill: int, n_decode: int) -> None:
         L.llama_memory_clear(llama.memory, True)
 
 
+def cache_layout(llama) -> str:
+    """Everything besides the model file that decides whether a saved KV state fits this context: its
+    size, the K and V element types, and whether flash attention runs (it stores V transposed or not).
+    llama.cpp also rotates quantized K/V unless LLAMA_ATTN_ROT_DISABLE is set. States saved under another
+    layout live in another folder, so they are misses, never loaded."""
+    kv = llama.params.kv
+    rot = os.environ.get("LLAMA_ATTN_ROT_DISABLE", "")
+    return f"ctx={llama.n_ctx}|k={kv.type_k}|v={kv.type_v}|fa={llama.flash_attn}|rot={rot}"
+
+
 def _build_tokenizer(constraints) -> None:
     try:
         constraints.tokenizer  # noqa: B018  (the property builds and keeps it)
@@ -110,8 +120,7 @@ class Worker:
             builder.join()
         cache_dir = None
         if config.cache_dir is not None:
-            params = config.params
-            key = model_fingerprint(self.llama.path, f"ctx={self.llama.n_ctx}|fa={params.flash_attn}|kv=f16")
+            key = model_fingerprint(self.llama.path, cache_layout(self.llama))
             cache_dir = Path(config.cache_dir) / key
         cache = PromptCache(ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir)
         self._outbox: list[tuple[int, object]] = []
@@ -136,6 +145,8 @@ class Worker:
             special_tokens=special_tokens_of(self.engine.constraints.tokenizer),
             buffer_types=dict(self.llama.buffer_types),
             load_seconds=time.monotonic() - started,
+            flash_attn=self.llama.flash_attn,
+            context_buffers=dict(self.llama.context_buffers),
         )
 
     # --- engine thread -----------------------------------------------------------------------------
@@ -237,11 +248,12 @@ class Worker:
             self._embedder.close()
 
 
-def _probe(path: str, key: str, n_threads: int, extra_bufts: bool) -> int:
-    """Load with (or without) extra buffer types and decode a few tokens; exit status 0 when that worked."""
+def _probe(path: str, key: str, n_threads: int, extra_bufts: bool, kv) -> int:
+    """Load with (or without) extra buffer types and decode a few tokens with the KV cache `kv`; exit
+    status 0 when that worked."""
     from lmdock.engine.llama_model import ContextParams, LlamaModel
 
-    params = ContextParams(n_ctx=512, n_batch=64, n_ubatch=64, n_seq_max=1, n_threads=n_threads)
+    params = ContextParams(n_ctx=512, n_batch=64, n_ubatch=64, n_seq_max=1, n_threads=n_threads, kv=kv)
     params.use_extra_bufts = extra_bufts
     llama = LlamaModel(Path(path), params)
     if extra_bufts:
@@ -263,7 +275,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us
     if argv and argv[0] == "--probe":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return _probe(argv[1], argv[2], int(argv[3]), argv[4] == "on")
+        from lmdock.core.kv_cache import KvCacheConfig
+
+        return _probe(argv[1], argv[2], int(argv[3]), argv[4] == "on", KvCacheConfig(*argv[5:8]))
     channel = Channel(int(argv[0]))
     config: WorkerConfig = channel.recv()[1]
     logging.basicConfig(
