@@ -33,8 +33,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The web app at / (web/, built into the package at src/lmdock/server/webapp; not committed).
-WEB_OUT := src/lmdock/server/webapp/index.html
+# The web app at / (web/, built into the package at src/lmdock/http/webapp; not committed).
+WEB_OUT := src/lmdock/http/webapp/index.html
 WEB_SRC := $(wildcard web/src/*) web/index.html web/build.mjs web/tsconfig.json
 
 web: $(WEB_OUT)

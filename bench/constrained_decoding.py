@@ -16,7 +16,7 @@ import time
 
 from llguidance import LLMatcher
 
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.core.request import SamplingParams
 from lmdock.engine import ContextParams, Engine, EngineConfig, EngineRequest, Finished, LlamaModel, TextChunk
 from lmdock.models.default_model import default_model_path

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.models.default_model import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-// Bundles the web app into the Python package (src/lmdock/server/webapp), which `lmdock serve` serves at /.
+// Bundles the web app into the Python package (src/lmdock/http/webapp), which `lmdock serve` serves at /.
 // `node build.mjs` builds once; `node build.mjs --watch` rebuilds on every change (reload the page).
 import * as esbuild from "esbuild";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -6,7 +6,7 @@ import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const outdir = join(here, "..", "src", "lmdock", "server", "webapp");
+const outdir = join(here, "..", "src", "lmdock", "http", "webapp");
 const watch = process.argv.includes("--watch");
 
 // Writes index.html naming the hashed bundles; the server caches /_app/* forever and index.html never.

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from lmdock.server.web import WEBAPP_DIR
+from lmdock.http.web import WEBAPP_DIR
 from tests.conftest import DEFAULT_MODEL, REPO, Server, start_server
 from tests.hf_fixture import FakeHub, write_gguf
 

@@ -18,12 +18,12 @@ from lmdock.api.openai.schema import ChatCompletionParams
 from lmdock.api.validation import validate_body
 from lmdock.chat import template as template_module
 from lmdock.chat.template import ChatTemplate, TemplateError
-from lmdock.config import RequestLimits
 from lmdock.core import safejson
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest, ModelLoadError
 from lmdock.core.request import ChatRequest, Message, Tool
+from lmdock.http.middleware import HostPolicy, _is_json, _same_origin
 from lmdock.models.store import read_metadata, record_for
-from lmdock.server.middleware import HostPolicy, _is_json, _same_origin
 
 # --- parse time -------------------------------------------------------------------------------------
 

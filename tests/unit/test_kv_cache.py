@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lmdock.api.native.routes import LoadConfig
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 from lmdock.core.errors import InvalidRequest, ModelLoadError
 from lmdock.core.kv_cache import KvCacheConfig, element_bytes, flash_attn_value
 from lmdock.models.estimate import (

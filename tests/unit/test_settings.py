@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 
 from lmdock.cli.serve import serve
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 
 # flags whose Settings field is named differently (list fields collect a repeatable flag)
 _RENAMED = {

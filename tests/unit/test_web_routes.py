@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from lmdock.server import web
-from lmdock.server.middleware import RequestContext
+from lmdock.http import web
+from lmdock.http.middleware import RequestContext
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from lmdock.config import RequestLimits
 from lmdock.core import safejson
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import ChatRequest
 

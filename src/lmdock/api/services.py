@@ -1,4 +1,4 @@
-"""The app-wide services routes use. Each is created once, in the app's lifespan (server/app.py), and
+"""The app-wide services routes use. Each is created once, in the app's lifespan (lmdock/app.py), and
 kept on `app.state`; routes reach them only through these helpers."""
 
 from __future__ import annotations

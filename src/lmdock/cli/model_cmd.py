@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from lmdock.cli.progress import byte_progress
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.core.errors import ModelLoadError
 from lmdock.models.default_model import ensure_default_model, verify_default_model
 

@@ -11,7 +11,7 @@ import uvicorn
 from rich.console import Console
 
 from lmdock.cli.progress import byte_progress
-from lmdock.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
+from lmdock.core.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
 from lmdock.models.default_model import ensure_default_model
 
 console = Console(stderr=True)
@@ -248,7 +248,7 @@ def serve(
     if model is None:
         ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from lmdock.server.app import create_app
+    from lmdock.app import create_app
 
     console.print(f"lmdock serving on http://{host}:{port} (models: {settings.models_dir})")
     uvicorn.run(

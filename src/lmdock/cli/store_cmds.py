@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lmdock.cli.client import JsonOption, console, fail, human_bytes
 from lmdock.cli.progress import byte_progress
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.core.errors import LmdockError
 from lmdock.models.capabilities import capabilities
 from lmdock.models.downloads import download_file, parse_spec, plan_download

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdock.config import lmdock_home
+from lmdock.core.config import lmdock_home
 from lmdock.core.kv_cache import KvCacheConfig
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ _MAX_LOOP_FAILURES = 3  # in a row: then the engine stops and says so instead of
 
 @dataclass
 class EngineConfig:
-    """Scheduling settings (from `lmdock.config.Settings`; the tuning knob has its own default)."""
+    """Scheduling settings (from `lmdock.core.config.Settings`; the tuning knob has its own default)."""
 
     parallel: int
     max_queue: int

@@ -17,7 +17,7 @@ from pathlib import Path
 import llama_cpp as L
 from llama_cpp import _logger as llama_cpp_logger
 
-from lmdock.config import MAX_DEFAULT_CTX
+from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
 from lmdock.core.kv_cache import KvCacheConfig, ggml_type
 from lmdock.engine.bindings import check_bindings
@@ -146,7 +146,7 @@ def model_meta(model, key: str) -> str | None:
 @dataclass
 class ContextParams:
     """What the engine asks of llama.cpp for one loaded model. No defaults for what a user sets: those
-    come from `lmdock.config.Settings` (through models/loaded.py), the one place defaults live."""
+    come from `lmdock.core.config.Settings` (through models/loaded.py), the one place defaults live."""
 
     n_ctx: int  # 0: the model's trained context, at most `default_ctx_cap`
     n_batch: int

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lmdock.config import MAX_DEFAULT_CTX
+from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
 from lmdock.core.kv_cache import KvCacheConfig, element_bytes, is_quantized
 from lmdock.models.store import GGUFMetadata, ModelRecord

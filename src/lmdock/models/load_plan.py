@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.models.estimate import MemoryBudget, MemoryEstimate, check_fits, default_context, estimate_memory
 from lmdock.models.memory import memory_budget

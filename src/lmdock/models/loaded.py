@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
-from lmdock.config import MAX_DEFAULT_CTX, Settings
+from lmdock.core.config import MAX_DEFAULT_CTX, Settings
 from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine import ContextParams, EngineConfig
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack

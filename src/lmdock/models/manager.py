@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelNotFound
 from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 from lmdock.models.estimate import MARGIN_BYTES, MemoryBudget
 
 _PROC = Path("/proc")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmdock.config import lmdock_home
+from lmdock.core.config import lmdock_home
 from lmdock.core.request import BUILTIN_SAMPLING, SamplingParams
 from lmdock.models.store import ModelRecord
 

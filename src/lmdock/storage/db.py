@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lmdock.config import lmdock_home
+from lmdock.core.config import lmdock_home
 
 DB_FILENAME = "lmdock.db"
 

@@ -6,7 +6,7 @@ import pytest
 
 from lmdock.chat import ChatFormatter
 from lmdock.chat.plaintext import ContentGuard
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.core.request import ChatRequest, Message, Tool, ToolCall
 from lmdock.models.default_model import default_model_path
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from lmdock.chat import ChatFormatter, special_tokens_of
-from lmdock.config import default_models_dir
+from lmdock.core.config import default_models_dir
 from lmdock.core.request import ChatRequest, Message, ToolCall, ToolChoice
 from lmdock.models.default_model import default_model_path
 

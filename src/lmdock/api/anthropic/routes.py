@@ -18,8 +18,8 @@ from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
-from lmdock.server.errors import stream_error_event
-from lmdock.server.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
+from lmdock.http.errors import stream_error_event
+from lmdock.http.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()

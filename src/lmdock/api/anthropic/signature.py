@@ -14,7 +14,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from lmdock.config import lmdock_home
+from lmdock.core.config import lmdock_home
 
 
 @lru_cache(maxsize=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.load_plan import LoadOptions, plan_load
 from lmdock.models.loaded import LoadedModel

@@ -29,7 +29,7 @@ from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core import events as ev
 from lmdock.core.errors import InvalidRequest
-from lmdock.server.streaming import unless_disconnected
+from lmdock.http.streaming import unless_disconnected
 
 router = APIRouter()
 

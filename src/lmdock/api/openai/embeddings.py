@@ -16,8 +16,8 @@ from lmdock.api.openai.schema import EmbeddingParams
 from lmdock.api.openai.shared import model_for, read_json
 from lmdock.api.request_log import note_usage
 from lmdock.api.validation import validate_body
-from lmdock.config import RequestLimits
 from lmdock.core import events as ev
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest
 
 router = APIRouter()

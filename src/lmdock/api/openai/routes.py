@@ -15,7 +15,7 @@ from lmdock.api.openai.schema import ChatCompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
 from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.validation import validate_body
-from lmdock.server.streaming import unless_disconnected
+from lmdock.http.streaming import unless_disconnected
 
 router = APIRouter()
 router.include_router(completions_router)

@@ -12,9 +12,9 @@ from lmdock.api.request_log import note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json  # noqa: F401 (re-exported for the routes)
 from lmdock.core.events import Done, GenerationEvent, Usage
+from lmdock.http.errors import stream_error_event
+from lmdock.http.streaming import SSEResponse, ping_interval, with_pings
 from lmdock.models.loaded import LoadedModel
-from lmdock.server.errors import stream_error_event
-from lmdock.server.streaming import SSEResponse, ping_interval, with_pings
 
 DONE_FRAME = "data: [DONE]\n\n"
 PING_FRAME = ": ping\n\n"  # an SSE comment: keeps the connection alive, clients skip it

@@ -23,8 +23,8 @@ from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done
 from lmdock.core.request import ChatRequest, SamplingParams
+from lmdock.http.streaming import ping_interval, unless_disconnected, with_pings
 from lmdock.models.loaded import LoadedModel
-from lmdock.server.streaming import ping_interval, unless_disconnected, with_pings
 from lmdock.storage import database
 
 router = APIRouter()

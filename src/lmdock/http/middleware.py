@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lmdock.server.errors import error_response, new_request_id
-from lmdock.server.web import is_public_path
+from lmdock.http.errors import error_response, new_request_id
+from lmdock.http.web import is_public_path
 
 _OPEN_PATHS = ("/health", "/metrics")
 # Routes that change what the server holds (load, unload, download): --admin-key guards them.

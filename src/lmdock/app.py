@@ -1,4 +1,5 @@
-"""The FastAPI application: middleware, error handlers, and every protocol's router."""
+"""The composition root: `create_app` builds the FastAPI application from every layer (middleware, error
+handlers, every protocol's router, the model manager). Nothing below it imports it; `lmdock serve` runs it."""
 
 from __future__ import annotations
 
@@ -23,15 +24,15 @@ from lmdock.api.openai import router as openai_router
 from lmdock.api.request_log import RequestLogHub, RequestLogMiddleware
 from lmdock.api.responses import router as responses_router
 from lmdock.chat.session import ChatSession
-from lmdock.config import Settings
+from lmdock.core.config import Settings
 from lmdock.core.errors import LmdockError
 from lmdock.engine.proxy import rss_bytes
+from lmdock.http.errors import error_from_exception, error_response, kind_for_status
+from lmdock.http.metrics import metrics_response
+from lmdock.http.middleware import BodyTooLarge, HostPolicy, RequestContext
+from lmdock.http.web import router as web_router
 from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.manager import ModelManager
-from lmdock.server.errors import error_from_exception, error_response, kind_for_status
-from lmdock.server.metrics import metrics_response
-from lmdock.server.middleware import BodyTooLarge, HostPolicy, RequestContext
-from lmdock.server.web import router as web_router
 
 log = logging.getLogger(__name__)
 
