@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.core.request import SamplingParams
 from lmdock.engine import (
     ContextParams,
@@ -27,11 +29,15 @@ def chatml(user: str, system: str = "You are a helpful assistant.") -> str:
 
 
 def make_engine(
-    cache_dir=None, *, parallel: int = 4, n_ctx: int = 8192, ram_bytes: int = 256 << 20
+    cache_dir=None,
+    *,
+    parallel: int = 4,
+    n_ctx: int = 8192,
+    ram_bytes: int = 256 << 20,
+    kv: KvCacheConfig | None = None,
 ) -> Engine:
-    model = LlamaModel(
-        DEFAULT_MODEL, ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2)
-    )
+    params = ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2)
+    model = LlamaModel(DEFAULT_MODEL, params if kv is None else replace(params, kv=kv))
     cache = PromptCache(ram_bytes=ram_bytes, disk_dir=cache_dir, min_tokens=64)
     return Engine(model, EngineConfig(parallel=parallel, max_queue=64), cache)
 

@@ -259,7 +259,10 @@ def _probe(path: str, key: str, n_threads: int, extra_bufts: bool, kv) -> int:
     if extra_bufts:
         test_crash("probe", key)
     warm_up(llama, 32, 4)
-    print(f"probe ok: buffers {llama.buffer_types}", file=sys.stderr)
+    print(
+        f"probe ok: buffers {llama.buffer_types}, KV {kv.label}, flash attention {llama.flash_attn}",
+        file=sys.stderr,
+    )
     llama.close()
     return 0
 

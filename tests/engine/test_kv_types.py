@@ -1,0 +1,60 @@
+"""The engine on quantized KV caches and without flash attention (issue 25): chunk reuse moves cells
+with a K-shift (llama.cpp dequantizes, rotates and requantizes quantized K), the host-RAM tier copies
+states of every type, and the CPU self-check decodes with the cache a load will use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lmdock.core.kv_cache import KvCacheConfig
+from tests.conftest import DEFAULT_MODEL
+from tests.engine.conftest import chatml, generate, make_engine, run
+
+CONFIGS = [
+    KvCacheConfig("q8_0", "q8_0", "on"),
+    KvCacheConfig("q4_0", "q4_0", "auto"),
+    KvCacheConfig("q8_0", "f16", "off"),  # quantized K needs no flash attention
+    KvCacheConfig("f16", "f16", "off"),
+]
+BLOCK = " ".join(f"Rule {i}: the crate in bay {i} is checked every {i % 7 + 1} days." for i in range(70))
+
+
+def _prompt(project: str) -> str:
+    """A long shared block after a system line that differs in the middle, as Claude Code's do."""
+    return chatml(
+        "Which bay is checked every 3 days? Answer briefly.", f"You work in /home/{project}.\n{BLOCK}"
+    )
+
+
+@pytest.mark.parametrize("kv", CONFIGS, ids=lambda kv: f"{kv.label}-fa-{kv.flash_attn}")
+def test_moved_and_spilled_cells_answer_as_cold(kv: KvCacheConfig):
+    engine = make_engine(parallel=2, n_ctx=4096, kv=kv)
+    try:
+        assert engine.model.flash_attn is (kv.flash_attn != "off")  # `auto` resolves to on on a CPU
+        cold_text, cold = run(generate(engine, _prompt("beta-service"), 24))
+        run(generate(engine, _prompt("alpha-notes"), 24))  # takes the block over from beta's slot
+        moved = engine.stats.moved_tokens
+        again_text, again = run(generate(engine, _prompt("beta-service"), 24))  # and back
+        assert moved > 500 and engine.stats.moved_tokens > moved, "the block should have moved twice"
+        assert again.cached_tokens > 500
+        assert again_text == cold_text
+        for slot in engine.pool.evictable():  # out of the KV cache: the state goes to host RAM
+            engine.evict(slot)
+        assert engine.cache.ram
+        ram_text, ram = run(generate(engine, _prompt("beta-service"), 24))
+        assert ram.cached_tokens > 500 and ram_text == cold_text
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("cache_type", ["f16", "bf16", "q8_0", "q5_1", "q4_0"])
+def test_the_cpu_self_check_probe_decodes_with_each_cache_type(cache_type: str):
+    cmd = [sys.executable, "-m", "lmdock.engine.worker", "--probe", str(DEFAULT_MODEL), "probe", "2", "on"]
+    probe = subprocess.run(
+        [*cmd, cache_type, cache_type, "auto"], capture_output=True, text=True, timeout=300
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert f"KV {cache_type}, flash attention True" in probe.stderr  # `auto` is on for a CPU
