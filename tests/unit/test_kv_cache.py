@@ -218,3 +218,57 @@ def test_a_cgroup_v1_limit_seen_at_the_root_of_a_container(tmp_path: Path):
     assert available_bytes(proc, tmp_path / "cgroup") == 5 * GIB
     (tmp_path / "cgroup/memory/memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "none"
     assert available_bytes(proc, tmp_path / "cgroup") == 8 * GIB
+
+
+# --- what llama.cpp says about a context, and the prompt-cache folder it keys ----------------------
+
+
+def test_flash_attention_in_effect_comes_from_llama_cpps_log():
+    from lmdock.engine.llama_model import buffer_sizes, flash_attn_in_effect
+
+    lines = [
+        (2, "llama_context: flash_attn    = auto\n"),
+        (2, "llama_kv_cache:        CPU KV buffer size =    48.00 MiB\n"),
+        (2, "resolve_fused_ops: Flash Attention enabled\n"),
+        (2, "llama_context:        CPU compute buffer size =   300.26 MiB\n"),
+    ]
+    assert flash_attn_in_effect("auto", lines) is True
+    assert (
+        flash_attn_in_effect(
+            "auto", [(3, "resolve_fused_ops: Flash Attention not supported, set to disabled\n")]
+        )
+        is False
+    )
+    assert (
+        flash_attn_in_effect(
+            "auto",
+            [(2, "llama_init_from_model: enabling flash_attn since it is required for quantized V cache\n")],
+        )
+        is True
+    )
+    assert flash_attn_in_effect("auto", []) is None  # llama.cpp did not say: unknown, never guessed
+    assert flash_attn_in_effect("off", lines) is False
+    assert buffer_sizes(lines, "KV") == {"CPU": 48.0} and buffer_sizes(lines, "compute") == {"CPU": 300.26}
+
+
+def test_each_kv_layout_has_its_own_prompt_cache_folder():
+    from types import SimpleNamespace
+
+    from lmdock.engine.llama_model import ContextParams
+    from lmdock.engine.worker import cache_layout
+
+    def layout(kv: KvCacheConfig, flash: bool | None, n_ctx: int = 8192) -> str:
+        params = ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=1, n_threads=1, kv=kv)
+        return cache_layout(SimpleNamespace(params=params, n_ctx=n_ctx, flash_attn=flash))
+
+    seen = {
+        layout(F16, True),
+        layout(F16, False),
+        layout(Q8, True),
+        layout(KvCacheConfig("q8_0", "f16"), True),
+        layout(KvCacheConfig("f16", "q8_0"), True),
+        layout(F16, True, 4096),
+    }
+    assert len(seen) == 6
+    # the setting is not the key, what runs is: `auto` that resolved to on shares on's folder
+    assert layout(KvCacheConfig(flash_attn="auto"), True) == layout(KvCacheConfig(flash_attn="on"), True)
