@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from lmdock.cli.progress import byte_progress
-from lmdock.core.config import MAX_DEFAULT_CTX, RequestLimits, Settings, default_models_dir, lmdock_home
+from lmdock.core.config import RequestLimits, Settings, default_models_dir, lmdock_home
+from lmdock.core.errors import InvalidRequest
 from lmdock.models.default_model import ensure_default_model
 
 console = Console(stderr=True)
@@ -36,9 +38,37 @@ def serve(
     ctx_size: Annotated[
         int,
         typer.Option(
-            envvar="LMDOCK_CTX_SIZE", help=f"Context tokens (0: the model's, at most {MAX_DEFAULT_CTX})."
+            envvar="LMDOCK_CTX_SIZE",
+            help="Context tokens (0: the largest that fits the free memory, up to the model's trained context).",
         ),
     ] = _DEFAULT("ctx_size"),
+    cache_type_k: Annotated[
+        str,
+        typer.Option(
+            envvar="LMDOCK_CACHE_TYPE_K",
+            help="KV cache type of K: f16, bf16, f32, q8_0, q5_1, q5_0, q4_1, iq4_nl, q4_0.",
+        ),
+    ] = _DEFAULT("cache_type_k"),
+    cache_type_v: Annotated[
+        str,
+        typer.Option(
+            envvar="LMDOCK_CACHE_TYPE_V", help="KV cache type of V (a quantized one needs flash attention)."
+        ),
+    ] = _DEFAULT("cache_type_v"),
+    flash_attn: Annotated[
+        str,
+        typer.Option(
+            envvar="LMDOCK_FLASH_ATTN",
+            help="Flash attention: on, off or auto (llama.cpp decides; on for CPU).",
+        ),
+    ] = _DEFAULT("flash_attn"),
+    memory_budget: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_MEMORY_BUDGET",
+            help="MiB a model load may plan for (0: what the machine has available now, less a margin).",
+        ),
+    ] = _DEFAULT("memory_budget"),
     threads: Annotated[
         int, typer.Option(envvar="LMDOCK_THREADS", help="CPU threads (0: all cores).")
     ] = _DEFAULT("threads"),
@@ -197,48 +227,56 @@ def serve(
     if upstream_config is not None and not upstream_config.is_file():
         console.print(f"[red]--upstream-config {upstream_config}: no such file[/red]")
         raise typer.Exit(2)
-    settings = Settings(
-        host=host,
-        port=port,
-        model=model,
-        models_dir=models_dir or default_models_dir(),
-        ctx_size=ctx_size,
-        threads=threads,
-        parallel=parallel,
-        cached_slots=cached_slots,
-        batch_size=batch_size,
-        api_keys=keys,
-        allow_unauthenticated=allow_unauthenticated,
-        max_queue=max_queue,
-        cache_ram_mib=cache_ram,
-        chunk_reuse_min=chunk_reuse_min,
-        cache_dir=cache_dir or lmdock_home() / "cache",
-        max_loaded=max_loaded,
-        ttl_seconds=ttl,
-        cors_origins=list(cors_origin or []),
-        max_body_bytes=max_body_bytes,
-        allowed_hosts=_split(allowed_host),
-        admin_keys=_split(admin_key),
-        limits=RequestLimits(
-            max_messages=max_messages,
-            max_tools=max_tools,
-            max_stop_sequences=max_stop_sequences,
-            max_stop_length=max_stop_length,
-            max_schema_depth=max_schema_depth,
-            max_schema_bytes=max_schema_bytes,
-            max_embedding_inputs=max_embedding_inputs,
-            max_embedding_tokens=max_embedding_tokens,
-            grammar_timeout=grammar_timeout,
-        ),
-        responses_max_stored=responses_max_stored,
-        responses_max_age_days=responses_max_age,
-        repack=repack,
-        unload_grace=unload_grace,
-        log_level=log_level,
-        batch_slots=batch_slots,
-        batch_retention_days=batch_retention_days,
-        upstreams=upstreams,
-    )
+    try:
+        settings = Settings(
+            host=host,
+            port=port,
+            model=model,
+            models_dir=models_dir or default_models_dir(),
+            ctx_size=ctx_size,
+            cache_type_k=cache_type_k,
+            cache_type_v=cache_type_v,
+            flash_attn=flash_attn,
+            memory_budget=memory_budget,
+            threads=threads,
+            parallel=parallel,
+            cached_slots=cached_slots,
+            batch_size=batch_size,
+            api_keys=keys,
+            allow_unauthenticated=allow_unauthenticated,
+            max_queue=max_queue,
+            cache_ram_mib=cache_ram,
+            chunk_reuse_min=chunk_reuse_min,
+            cache_dir=cache_dir or lmdock_home() / "cache",
+            max_loaded=max_loaded,
+            ttl_seconds=ttl,
+            cors_origins=list(cors_origin or []),
+            max_body_bytes=max_body_bytes,
+            allowed_hosts=_split(allowed_host),
+            admin_keys=_split(admin_key),
+            limits=RequestLimits(
+                max_messages=max_messages,
+                max_tools=max_tools,
+                max_stop_sequences=max_stop_sequences,
+                max_stop_length=max_stop_length,
+                max_schema_depth=max_schema_depth,
+                max_schema_bytes=max_schema_bytes,
+                max_embedding_inputs=max_embedding_inputs,
+                max_embedding_tokens=max_embedding_tokens,
+                grammar_timeout=grammar_timeout,
+            ),
+            responses_max_stored=responses_max_stored,
+            responses_max_age_days=responses_max_age,
+            repack=repack,
+            unload_grace=unload_grace,
+            log_level=log_level,
+            batch_slots=batch_slots,
+            batch_retention_days=batch_retention_days,
+            upstreams=upstreams,
+        )
+    except InvalidRequest as exc:  # an impossible KV cache combination: before any load
+        console.print(f"[red]{escape(exc.message)}[/red]")
+        raise typer.Exit(2) from None
     if not settings.is_loopback and not keys and not allow_unauthenticated:
         console.print(
             f"[red]Refusing to serve on {host} without an API key.[/red] "

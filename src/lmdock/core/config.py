@@ -50,7 +50,7 @@ class Settings:
     cache_type_k: str = "f16"  # KV cache element types, llama.cpp's names (-ctk/-ctv)
     cache_type_v: str = "f16"
     flash_attn: str = "auto"  # on | off | auto (llama.cpp decides; on for CPU)
-    memory_budget_mib: int = 0  # RAM a model load may plan for (0: what the machine has available)
+    memory_budget: int = 0  # RAM a model load may plan for (0: what the machine has available)
     threads: int = 0  # 0: every core
     parallel: int = 4
     cached_slots: int = 4  # idle KV sequences kept as prefix cache beside the `parallel` running ones

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from lmdock.core.config import Settings
 from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.models.estimate import MemoryBudget, MemoryEstimate, check_fits, default_context, estimate_memory
-from lmdock.models.memory import memory_budget
+from lmdock.models.memory import budget_for
 from lmdock.models.store import ModelRecord
 
 ESTIMATED_TYPES = ("f16", "q8_0")  # what the Models page and `lmdock load --estimate-only` compare
@@ -83,8 +83,8 @@ def plan_load(record: ModelRecord, settings: Settings, options: LoadOptions, fre
     combination is a 400 here). Without a context from either, the largest that fits is chosen.
     `freed`: bytes that unloading other models first will give back."""
     kv = options.kv_cache(settings.kv_cache)
-    budget = memory_budget(settings)
-    if budget.available is not None and not settings.memory_budget_mib:
+    budget = budget_for(settings)
+    if budget.available is not None and not settings.memory_budget:
         budget.available += freed
     context = options.ctx_size or settings.ctx_size
     if not context:

@@ -78,11 +78,11 @@ def available_bytes(proc: Path = _PROC, cgroup_root: Path = _CGROUP_ROOT) -> int
     return found if room is None else min(found, room)
 
 
-def memory_budget(settings: Settings) -> MemoryBudget:
+def budget_for(settings: Settings) -> MemoryBudget:
     """What the next load may use: `--memory-budget` if set, else what is available now less a margin
     for the rest of the machine; the RAM prompt-cache budget is kept free when lmdock picks a context."""
     reserve = settings.cache_ram_mib << 20
-    if settings.memory_budget_mib > 0:
-        return MemoryBudget(settings.memory_budget_mib << 20, reserve)
+    if settings.memory_budget > 0:
+        return MemoryBudget(settings.memory_budget << 20, reserve)
     found = available_bytes()
     return MemoryBudget(None if found is None else max(0, found - MARGIN_BYTES), reserve)
