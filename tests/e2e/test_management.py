@@ -109,7 +109,14 @@ def test_list_shows_every_model_with_metadata_and_state(mgmt: Server):
     assert (
         estimate["kv_bytes_per_token"] == 24 * 2 * (64 + 64) * 2
     )  # qwen2 0.5B: layers x kv heads x dims x f16
-    assert estimate["total_bytes"] == second["size_bytes"] + 2048 * estimate["kv_bytes_per_token"]
+    assert estimate["kv_cache_bytes"] == 2048 * estimate["kv_bytes_per_token"]
+    assert estimate["total_bytes"] == (
+        second["size_bytes"]
+        + estimate["kv_cache_bytes"]
+        + estimate["compute_bytes"]
+        + estimate["process_bytes"]
+    )
+    assert second["memory_estimates"]["q8_0"]["kv_bytes_per_token"] == 24 * 2 * (64 + 64) * 34 // 32
     assert "truncated" in models["broken"]["error"]
 
 
