@@ -56,9 +56,11 @@ def start_server(
     api_key: str = "test-key",
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
     port: int | None = None,
+    new_session: bool = False,
 ) -> Server:
     """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
-    `ready(health)` (the default model is loaded)."""
+    `ready(health)` (the default model is loaded). `new_session`: in a process group of its own, like a
+    command in a terminal (so a test can send Ctrl-C to the whole group)."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -73,7 +75,9 @@ def start_server(
         cmd += ["--cache-dir", str(tmp / "cache")]
     if "--ctx-size" not in args:
         cmd += ["--ctx-size", "8192"]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env)
+    proc = subprocess.Popen(
+        cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env, start_new_session=new_session
+    )
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
     deadline = (
         time.monotonic() + 600

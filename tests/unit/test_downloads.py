@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from lmdock.core.errors import DownloadFailed, InvalidRequest, ModelNotFound
+from lmdock.core.errors import DownloadFailed, InsufficientStorage, InvalidRequest, ModelNotFound
 from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.downloads import download_file, parse_spec, plan_download, target_path
 from tests.hf_fixture import FakeHub, write_gguf
+from tests.small_disk import fill, small_disk
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,32 @@ def test_jobs_report_progress_and_completion(hub, files, tmp_path: Path):
     assert again.status == "already_downloaded"
     with pytest.raises(ModelNotFound):
         jobs.get("job_nope")
+
+
+def test_a_download_that_does_not_fit_is_refused_before_its_first_byte(hub, files, tmp_path: Path):
+    remote = plan_download(parse_spec("acme/Tiny-GGUF/tiny-Q4_K_M.gguf"), endpoint=hub.url)[0]
+    with small_disk(tmp_path / "disk", 2) as disk:
+        fill(disk, leave=len(files["big"]) // 2)
+        with pytest.raises(InsufficientStorage, match="not enough disk space to download tiny-Q4_K_M.gguf"):
+            download_file(remote, disk / "models", endpoint=hub.url)
+        assert not [p for p in (disk / "models").rglob("*") if p.is_file()]
+
+
+def test_a_disk_that_fills_during_a_download_gets_its_space_back(hub, files, tmp_path: Path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 64 << 10)  # several writes
+    remote = plan_download(parse_spec("acme/Tiny-GGUF/tiny-Q4_K_M.gguf"), endpoint=hub.url)[0]
+    with small_disk(tmp_path / "disk", 8) as disk:
+        filled: list[Path] = []
+
+        def something_else_fills_the_disk(n: int) -> None:
+            if not filled:
+                filled.append(fill(disk))
+
+        with pytest.raises(InsufficientStorage, match="partial file was removed"):
+            download_file(remote, disk / "models", endpoint=hub.url, progress=something_else_fills_the_disk)
+        assert not [p for p in (disk / "models").rglob("*") if p.is_file()]
+        filled[0].unlink()
+        path = download_file(remote, disk / "models", endpoint=hub.url)  # space is back: it works
+        assert path.read_bytes() == files["big"]

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from lmdock.core.owner import ANONYMOUS, Principal
+
 if TYPE_CHECKING:
     from lmdock.models.download_jobs import DownloadJobs
     from lmdock.models.manager import ModelManager
@@ -18,3 +20,8 @@ def manager_of(request: Request) -> ModelManager:
 
 def download_jobs_of(request: Request) -> DownloadJobs:
     return request.app.state.download_jobs
+
+
+def principal_of(request: Request) -> Principal:
+    """Whom the request acts for (set by the auth middleware): owner of what it stores and reads."""
+    return getattr(request.state, "principal", ANONYMOUS)

@@ -106,6 +106,20 @@ def serve(
         Path | None,
         typer.Option(envvar="LMDOCK_CACHE_DIR", help="Prompt-cache folder that survives restarts."),
     ] = None,
+    cache_disk_mib: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_CACHE_DISK_MIB",
+            help="MiB the prompt-cache folder may hold on disk, all models together (0: do not save).",
+        ),
+    ] = _DEFAULT("cache_disk_mib"),
+    db_path: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LMDOCK_DB_PATH",
+            help="SQLite database for batches and stored responses (default LMDOCK_HOME/lmdock.db).",
+        ),
+    ] = None,
     max_loaded: Annotated[
         int, typer.Option(envvar="LMDOCK_MAX_LOADED", help="Models loaded at once.")
     ] = _DEFAULT("max_loaded"),
@@ -176,6 +190,13 @@ def serve(
             envvar="LMDOCK_RESPONSES_MAX_AGE", help="Days a stored /v1/responses is kept (0: no limit)."
         ),
     ] = _DEFAULT("responses_max_age_days"),
+    responses_max_mib: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_RESPONSES_MAX_MIB",
+            help="MiB stored /v1/responses may hold (0: no limit; 429 above).",
+        ),
+    ] = _DEFAULT("responses_max_mib"),
     repack: Annotated[
         bool | None,
         typer.Option(
@@ -199,6 +220,13 @@ def serve(
         float,
         typer.Option(envvar="LMDOCK_BATCH_RETENTION_DAYS", help="Days batch results are kept (0: forever)."),
     ] = _DEFAULT("batch_retention_days"),
+    batches_max_mib: Annotated[
+        int,
+        typer.Option(
+            envvar="LMDOCK_BATCHES_MAX_MIB",
+            help="MiB Message Batches may hold, requests and results (0: no limit; 429 above).",
+        ),
+    ] = _DEFAULT("batches_max_mib"),
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -248,6 +276,8 @@ def serve(
             cache_ram_mib=cache_ram,
             chunk_reuse_min=chunk_reuse_min,
             cache_dir=cache_dir or lmdock_home() / "cache",
+            cache_disk_mib=cache_disk_mib,
+            db_path=db_path or lmdock_home() / "lmdock.db",
             max_loaded=max_loaded,
             ttl_seconds=ttl,
             cors_origins=list(cors_origin or []),
@@ -267,11 +297,13 @@ def serve(
             ),
             responses_max_stored=responses_max_stored,
             responses_max_age_days=responses_max_age,
+            responses_max_mib=responses_max_mib,
             repack=repack,
             unload_grace=unload_grace,
             log_level=log_level,
             batch_slots=batch_slots,
             batch_retention_days=batch_retention_days,
+            batches_max_mib=batches_max_mib,
             upstreams=upstreams,
         )
     except InvalidRequest as exc:  # an impossible KV cache combination: before any load

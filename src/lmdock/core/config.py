@@ -61,6 +61,8 @@ class Settings:
     cache_ram_mib: int = 2048
     chunk_reuse_min: int = 256  # shortest cached run moved to a new position (0: prefix reuse only)
     cache_dir: Path = field(default_factory=lambda: lmdock_home() / "cache")
+    cache_disk_mib: int = 4096  # bytes the prompt-cache folder may hold (0: do not persist)
+    db_path: Path = field(default_factory=lambda: lmdock_home() / "lmdock.db")  # batches, stored responses
     max_body_bytes: int = 32 << 20
     max_loaded: int = 1
     ttl_seconds: int = 3600
@@ -71,11 +73,13 @@ class Settings:
     limits: RequestLimits = field(default_factory=lambda: RequestLimits())
     responses_max_stored: int = 10_000  # stored Responses API responses kept (0: no limit)
     responses_max_age_days: float = 30.0  # and for how long (0: no limit)
+    responses_max_mib: int = 1024  # bytes stored responses may hold (0: no limit)
     repack: bool | None = None  # llama.cpp extra buffer types: None = CPU self-check decides
     unload_grace: float = 30.0  # seconds an unload waits for requests in flight
     log_level: str = "info"
     batch_slots: int = 0  # engine slots Message Batches may hold (0: parallel - 1, at least 1)
     batch_retention_days: float = 29.0  # results of ended batches are kept this long (0: forever)
+    batches_max_mib: int = 2048  # bytes Message Batches may hold, requests and results (0: no limit)
     upstreams: list[Any] = field(default_factory=list)  # lmdock.upstream.UpstreamSpec, one per model
 
     def __post_init__(self) -> None:

@@ -84,3 +84,25 @@ class ModelFailed(LmdockError):
 
     status = 500
     kind = "api_error"
+
+
+class InsufficientStorage(LmdockError):
+    """The disk is full (or the database hit its limit): nothing of this request was written, and what
+    was committed before is intact. It works again by itself once space is freed."""
+
+    status = 507
+    kind = "api_error"
+
+
+class QuotaExceeded(LmdockError):
+    """Storing this would pass a byte quota (`too_large`: the item alone is over it, a 413; otherwise the
+    quota is used up by what is stored, a 429 until some of it is deleted or expires)."""
+
+    status = 429
+    kind = "rate_limit_error"
+
+    def __init__(self, message: str, *, too_large: bool = False, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if too_large:
+            self.status = 413
+            self.kind = "request_too_large"

@@ -6,6 +6,7 @@ files 0600): `<name>.state` (llama.cpp's per-sequence state), `<name>.tokens` (t
 a lookup needs no llama.cpp call) and `<name>.meta` (JSON: sizes and SHA-256 digests of both). Each is
 written under a temporary name and renamed, `.meta` last, so a `.meta` file marks a complete entry.
 `verify()` re-reads the state file against its digest right before it is handed to llama.cpp.
+A save that fails half-way (llama.cpp reports a full disk only as "not saved") leaves nothing behind.
 No llama.cpp calls here: the caller passes the function that writes the state file.
 """
 
@@ -103,16 +104,19 @@ class CacheDir:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def write(self, tokens: list[int], save_state: Callable[[Path], bool]) -> CacheFile | None:
-        """Save an entry: `save_state(path)` writes llama.cpp's state file; None if anything failed."""
+    def write(self, tokens: list[int], save_state: Callable[[Path], bool]) -> CacheFile:
+        """Save an entry: `save_state(path)` writes llama.cpp's state file. Raises OSError if anything
+        failed, with every temporary file removed."""
         raw = np.asarray(tokens, dtype=np.int32).tobytes()
         name = hashlib.sha1(raw).hexdigest()[:20]
         state, tokens_file, meta = self._paths(name)
         tmp = [p.with_name(p.name + ".tmp") for p in (state, tokens_file, meta)]
         try:
             if not save_state(tmp[0]):
-                log.warning("prompt cache: llama.cpp could not save %s", state)
-                return None
+                written = tmp[0].stat().st_size if tmp[0].exists() else 0
+                raise OSError(
+                    f"llama.cpp could not save the state ({written} bytes written; is the disk full?)"
+                )
             os.chmod(tmp[0], 0o600)
             size, digest = _digest(tmp[0])
             _write_private(tmp[1], raw)
@@ -127,11 +131,9 @@ class CacheDir:
             os.replace(tmp[0], state)
             os.replace(tmp[1], tokens_file)
             os.replace(tmp[2], meta)  # last: the entry exists from here on
-        except OSError as exc:
-            log.warning("prompt cache: could not write %s: %s", state, exc)
-            for p in tmp:
+        finally:
+            for p in tmp:  # whatever a failed save left (after the renames, nothing is left to remove)
                 p.unlink(missing_ok=True)
-            return None
         return CacheFile(name=name, tokens=list(tokens), size=size, sha256=digest, last_used=time.time())
 
     def verify(self, f: CacheFile) -> bool:
@@ -150,6 +152,49 @@ class CacheDir:
     def delete(self, f: CacheFile) -> None:
         self._remove(f.name)
 
+    def trim_others(self, budget: int, idle_seconds: float) -> int:
+        """Keep the whole cache root (this folder and the other prompt-cache folders beside it: other
+        models, other context layouts) within `budget`: empty other folders, least recently used first,
+        but none used in the last `idle_seconds` (another worker may be using it). Only prompt-cache
+        folders and files are touched. Returns the bytes the other folders still hold."""
+        others = [
+            (p, *_usage(p)) for p in self.path.parent.iterdir() if p != self.path and _is_cache_folder(p)
+        ]
+        total = _usage(self.path)[0] + sum(size for _, size, _ in others)
+        now = time.time()
+        kept = 0
+        for folder, size, last_used in sorted(others, key=lambda o: o[2]):
+            if total <= budget or now - last_used < idle_seconds:
+                kept += size
+                continue
+            for p in folder.iterdir():
+                p.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+            log.info(
+                "prompt cache: removed %s (%d MiB, unused; over --cache-disk-mib)", folder.name, size >> 20
+            )
+            total -= size
+        return kept
+
     def _remove(self, name: str) -> None:
         for p in reversed(self._paths(name)):  # .meta first: a half-deleted entry is never taken as complete
             p.unlink(missing_ok=True)
+
+
+def _is_cache_folder(path: Path) -> bool:
+    """A folder `CacheDir` made (a 24-hex-digit fingerprint holding only cache files)."""
+    if not (path.is_dir() and len(path.name) == 24 and all(c in "0123456789abcdef" for c in path.name)):
+        return False
+    return all(p.suffix in (*_SUFFIXES, ".tmp") for p in path.iterdir())
+
+
+def _usage(folder: Path) -> tuple[int, float]:
+    """Bytes under a cache folder and when it was last used (its newest file's mtime)."""
+    size, last = 0, 0.0
+    for p in folder.iterdir():
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            size += st.st_size
+            last = max(last, st.st_mtime)
+    return size, last

@@ -71,12 +71,18 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, key: str, entry: dict) -> None:
+    """Remember a verdict. Only an optimisation: on a full disk the check simply runs again next time."""
     data = _read(path)
     data[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("CPU self-check: could not remember the verdict in %s: %s", path, exc)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def forced_repack(flag: bool | None) -> bool | None:

@@ -423,11 +423,11 @@ class Engine:
         if not self.cache.wants_persist(seq.prompt):
             return
         seq_id = seq.slot.seq_id
-        saved = self.cache.files.write(
-            seq.prompt, lambda path: self.runner.save_file(seq_id, path, seq.prompt)
+        self.cache.persist(
+            seq.prompt,
+            self.runner.state_size(seq_id),
+            lambda path: self.runner.save_file(seq_id, path, seq.prompt),
         )
-        if saved is not None:
-            self.cache.add_disk(saved)
 
     def evict(self, slot: Slot) -> None:
         """Free an idle cached slot, spilling its state to host RAM first (engine thread, or tests on an

@@ -6,6 +6,11 @@ prefix such as Claude Code's ~20k-token system prompt is reloaded after a restar
 recomputed). Only decisions and bookkeeping here: the model runner moves the bytes in and out of
 llama.cpp, and `CacheDir` owns the files. Every `last_used` is wall-clock time, the clock of the files'
 mtimes, so the LRU order means the same thing before and after a restart.
+
+The disk tier has a byte budget (`--cache-disk-mib`) for the whole cache folder, other models' folders
+included, and makes room before a save rather than after. It is a cache, so it yields the disk: a save
+must leave the filesystem some headroom (for the database and everything else), and when saving fails
+(a full disk) it stops persisting, says so once, and tries again with backoff, by itself.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmdock.core.backoff import Backoff
+from lmdock.core.disk import shortfall
 from lmdock.engine.cache_files import CacheDir, CacheFile
 from lmdock.engine.reuse import common_prefix_len
 from lmdock.engine.slots import is_prefix
 
 log = logging.getLogger(__name__)
+
+OTHERS_IDLE_SECONDS = 3600.0  # another folder unused this long may go to keep the budget
 
 
 @dataclass
@@ -77,8 +86,11 @@ class PromptCache:
         self.files = CacheDir(disk_dir) if disk_dir is not None else None
         self.ram: list[CacheEntry] = []
         self.disk: list[CacheEntry] = []
+        self.saving = Backoff("prompt cache: saving to disk", log, first=10.0, cap=600.0)
         if self.files is not None:
             self.disk = [CacheEntry(f.tokens, file=f, last_used=f.last_used) for f in self.files.scan()]
+            self.disk_bytes = max(0, disk_bytes - self.files.trim_others(disk_bytes, OTHERS_IDLE_SECONDS))
+            self._evict_to(self.disk_bytes)
 
     # --- restore -----------------------------------------------------------------------------------
 
@@ -128,14 +140,39 @@ class PromptCache:
     # --- persist to disk ---------------------------------------------------------------------------
 
     def wants_persist(self, prompt: list[int]) -> bool:
-        """Whether a just-prefilled prompt should be saved: long enough, and no saved entry already
-        covers all but `min_gain` of it (that entry then counts as used)."""
-        if self.files is None or len(prompt) < self.min_tokens:
+        """Whether a just-prefilled prompt should be saved: long enough, saving is not paused by a
+        recent failure, and no saved entry already covers all but `min_gain` of it (that entry then
+        counts as used)."""
+        if self.files is None or len(prompt) < self.min_tokens or not self.saving.ready():
             return False
         for entry in self.disk:
             if common_prefix_len(entry.tokens, prompt) >= len(prompt) - self.min_gain:
                 self._touch(entry)
                 return False
+        return True
+
+    def persist(self, tokens: list[int], size: int, save_state: Callable[[Path], bool]) -> bool:
+        """Save a prompt whose state takes about `size` bytes (`save_state` writes it): room is made
+        within the budget first; a save that would eat the filesystem's headroom, or that fails,
+        pauses saving (logged once) until a retry works."""
+        assert self.files is not None
+        if size > self.disk_bytes:
+            return False  # larger than the whole budget: never saved
+        self._evict_to(self.disk_bytes - size)
+        lacking, free, keep = shortfall(self.files.path, size)
+        if lacking:
+            self.saving.failed(
+                f"the disk is nearly full ({free >> 20} MiB free; a save of {size >> 20} MiB must leave "
+                f"{keep >> 20} MiB), so prompts are not saved to {self.files.path}"
+            )
+            return False
+        try:
+            saved = self.files.write(tokens, save_state)
+        except OSError as exc:
+            self.saving.failed(f"could not write to {self.files.path}: {exc}")
+            return False
+        self.saving.succeeded()
+        self.add_disk(saved)
         return True
 
     def add_disk(self, f: CacheFile) -> None:
@@ -145,7 +182,15 @@ class PromptCache:
         self.disk = [e for e in self.disk if e.file.name != f.name]
         self.disk.append(CacheEntry(tokens=f.tokens, file=f, last_used=self._clock()))
         self._touch(self.disk[-1])
-        while len(self.disk) > 1 and sum(e.file.size for e in self.disk) > self.disk_bytes:
+        while len(self.disk) > 1 and self.disk_used() > self.disk_bytes:
+            self._delete(min(self.disk, key=lambda e: e.last_used))
+
+    def disk_used(self) -> int:
+        return sum(e.file.size for e in self.disk if e.file is not None)
+
+    def _evict_to(self, limit: int) -> None:
+        """Delete the least recently used files until the disk tier holds at most `limit` bytes."""
+        while self.disk and self.disk_used() > limit:
             self._delete(min(self.disk, key=lambda e: e.last_used))
 
     def _touch(self, entry: CacheEntry) -> None:

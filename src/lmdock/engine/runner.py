@@ -128,9 +128,13 @@ class ModelRunner:
 
     # --- prompt state bytes ------------------------------------------------------------------------
 
+    def state_size(self, seq_id: int) -> int:
+        """Bytes of a sequence's KV state (about what a saved state file takes)."""
+        return int(L.llama_state_seq_get_size(self.ctx, seq_id))
+
     def read_state(self, seq_id: int, max_bytes: int) -> bytes | None:
         """A sequence's KV state as bytes (None if empty, unreadable or larger than `max_bytes`)."""
-        size = L.llama_state_seq_get_size(self.ctx, seq_id)
+        size = self.state_size(seq_id)
         if size <= 0 or size > max_bytes:
             return None
         buf = (ctypes.c_uint8 * size)()

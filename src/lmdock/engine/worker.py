@@ -37,6 +37,7 @@ class WorkerConfig:
     engine: object  # EngineConfig
     cache_ram_bytes: int
     cache_dir: str | None
+    cache_disk_bytes: int
     max_ctx: int
     log_level: str = "INFO"
 
@@ -122,7 +123,9 @@ class Worker:
         if config.cache_dir is not None:
             key = model_fingerprint(self.llama.path, cache_layout(self.llama))
             cache_dir = Path(config.cache_dir) / key
-        cache = PromptCache(ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir)
+        cache = PromptCache(
+            ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir, disk_bytes=config.cache_disk_bytes
+        )
         self._outbox: list[tuple[int, object]] = []
         self._seqs: dict[int, object] = {}
         self.engine = Engine(

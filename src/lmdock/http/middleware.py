@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lmdock.core.owner import ANONYMOUS, Principal, key_owner
 from lmdock.http.errors import error_response, new_request_id
 from lmdock.http.web import is_public_path
 
@@ -135,6 +136,7 @@ class RequestContext:
             )
             await response(scope, receive, send_with_id)
             return
+        scope["state"]["principal"] = self._principal(request)
         await self.app(scope, self._limited(receive, request, send_with_id), send_with_id)
 
     def _refusal(self, request: Request) -> tuple[int, str, str] | None:
@@ -166,6 +168,14 @@ class RequestContext:
             return 401, "authentication_error", "invalid x-api-key: provide a valid API key"
         return None
 
+    def _principal(self, request: Request) -> Principal:
+        """Whom the request acts for: the owner of what it stores, and whether it may see everything."""
+        admin = self._offered(request, self.admin_keys)
+        if admin is not None:
+            return Principal(key_owner(admin), admin=True)
+        key = self._offered(request, self.api_keys)
+        return Principal(key_owner(key)) if key is not None else ANONYMOUS
+
     @staticmethod
     def _has_body(request: Request) -> bool:
         length = request.headers.get("content-length")
@@ -174,17 +184,21 @@ class RequestContext:
     def _limit(self, scope: Scope) -> int:
         return max(self.max_body_bytes, _LARGE_BODY_PATHS.get(scope["path"], 0))
 
+    @classmethod
+    def _offers(cls, request: Request, keys: list[bytes]) -> bool:
+        return cls._offered(request, keys) is not None
+
     @staticmethod
-    def _offers(request: Request, keys: list[bytes]) -> bool:
+    def _offered(request: Request, keys: list[bytes]) -> bytes | None:
+        """The key of `keys` the request offers (x-api-key or bearer), compared in constant time."""
         offered = request.headers.get("x-api-key", "")
         auth = request.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        return any(
-            hmac.compare_digest(key, candidate.encode("utf-8", "replace"))
-            for key in keys
-            for candidate in (offered, bearer)
-            if candidate
-        )
+        for key in keys:
+            for candidate in (offered, bearer):
+                if candidate and hmac.compare_digest(key, candidate.encode("utf-8", "replace")):
+                    return key
+        return None
 
     def _limited(self, receive: Receive, request: Request, send: Send) -> Receive:
         """Count body bytes as they arrive (chunked uploads have no content-length)."""

@@ -5,11 +5,16 @@ its own `hf_hub_download` deletes a partial file when a process dies, so a kille
 over. Here bytes go to `<file>.<etag>.partial` beside the target and continue with a Range request on
 the next attempt; the finished file is checked against the hub's hash before it is moved into place,
 so the store never lists a partial or corrupt model.
+
+A download that does not fit is refused before its first byte (it must leave the disk some headroom for
+the database), and one that runs out of space anyway (something else filled the disk) deletes its
+partial file, so the rest of the server keeps working: a full disk is a clear error, never a wedge.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import re
 from collections.abc import Callable, Iterator
@@ -25,7 +30,8 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, 
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 
-from lmdock.core.errors import DownloadFailed, InvalidRequest, ModelNotFound
+from lmdock.core.disk import shortfall
+from lmdock.core.errors import DownloadFailed, InsufficientStorage, InvalidRequest, ModelNotFound
 
 Progress = Callable[[int], None]
 
@@ -34,6 +40,7 @@ _HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 _PREFERRED = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 _CHUNK = 8 << 20
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -224,21 +231,40 @@ def _fetch(
     if meta.size is not None and resume > meta.size:
         part.unlink()
         resume = 0
+    _check_room(target, remote.filename, (meta.size or 0) - resume)
     if resumed and resume:
         resumed(resume)
     same_host = urlsplit(meta.location).hostname == urlsplit(url).hostname
-    with _hub_errors(remote.repo_id, remote.filename), part.open("ab") as f:
-        http_get(
-            meta.location,
-            f,
-            resume_size=resume,
-            headers=build_hf_headers() if same_host else {},  # no token for a CDN
-            expected_size=meta.size,
-            displayed_filename=remote.filename,
-            tqdm_class=partial(_ProgressSink, progress),  # type: ignore[arg-type]
-        )
+    try:
+        with _hub_errors(remote.repo_id, remote.filename), part.open("ab") as f:
+            http_get(
+                meta.location,
+                f,
+                resume_size=resume,
+                headers=build_hf_headers() if same_host else {},  # no token for a CDN
+                expected_size=meta.size,
+                displayed_filename=remote.filename,
+                tqdm_class=partial(_ProgressSink, progress),  # type: ignore[arg-type]
+            )
+    except OSError:  # only a full disk gets here (_hub_errors turns every other failure into DownloadFailed)
+        part.unlink(missing_ok=True)  # give the space back: the server must keep working
+        raise InsufficientStorage(
+            f"the disk filled up while downloading {remote.filename} into {target.parent}; the partial "
+            "file was removed: free some space and download again"
+        ) from None
     _verify(part, etag, remote.filename)
     part.replace(target)
+
+
+def _check_room(target: Path, name: str, remaining: int) -> None:
+    """Refuse a download that would not leave the disk its headroom, before writing anything."""
+    lacking, free, keep = shortfall(target.parent, remaining)
+    if lacking:
+        raise InsufficientStorage(
+            f"not enough disk space to download {name}: it needs {remaining >> 20} MiB more, "
+            f"{free >> 20} MiB is free in {target.parent}, and {keep >> 20} MiB is kept free for "
+            "lmdock's database and cache"
+        )
 
 
 @contextlib.contextmanager
@@ -251,7 +277,11 @@ def _hub_errors(repo_id: str, filename: str | None = None) -> Iterator[None]:
         raise ModelNotFound(f"repository '{repo_id}' not found on the hub", param="model") from None
     except (RevisionNotFoundError, EntryNotFoundError):
         raise ModelNotFound(f"'{what}' not found on the hub", param="model") from None
-    except (httpx.HTTPError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise  # the caller cleans up and says so
+        raise DownloadFailed(f"download of {what} failed: {exc}") from None
+    except httpx.HTTPError as exc:
         raise DownloadFailed(f"download of {what} failed: {exc}") from None
 
 

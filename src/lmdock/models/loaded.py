@@ -107,7 +107,10 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
             parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
         ),
         cache_ram_bytes=settings.cache_ram_mib << 20,
-        cache_dir=str(settings.cache_dir) if settings.cache_dir is not None else None,
+        cache_dir=str(settings.cache_dir)
+        if settings.cache_dir is not None and settings.cache_disk_mib > 0
+        else None,
+        cache_disk_bytes=settings.cache_disk_mib << 20,
         max_ctx=MAX_DEFAULT_CTX,
         log_level=settings.log_level,
     )

@@ -4,12 +4,16 @@ files written atomically, verified, private; one clock for the LRU before and af
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from lmdock.engine.cache_files import CacheDir
 from lmdock.engine.prompt_cache import PromptCache
+from tests.small_disk import fill, small_disk
 
 
 def fake_state(payload: bytes):
@@ -24,9 +28,7 @@ def fake_state(payload: bytes):
 
 def persist(cache: PromptCache, tokens: list[int], payload: bytes = b"kv" * 100) -> None:
     assert cache.wants_persist(tokens)
-    saved = cache.files.write(tokens, fake_state(payload))
-    assert saved is not None
-    cache.add_disk(saved)
+    assert cache.persist(tokens, len(payload), fake_state(payload))
 
 
 def clock(start: float = 1_000_000.0):
@@ -119,7 +121,8 @@ def test_an_interrupted_save_leaves_no_entry(tmp_path):
         path.write_bytes(b"partial")
         raise OSError("disk full")
 
-    assert cache.files.write(list(range(40)), dies_half_way) is None
+    with pytest.raises(OSError):
+        cache.files.write(list(range(40)), dies_half_way)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "leftover.state.tmp").write_bytes(b"x")  # a kill during a save
     (tmp_path / "orphan.state").write_bytes(b"x")  # an older format, or no .meta written
@@ -152,3 +155,84 @@ def test_a_use_refreshes_the_lru_order_on_disk(tmp_path):
     cache.restored(first)
     again = CacheDir(tmp_path).scan()
     assert max(again, key=lambda f: f.last_used).tokens == [1] * 10
+
+
+# --- disk: budget, a full disk, recovery ------------------------------------------------------------
+
+
+def llama_cpp_like(payload: bytes):
+    """Writes like llama_state_seq_save_file: bytes until the disk is full, then only "not saved"."""
+
+    def save(path: Path) -> bool:
+        try:
+            with path.open("wb") as f:
+                f.write(payload)
+            return True
+        except OSError:
+            return False
+
+    return save
+
+
+def test_a_save_that_fails_on_a_full_disk_leaves_no_temporary_file(tmp_path):
+    with small_disk(tmp_path / "disk", 2) as disk:
+        cache = PromptCache(ram_bytes=0, disk_dir=disk / "kv", min_tokens=4)
+        cache.saving.clock = lambda: 0.0  # no backoff between the tries of this test
+        with pytest.raises(OSError, match="could not save"):
+            cache.files.write(list(range(40)), llama_cpp_like(b"x" * (4 << 20)))
+        assert list((disk / "kv").iterdir()) == []  # the bug: a *.state.tmp kept the disk full
+
+
+def test_a_full_disk_pauses_saving_says_so_once_and_recovers(tmp_path, caplog):
+    now = [0.0]
+    with small_disk(tmp_path / "disk", 8) as disk:
+        cache = PromptCache(ram_bytes=0, disk_dir=disk / "kv", min_tokens=4, min_gain=1)
+        cache.saving.clock = lambda: now[0]
+        filler = fill(disk)
+        with caplog.at_level(logging.WARNING, logger="lmdock.engine.prompt_cache"):
+            for i in range(5):
+                prompt = [i + 1] * 10
+                if cache.wants_persist(prompt):
+                    assert not cache.persist(prompt, 1000, llama_cpp_like(b"s" * 1000))
+                now[0] += 3600  # past any backoff: each try really tries
+            assert cache.disk == [] and not any(p.name.endswith(".tmp") for p in (disk / "kv").iterdir())
+            filler.unlink()
+            assert cache.wants_persist([9] * 10) and cache.persist(
+                [9] * 10, 1000, llama_cpp_like(b"s" * 1000)
+            )
+        lines = [r.getMessage() for r in caplog.records]
+        assert len([m for m in lines if "nearly full" in m or "could not" in m]) == 1, lines
+        assert len([m for m in lines if "working again" in m]) == 1, lines
+
+
+def test_after_a_failure_saving_waits_before_trying_again(tmp_path):
+    now = [0.0]
+    cache = PromptCache(ram_bytes=0, disk_dir=tmp_path, min_tokens=4, min_gain=1)
+    cache.saving.clock = lambda: now[0]
+    assert not cache.persist([1] * 10, 10, lambda path: False)
+    assert not cache.wants_persist([2] * 10)  # paused: no save is attempted during the backoff
+    now[0] += 3600
+    assert cache.wants_persist([2] * 10)
+
+
+def test_the_budget_makes_room_before_a_save_and_counts_other_folders(tmp_path):
+    root = tmp_path / "cache"
+    old = root / ("a" * 24)  # folders are named by a fingerprint of model and context layout
+    old.mkdir(parents=True)
+    (old / "x.state").write_bytes(b"o" * 800)
+    os.utime(old / "x.state", (1, 1))  # unused for ages
+    busy = root / ("b" * 24)
+    busy.mkdir()
+    (busy / "y.state").write_bytes(b"b" * 300)  # used just now (another loaded model)
+    mine = root / "notes"  # not a cache folder: never touched
+    mine.mkdir()
+    (mine / "keep.txt").write_bytes(b"k" * 5000)
+    os.utime(mine / "keep.txt", (1, 1))
+    cache = PromptCache(ram_bytes=0, disk_dir=root / ("c" * 24), disk_bytes=1000, min_tokens=4, min_gain=1)
+    assert not old.exists() and busy.exists() and mine.exists()  # the idle folder went to fit the budget
+    assert cache.disk_bytes == 700
+    persist(cache, [1] * 10, b"a" * 300)
+    persist(cache, [2] * 10, b"b" * 300)
+    persist(cache, [3] * 10, b"c" * 300)  # no room for three: the oldest goes before it is written
+    assert sorted(e.tokens[0] for e in cache.disk) == [2, 3]
+    assert not cache.persist([4] * 10, 800, fake_state(b"d" * 800))  # larger than the budget: never

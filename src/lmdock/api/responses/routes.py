@@ -18,6 +18,7 @@ from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, t
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.api.responses.store import ResponseStore, StoredResponse
+from lmdock.api.services import principal_of
 from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest, LmdockError
@@ -46,13 +47,17 @@ def _store(request: Request) -> ResponseStore:
             database(request.app),
             max_count=getattr(settings, "responses_max_stored", 10_000),
             max_age_s=getattr(settings, "responses_max_age_days", 30.0) * 86400,
+            max_bytes=settings.responses_max_mib << 20,
         )
     return store
 
 
-async def _stored(request: Request, response_id: str, param: str | None = None) -> StoredResponse:
+async def _stored(
+    request: Request, response_id: str, param: str | None = None, *, with_history: bool = False
+) -> StoredResponse:
+    """A stored response the caller may see (another key's is a 404, like one that does not exist)."""
     store = _store(request)
-    found = await asyncio.to_thread(store.get, response_id)
+    found = await asyncio.to_thread(store.get, response_id, principal_of(request), with_history=with_history)
     if found is None:
         raise ResponseNotFound(f"Response with id '{response_id}' not found.", param=param)
     return found
@@ -182,10 +187,15 @@ async def create_response(request: Request):
     store = _store(request)
     history: list[Item] = []
     if params.previous_response_id:
-        previous = await _stored(request, params.previous_response_id, "previous_response_id")
+        previous = await _stored(
+            request, params.previous_response_id, "previous_response_id", with_history=True
+        )
         history = previous.conversation()
     items = normalize_input(params.input)
     chat = _checked(request, params, history + items)  # client errors before a model is loaded for nothing
+    owner = principal_of(request).owner
+    if params.stored:
+        await asyncio.to_thread(store.check_room, len(json.dumps(items)))
     model = await model_for(request, params.model, params.ttl)
     chat.max_tokens = chat.max_tokens or model.n_ctx  # unset: the rest of the context
     prepared = await _prepare(model, params, history + items, chat)
@@ -198,7 +208,7 @@ async def create_response(request: Request):
 
     async def keep(response: dict[str, Any]) -> None:
         if params.stored:
-            await asyncio.to_thread(store.save, response, items, history)
+            await asyncio.to_thread(store.save, response, items, history, owner)
 
     if params.stream:
         return sse_response(_stream(request, model.key, prepared, encoder, keep), on_close=prepared.cancel)
@@ -245,7 +255,10 @@ async def count_input_tokens(request: Request):
     params = validate_body(ResponseCreateParams, await read_json(request))
     history: list[Item] = []
     if params.previous_response_id:
-        history = (await _stored(request, params.previous_response_id, "previous_response_id")).conversation()
+        previous = await _stored(
+            request, params.previous_response_id, "previous_response_id", with_history=True
+        )
+        history = previous.conversation()
     chat = _checked(request, params, history + normalize_input(params.input))
     model = await model_for(request, params.model, params.ttl)
     return {"object": "response.input_tokens", "input_tokens": await model.session.count_tokens(chat)}
@@ -259,7 +272,7 @@ async def retrieve_response(request: Request, response_id: str):
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(request: Request, response_id: str):
     store = _store(request)
-    if not await asyncio.to_thread(store.delete, response_id):
+    if not await asyncio.to_thread(store.delete, response_id, principal_of(request)):
         raise ResponseNotFound(f"Response with id '{response_id}' not found.")
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import BatchStore, batch_object, completed_count
-from lmdock.api.services import manager_of
+from lmdock.api.services import manager_of, principal_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.storage import database
 
@@ -25,7 +25,7 @@ PROGRESS_HEADER = "lmdock-requests-completed"
 
 
 def _store(request: Request) -> BatchStore:
-    return BatchStore(database(request.app))
+    return BatchStore(database(request.app), max_bytes=request.app.state.settings.batches_max_mib << 20)
 
 
 def _wake_runner(request: Request) -> None:
@@ -68,16 +68,19 @@ async def create_batch(request: Request):
     resolve = _memoized(lambda name: manager.upstream_for(name) or manager.resolve(name))
     requests = await asyncio.to_thread(validate_create, body, resolve)
     store = _store(request)
-    batch_id = await asyncio.to_thread(store.create, requests)
+    principal = principal_of(request)
+    batch_id = await asyncio.to_thread(store.create, requests, principal.owner)
     _wake_runner(request)
-    return _batch_response(request, store.get(batch_id))
+    return _batch_response(request, store.get(batch_id, principal))
 
 
 @router.get("/v1/messages/batches")
 async def list_batches(
     request: Request, limit: int = 20, after_id: str | None = None, before_id: str | None = None
 ):
-    rows, has_more = _store(request).page(limit=limit, after_id=after_id, before_id=before_id)
+    rows, has_more = _store(request).page(
+        principal_of(request), limit=limit, after_id=after_id, before_id=before_id
+    )
     base_url = str(request.base_url)
     data = [batch_object(r, base_url) for r in rows]
     return {
@@ -90,12 +93,12 @@ async def list_batches(
 
 @router.get("/v1/messages/batches/{batch_id}")
 async def retrieve_batch(request: Request, batch_id: str):
-    return _batch_response(request, _store(request).get(batch_id))
+    return _batch_response(request, _store(request).get(batch_id, principal_of(request)))
 
 
 @router.post("/v1/messages/batches/{batch_id}/cancel")
 async def cancel_batch(request: Request, batch_id: str):
-    row = _store(request).cancel(batch_id)
+    row = _store(request).cancel(batch_id, principal_of(request))
     _wake_runner(request)
     return _batch_response(request, row)
 
@@ -103,7 +106,7 @@ async def cancel_batch(request: Request, batch_id: str):
 @router.get("/v1/messages/batches/{batch_id}/results")
 async def batch_results(request: Request, batch_id: str):
     store = _store(request)
-    row = store.get(batch_id)
+    row = store.get(batch_id, principal_of(request))
     if row["status"] != "ended":
         raise InvalidRequest(
             f"message batch '{batch_id}' has not ended yet: its results are available once processing ends"
@@ -115,5 +118,5 @@ async def batch_results(request: Request, batch_id: str):
 
 @router.delete("/v1/messages/batches/{batch_id}")
 async def delete_batch(request: Request, batch_id: str):
-    _store(request).delete(batch_id)
+    await asyncio.to_thread(_store(request).delete, batch_id, principal_of(request))
     return DeletedMessageBatch(id=batch_id, type="message_batch_deleted").model_dump(mode="json")

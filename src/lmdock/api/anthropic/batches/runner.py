@@ -10,6 +10,10 @@
   after a crash the requests that were in flight simply run again and finished ones never do.
 - A request interrupted `MAX_ATTEMPTS` times (say, by a crash it causes) is errored rather than retried
   forever.
+- A full disk pauses the runner, not the server: a finished result that cannot be committed is held in
+  memory and committed first when space returns (no work is redone, nothing is committed twice), no new
+  request starts meanwhile, and the runner retries with backoff, logging once when it stops and once when
+  it recovers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from lmdock.api.anthropic.batches.schema import error_body, parse_params
 from lmdock.api.anthropic.batches.store import BatchStore, PendingRequest
 from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder
-from lmdock.core.errors import LmdockError, Overloaded
+from lmdock.core.backoff import Backoff
+from lmdock.core.errors import InsufficientStorage, LmdockError, Overloaded
 from lmdock.core.request import PRIORITY_BATCH
 from lmdock.models.manager import ModelManager
 
@@ -60,6 +65,8 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._group: tuple[int, str] | None = None  # (batch, prompt prefix) being worked on
         self._retry_at = 0.0
+        self._held: dict[tuple[int, int], tuple[str, dict]] = {}  # finished, not committed yet (disk full)
+        self._storage = Backoff("batch runner: saving results", log, cap=60.0)
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,13 +80,20 @@ class BatchRunner:
         try:
             while True:
                 self._wake.clear()
-                try:
-                    self._sweep()
-                    self._fill()
-                except Exception:  # a bad row or a database hiccup must not stop batch processing
-                    log.exception("batch runner iteration failed")
+                if self._storage.ready():
+                    try:
+                        self._commit_held()
+                        self._sweep()
+                        self._fill()
+                        self._storage.succeeded()
+                    except InsufficientStorage as exc:
+                        self._storage.failed(exc.message)
+                    except Exception:  # a bad row or a database hiccup must not stop batch processing
+                        log.exception("batch runner iteration failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=max(self.poll_seconds, self._storage.wait_seconds())
+                    )
         finally:
             tasks = [w.task for w in self._work.values() if w.task is not None]
             for task in tasks:
@@ -88,8 +102,14 @@ class BatchRunner:
 
     # --- choosing work -----------------------------------------------------------------------------
 
+    def _commit_held(self) -> None:
+        """Commit the results a full disk kept back, first (raises while the disk is still full)."""
+        for key, (state, result) in list(self._held.items()):
+            self.store.commit(*key, state, result)
+            del self._held[key]
+
     def _sweep(self) -> None:
-        stopping = self.store.sweep(set(self._work), self.retention_seconds)
+        stopping = self.store.sweep(set(self._work) | set(self._held), self.retention_seconds)
         for work in self._work.values():
             state = stopping.get(work.request.batch_n)
             if state and work.stop_state is None and work.task is not None:
@@ -105,8 +125,8 @@ class BatchRunner:
         while len(self._work) < self.slots and loop.time() >= self._retry_at:
             if self._engines_waiting():
                 return
-            candidates = self.store.pending(self.slots + len(self._work) + 1, self._group)
-            nxt = next((c for c in candidates if c.key not in self._work), None)
+            candidates = self.store.pending(self.slots + len(self._work) + len(self._held) + 1, self._group)
+            nxt = next((c for c in candidates if c.key not in self._work and c.key not in self._held), None)
             if nxt is None:
                 return
             warming = any(
@@ -138,7 +158,11 @@ class BatchRunner:
             except Overloaded:
                 self._retry_at = asyncio.get_running_loop().time() + 2.0
                 return  # the engine queue filled up with interactive work: try again shortly
-            self.store.commit(req.batch_n, req.idx, state, result)
+            try:
+                self.store.commit(req.batch_n, req.idx, state, result)
+            except InsufficientStorage as exc:
+                self._held[req.key] = (state, result)  # committed as soon as the disk has room
+                self._storage.failed(exc.message)
         except asyncio.CancelledError:
             raise
         except Exception:

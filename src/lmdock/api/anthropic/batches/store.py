@@ -3,6 +3,10 @@
 Every state change is one transaction. A request's result is written with `WHERE state = 'pending'`, so
 a result is committed at most once however often work is retried, and the batch's counters and its
 `ended` transition change in the same transaction as the result that completes it.
+
+A batch belongs to the key that created it: the API-side methods take the caller's `Principal`, and a
+batch it may not see is "not found", exactly like one that does not exist. What batches hold (params and
+results) counts against a byte quota, checked when a batch is created.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from datetime import UTC, datetime
 from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 from lmdock.api.anthropic.encode import new_id
-from lmdock.core.errors import InvalidRequest, LmdockError
-from lmdock.storage import Database
+from lmdock.core.errors import InvalidRequest, LmdockError, QuotaExceeded
+from lmdock.core.owner import Principal
+from lmdock.storage import Database, mib
 
 EXPIRY_SECONDS = 24 * 3600  # Anthropic: a batch expires 24 hours after creation
 FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
@@ -91,21 +96,24 @@ def batch_object(row, base_url: str) -> dict:
 class BatchStore:
     """All SQL of the Message Batches feature."""
 
-    def __init__(self, db: Database, clock=time.time) -> None:
+    def __init__(self, db: Database, clock=time.time, *, max_bytes: int = 0) -> None:
         self.db = db
         self.clock = clock
+        self.max_bytes = max_bytes
 
     # --- API side ----------------------------------------------------------------------------------
 
-    def create(self, requests: list[NewRequest]) -> str:
+    def create(self, requests: list[NewRequest], owner: str | None = None) -> str:
         batch_id = new_id("msgbatch_")
         now = self.clock()
         errored = sum(1 for r in requests if r.error is not None)
+        size = sum(len(r.params.encode()) for r in requests)
         with self.db.transaction() as conn:
+            self._check_room(conn, size)
             cur = conn.execute(
-                "INSERT INTO message_batches (id, status, total, created_at, expires_at, n_errored)"
-                " VALUES (?, 'in_progress', ?, ?, ?, ?)",
-                (batch_id, len(requests), now, now + EXPIRY_SECONDS, errored),
+                "INSERT INTO message_batches (id, status, total, created_at, expires_at, n_errored, owner, bytes)"
+                " VALUES (?, 'in_progress', ?, ?, ?, ?, ?, ?)",
+                (batch_id, len(requests), now, now + EXPIRY_SECONDS, errored, owner, size),
             )
             n = cur.lastrowid
             conn.executemany(
@@ -129,44 +137,61 @@ class BatchStore:
             self._end_if_done(conn, n, now)
         return batch_id
 
-    def get(self, batch_id: str):
+    def _check_room(self, conn, size: int) -> None:
+        if self.max_bytes <= 0:
+            return
+        quota = f"the Message Batches storage quota of {mib(self.max_bytes)} (--batches-max-mib)"
+        if size > self.max_bytes:
+            raise QuotaExceeded(f"this batch ({mib(size)}) alone is over {quota}", too_large=True)
+        used = conn.execute("SELECT COALESCE(SUM(bytes), 0) AS n FROM message_batches").fetchone()["n"]
+        if used + size > self.max_bytes:
+            raise QuotaExceeded(
+                f"stored batches use {mib(used)} of {quota}, and this one needs {mib(size)}: delete ended "
+                "batches (DELETE /v1/messages/batches/{id}) or wait for them to expire"
+            )
+
+    def get(self, batch_id: str, principal: Principal):
+        """The batch, if `principal` may see it (another key's batch is not found)."""
         row = self.db.query_one("SELECT * FROM message_batches WHERE id = ?", (batch_id,))
-        if row is None:
+        if row is None or not principal.can_see(row["owner"]):
             raise BatchNotFound(f"message batch '{batch_id}' not found")
         return row
 
-    def page(self, *, limit: int, after_id: str | None, before_id: str | None) -> tuple[list, bool]:
+    def page(
+        self, principal: Principal, *, limit: int, after_id: str | None, before_id: str | None
+    ) -> tuple[list, bool]:
         """Newest first; `after_id` pages towards older batches, `before_id` towards newer ones."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest("limit: must be between 1 and 1000", param="limit")
+        mine, args = ("", ()) if principal.admin else (" AND owner IS ?", (principal.owner,))
         if before_id is not None:
-            n = self.get(before_id)["n"]
+            n = self.get(before_id, principal)["n"]
             rows = self.db.query(
-                "SELECT * FROM message_batches WHERE n > ? ORDER BY n ASC LIMIT ?", (n, limit + 1)
+                f"SELECT * FROM message_batches WHERE n > ?{mine} ORDER BY n ASC LIMIT ?",
+                (n, *args, limit + 1),
             )
             return list(reversed(rows[:limit])), len(rows) > limit
-        bound = self.get(after_id)["n"] if after_id is not None else None
-        if bound is None:
-            rows = self.db.query("SELECT * FROM message_batches ORDER BY n DESC LIMIT ?", (limit + 1,))
-        else:
-            rows = self.db.query(
-                "SELECT * FROM message_batches WHERE n < ? ORDER BY n DESC LIMIT ?", (bound, limit + 1)
-            )
+        bound = self.get(after_id, principal)["n"] if after_id is not None else 1 << 62
+        rows = self.db.query(
+            f"SELECT * FROM message_batches WHERE n < ?{mine} ORDER BY n DESC LIMIT ?",
+            (bound, *args, limit + 1),
+        )
         return rows[:limit], len(rows) > limit
 
-    def cancel(self, batch_id: str):
+    def cancel(self, batch_id: str, principal: Principal):
         """Mark a batch `canceling`; the runner then cancels its requests and ends it."""
         now = self.clock()
+        row = self.get(batch_id, principal)
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE message_batches SET status = 'canceling', cancel_initiated_at = ?"
-                " WHERE id = ? AND status = 'in_progress'",
-                (now, batch_id),
+                " WHERE n = ? AND status = 'in_progress'",
+                (now, row["n"]),
             )
-        return self.get(batch_id)
+        return self.get(batch_id, principal)
 
-    def delete(self, batch_id: str) -> None:
-        row = self.get(batch_id)
+    def delete(self, batch_id: str, principal: Principal) -> None:
+        row = self.get(batch_id, principal)
         if row["status"] != "ended":
             raise InvalidRequest(
                 f"message batch '{batch_id}' is still {row['status'].replace('_', ' ')}: "
@@ -174,6 +199,7 @@ class BatchStore:
             )
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM message_batches WHERE n = ?", (row["n"],))
+        self.db.reclaim()
 
     def result_lines(self, row, chunk: int = 500) -> Iterator[str]:
         """One JSONL line per request, in request order, read in chunks (no blank lines)."""
@@ -215,16 +241,20 @@ class BatchStore:
     def commit(self, batch_n: int, idx: int, state: str, result: dict) -> bool:
         """Commit one request's result unless it already has one; end its batch if it was the last."""
         now = self.clock()
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE message_batch_requests SET state = ?, result = ?, completed_at = ?"
                 " WHERE batch_n = ? AND idx = ? AND state = 'pending'",
-                (state, json.dumps(result, separators=(",", ":"), ensure_ascii=False), now, batch_n, idx),
+                (state, text, now, batch_n, idx),
             )
             if cur.rowcount != 1:
                 return False
             col = _COUNTER[state]
-            conn.execute(f"UPDATE message_batches SET {col} = {col} + 1 WHERE n = ?", (batch_n,))
+            conn.execute(
+                f"UPDATE message_batches SET {col} = {col} + 1, bytes = bytes + ? WHERE n = ?",
+                (len(text.encode()), batch_n),
+            )
             self._end_if_done(conn, batch_n, now)
         return True
 
@@ -246,6 +276,7 @@ class BatchStore:
         in-flight requests must stop, with the state those requests end in (canceled or expired)."""
         now = self.clock()
         stop: dict[int, str] = {}
+        archived = False
         with self.db.transaction() as conn:
             for b in conn.execute(
                 "SELECT n, status, expires_at FROM message_batches WHERE status != 'ended'"
@@ -270,7 +301,12 @@ class BatchStore:
                         "UPDATE message_batch_requests SET params = NULL, result = NULL WHERE batch_n = ?",
                         (b["n"],),
                     )
-                    conn.execute("UPDATE message_batches SET archived_at = ? WHERE n = ?", (now, b["n"]))
+                    conn.execute(
+                        "UPDATE message_batches SET archived_at = ?, bytes = 0 WHERE n = ?", (now, b["n"])
+                    )
+                    archived = True
+        if archived:
+            self.db.reclaim()
         return stop
 
     def _finish_idle(
