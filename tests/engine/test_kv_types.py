@@ -34,6 +34,8 @@ def test_moved_and_spilled_cells_answer_as_cold(kv: KvCacheConfig):
     engine = make_engine(parallel=2, n_ctx=4096, kv=kv)
     try:
         assert engine.model.flash_attn is (kv.flash_attn != "off")  # `auto` resolves to on on a CPU
+        kv_mib = 4096 * kv_bytes_per_token(record_for(DEFAULT_MODEL).metadata, kv) / (1 << 20)
+        assert engine.model.context_buffers["KV"] == pytest.approx(kv_mib, abs=0.01)  # the types took
         cold_text, cold = run(generate(engine, _prompt("beta-service"), 24))
         run(generate(engine, _prompt("alpha-notes"), 24))  # takes the block over from beta's slot
         moved = engine.stats.moved_tokens
@@ -48,6 +50,24 @@ def test_moved_and_spilled_cells_answer_as_cold(kv: KvCacheConfig):
         assert ram.cached_tokens > 500 and ram_text == cold_text
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("flash", ["on", "off"])
+def test_a_state_saved_by_a_larger_context_restores_into_a_smaller_one(tmp_path, flash: str):
+    """Why the disk cache is not kept per context size (V transposed or not alike)."""
+    kv = KvCacheConfig("q8_0" if flash == "on" else "f16", "q8_0" if flash == "on" else "f16", flash)
+    big = make_engine(tmp_path, parallel=1, n_ctx=8192, kv=kv)
+    try:
+        cold_text, _ = run(generate(big, _prompt("gamma"), 24))
+    finally:
+        big.close()
+    small = make_engine(tmp_path, parallel=1, n_ctx=4096, kv=kv)
+    try:
+        assert small.cache.disk
+        text, restored = run(generate(small, _prompt("gamma"), 24))
+        assert restored.cached_tokens > 500 and text == cold_text
+    finally:
+        small.close()
 
 
 @pytest.mark.parametrize("cache_type", ["f16", "bf16", "q8_0", "q5_1", "q4_0"])

@@ -267,8 +267,25 @@ def test_each_kv_layout_has_its_own_prompt_cache_folder():
         layout(Q8, True),
         layout(KvCacheConfig("q8_0", "f16"), True),
         layout(KvCacheConfig("f16", "q8_0"), True),
-        layout(F16, True, 4096),
     }
-    assert len(seen) == 6
+    assert len(seen) == 5
+    assert layout(F16, True, 4096) == layout(F16, True, 32768)  # a state loads into any context size
     # the setting is not the key, what runs is: `auto` that resolved to on shares on's folder
     assert layout(KvCacheConfig(flash_attn="auto"), True) == layout(KvCacheConfig(flash_attn="on"), True)
+
+
+def test_entries_longer_than_the_context_are_left_for_a_larger_one(tmp_path: Path):
+    from lmdock.engine.prompt_cache import PromptCache
+
+    def save(path: Path) -> bool:
+        path.write_bytes(b"state")
+        return True
+
+    big = PromptCache(ram_bytes=0, disk_dir=tmp_path, min_tokens=4, min_gain=1)
+    assert big.persist(list(range(100)), 5, save)
+    small = PromptCache(ram_bytes=0, disk_dir=tmp_path, min_tokens=4, min_gain=1, max_tokens=64)
+    assert small.lookup(list(range(60)), have=0) is None  # 100 tokens cannot load into 64
+    assert small.wants_persist(list(range(60)))  # so the shorter prompt gets an entry of its own
+    again = PromptCache(ram_bytes=0, disk_dir=tmp_path, min_tokens=4, min_gain=1, max_tokens=128)
+    hit = again.lookup(list(range(60)), have=0)
+    assert hit is not None and hit.n_tokens == 59 and len(hit.entry.tokens) == 100

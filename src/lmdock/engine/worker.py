@@ -80,13 +80,15 @@ def warm_up(llama, n_prefill: int, n_decode: int) -> None:
 
 
 def cache_layout(llama) -> str:
-    """Everything besides the model file that decides whether a saved KV state fits this context: its
-    size, the K and V element types, and whether flash attention runs (it stores V transposed or not).
-    llama.cpp also rotates quantized K/V unless LLAMA_ATTN_ROT_DISABLE is set. States saved under another
-    layout live in another folder, so they are misses, never loaded."""
+    """Everything besides the model file that decides whether a saved KV state can be loaded into this
+    context: the K and V element types, and whether flash attention runs (without it V is stored
+    transposed); llama.cpp also rotates quantized K/V unless LLAMA_ATTN_ROT_DISABLE is set. States saved
+    under another layout live in another folder, so they are misses, never loaded. The context size is
+    not part of it: a state loads into any context with room for it (PromptCache skips longer ones), so
+    a context chosen from the free memory may change without losing the cache."""
     kv = llama.params.kv
     rot = os.environ.get("LLAMA_ATTN_ROT_DISABLE", "")
-    return f"ctx={llama.n_ctx}|k={kv.type_k}|v={kv.type_v}|fa={llama.flash_attn}|rot={rot}"
+    return f"k={kv.type_k}|v={kv.type_v}|fa={llama.flash_attn}|rot={rot}"
 
 
 def _build_tokenizer(constraints) -> None:
@@ -124,7 +126,10 @@ class Worker:
             key = model_fingerprint(self.llama.path, cache_layout(self.llama))
             cache_dir = Path(config.cache_dir) / key
         cache = PromptCache(
-            ram_bytes=config.cache_ram_bytes, disk_dir=cache_dir, disk_bytes=config.cache_disk_bytes
+            ram_bytes=config.cache_ram_bytes,
+            disk_dir=cache_dir,
+            disk_bytes=config.cache_disk_bytes,
+            max_tokens=self.llama.n_ctx,
         )
         self._outbox: list[tuple[int, object]] = []
         self._seqs: dict[int, object] = {}
