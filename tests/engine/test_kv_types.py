@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from lmdock.core.kv_cache import KvCacheConfig
+from lmdock.models.estimate import kv_bytes_per_token
+from lmdock.models.store import record_for
 from tests.conftest import DEFAULT_MODEL
 from tests.engine.conftest import chatml, generate, make_engine, run
 
