@@ -7,14 +7,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python builds from source (about 4 minutes on 2 cores); pip's wheel cache keeps the build.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: serve test install model clients web webapp browser lint format bench
+.PHONY: serve test check install model clients web webapp browser lint format bench
 
 serve: model webapp
 	$(VENV)/bin/lmdock serve $(ARGS)
 
-test: model clients web browser
-	$(VENV)/bin/ruff check src tests bench
+# Everything: the fast tier's checks, then every test (unit, engine, e2e, upstream; ~35 min on 2 cores).
+test: model clients web browser lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The fast tier, no model loaded (well under two minutes): lint, types, the layer contract, tests/unit.
+check: lint
+	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)
 
 install: $(STAMP)
 
@@ -55,9 +59,13 @@ webapp:
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
-lint: $(STAMP)
+# ruff, the import-linter layer contract (pyproject.toml: each layer imports only those below it) and
+# pyright (basic; pinned in package.json).
+lint: $(STAMP) clients
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
+	node_modules/.bin/pyright
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench

@@ -29,12 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from _common import CLAUDE, MODEL, claude_env, lmdock_server
 
-REPO = Path(__file__).resolve().parent.parent
-CLAUDE = REPO / "node_modules" / ".bin" / "claude"
-VENV_BIN = Path(sys.executable).parent
-MODEL = "qwen2.5-coder-0.5b-instruct"
 CONFIGS = {
     "defaults": None,
     "t1": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0},
@@ -144,23 +140,6 @@ TASKS = [
 ]
 
 
-def claude_env(base_url: str) -> dict[str, str]:
-    env = {
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_AUTH_TOKEN": "lmdock",
-        "ANTHROPIC_API_KEY": "",
-        "ANTHROPIC_MODEL": MODEL,
-        "CLAUDE_CODE_SUBAGENT_MODEL": MODEL,
-        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "32768",
-        "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-    }
-    for tier in ("OPUS", "SONNET", "HAIKU"):
-        env[f"ANTHROPIC_DEFAULT_{tier}_MODEL"] = MODEL
-    return env
-
-
 def run_task(task: Task, base_url: str, work: Path, home: Path, timeout: float) -> tuple[bool, float, str]:
     folder = work / task.name
     folder.mkdir(parents=True)
@@ -184,25 +163,6 @@ def run_task(task: Task, base_url: str, work: Path, home: Path, timeout: float) 
     return task.check(folder), seconds, note
 
 
-def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = 20000 + os.getpid() % 10000
-    argv = [str(VENV_BIN / "lmdock"), "serve", "--port", str(port), "--threads", "2", "--ctx-size", "32768"]
-    env = {**os.environ, "LMDOCK_HOME": str(home)}
-    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/health", timeout=2).json().get("loaded"):
-                return proc, base
-        except (httpx.HTTPError, ValueError):
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    proc.terminate()
-    sys.exit(f"lmdock serve did not start; see {log}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="defaults,t1")
@@ -219,11 +179,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lmdock-agent-") as tmp:
         tmp_path = Path(tmp)
         server_home = args.home or tmp_path / "lmdock-home"
-        proc = None
+        server = None
         if args.base_url:
             base = args.base_url
         else:
-            proc, base = start_server(server_home, tmp_path / "server.log")
+            server = lmdock_server(server_home, tmp_path / "server.log")
+            base = server.base_url
         preset = server_home / "presets" / f"{MODEL}.json"
         try:
             for config in args.configs.split(","):
@@ -247,9 +208,8 @@ def main() -> None:
                     args.json.write_text(json.dumps(results, indent=1))
         finally:
             preset.unlink(missing_ok=True)
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=60)
+            if server is not None:
+                server.stop()
     print()
     names = list(results)
     print("| task | " + " | ".join(names) + " |")

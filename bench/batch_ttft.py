@@ -22,7 +22,7 @@ import anthropic
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import Server, ServerSpec  # noqa: E402
+from _common import Server, ServerSpec  # noqa: E402
 
 SYSTEM = (
     "You are a helpful assistant for a team of software engineers. Answer briefly and precisely. "

@@ -21,10 +21,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CLAUDE = REPO / "node_modules" / ".bin" / "claude"
+from _common import CLAUDE, MODEL, REPO, claude_env
+
 FOLDERS = {"alpha": "work/alpha-notes", "beta": "projects/beta-service-api"}
-MODEL = "qwen2.5-coder-0.5b-instruct"
 
 
 def _sse(event: str, data: dict) -> bytes:
@@ -118,24 +117,6 @@ class _Capture(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-
-def claude_env(base_url: str) -> dict[str, str]:
-    """What `lmdock launch claude` sets (cli/launch_cmd.py), for a model with an 32k context."""
-    env = {
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_AUTH_TOKEN": "lmdock",
-        "ANTHROPIC_API_KEY": "",
-        "ANTHROPIC_MODEL": MODEL,
-        "CLAUDE_CODE_SUBAGENT_MODEL": MODEL,
-        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "32768",
-        "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-    }
-    for tier in ("OPUS", "SONNET", "HAIKU"):
-        env[f"ANTHROPIC_DEFAULT_{tier}_MODEL"] = MODEL
-    return env
 
 
 def main() -> None:

@@ -25,10 +25,9 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import Server, ServerSpec  # noqa: E402
+from _common import Server, ServerSpec, message_events  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
-HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench"}
 # Claude Code fields llama-server's Anthropic endpoint may refuse; dropped for it only if it does
 _OPTIONAL = ("context_management", "output_config", "thinking", "metadata")
 
@@ -44,27 +43,14 @@ def send(base: str, body: dict[str, Any]) -> dict[str, Any]:
     ttft = None
     text = []
     client = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
-    with client, client.stream("POST", base + "/v1/messages", json=body, headers=HEADERS, timeout=3600) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"{r.status_code}: {r.read().decode()[:400]}")
-        for line in r.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = json.loads(line[5:])
+    with client:
+        for data in message_events(client, base, body, usage, timeout=3600):
             kind = data.get("type")
             if kind in ("content_block_delta", "content_block_start") and ttft is None:
                 ttft = time.perf_counter() - t0
             if kind == "content_block_delta":
                 d = data["delta"]
                 text.append(d.get("text") or d.get("partial_json") or "")
-            elif kind == "message_start":
-                usage.update(
-                    {k: v for k, v in data["message"].get("usage", {}).items() if isinstance(v, int)}
-                )
-            elif kind == "message_delta":
-                usage.update({k: v for k, v in (data.get("usage") or {}).items() if isinstance(v, int)})
-            elif kind == "error":
-                raise RuntimeError(f"stream error: {data}")
     total = time.perf_counter() - t0
     return {
         "ttft": ttft if ttft is not None else total,

@@ -42,20 +42,21 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import (  # noqa: E402
+from _common import (  # noqa: E402
     BUILD_ROOT,
     CMAKE_FLAGS,
     DEFAULT_MODEL,
+    HEADERS,
     LLAMA_CPP_PYTHON_VERSION,
     Server,
     ServerSpec,
     build_llama_server,
     busy_seconds,
+    message_events,
     wait_quiet,
 )
 
 SERVERS = ("lmdock", "llama-server")
-HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench"}
 TOKENS_PER_ENTRY = 61.0  # tokens per api_reference() entry with the Qwen2.5 tokenizer (measured)
 
 
@@ -198,12 +199,6 @@ def new_client() -> httpx.Client:
     return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
-def _usage(u: dict[str, Any] | None, into: dict[str, int]) -> None:
-    for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-        if u and u.get(key) is not None:
-            into[key] = int(u[key])
-
-
 def send(
     client: httpx.Client,
     base: str,
@@ -225,24 +220,11 @@ def send(
     text: list[str] = []
     t_first = t_last = 0.0
     t0 = time.perf_counter()
-    with client.stream("POST", base + "/v1/messages", json=body, headers=HEADERS, timeout=900) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"POST /v1/messages -> {r.status_code}: {r.read().decode()[:500]}")
-        for line in r.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = json.loads(line[5:])
-            kind = data.get("type")
-            if kind == "content_block_delta":
-                t_last = time.perf_counter()
-                t_first = t_first or t_last
-                text.append(data["delta"].get("text") or data["delta"].get("thinking") or "")
-            elif kind == "message_start":
-                _usage(data["message"].get("usage"), usage)
-            elif kind == "message_delta":
-                _usage(data.get("usage"), usage)
-            elif kind == "error":
-                raise RuntimeError(f"stream error: {data}")
+    for data in message_events(client, base, body, usage):
+        if data.get("type") == "content_block_delta":
+            t_last = time.perf_counter()
+            t_first = t_first or t_last
+            text.append(data["delta"].get("text") or data["delta"].get("thinking") or "")
     t_end = time.perf_counter()
     if not t_first:
         t_first = t_last = t_end

@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import HEADERS, MODEL, lmdock_server
 
 DATA = Path(__file__).resolve().parent / "data"
-VENV_BIN = Path(sys.executable).parent
-MODEL = "qwen2.5-coder-0.5b-instruct"
-HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench"}
 CONFIGS = {
     "t1": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0},  # the Messages API's default
     "llama": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05},  # llama.cpp's defaults
@@ -78,26 +73,6 @@ def first_tool_call(base: str, body: dict[str, Any]) -> dict | None:
     return None
 
 
-def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = 21000 + os.getpid() % 10000
-    argv = [str(VENV_BIN / "lmdock"), "serve", "--port", str(port), "--threads", "2", "--ctx-size", "32768"]
-    proc = subprocess.Popen(
-        argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "LMDOCK_HOME": str(home)}
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/health", timeout=2).json().get("loaded"):
-                return proc, base
-        except (httpx.HTTPError, ValueError):
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    proc.terminate()
-    sys.exit(f"lmdock serve did not start; see {log}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=5)
@@ -108,10 +83,11 @@ def main() -> None:
     req = json.loads((DATA / "claude_first_alpha.json").read_text())["request"]
     with tempfile.TemporaryDirectory(prefix="lmdock-sampling-") as tmp:
         home = args.home or Path(tmp) / "home"
-        proc = None
+        server = None
         base = args.base_url
         if base is None:
-            proc, base = start_server(home, Path(tmp) / "server.log")
+            server = lmdock_server(home, Path(tmp) / "server.log")
+            base = server.base_url
         preset = home / "presets" / f"{MODEL}.json"
         preset.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -138,9 +114,8 @@ def main() -> None:
                 print(f"{config}: {right}/{total} right, {seconds:.1f} s per answer", flush=True)
         finally:
             preset.unlink(missing_ok=True)
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=60)
+            if server is not None:
+                server.stop()
     print("\n| defaults | settings | right first tool call | s / answer |\n|---|---|---|---|")
     for config, right, total, seconds in table:
         print(f"| {config} | {json.dumps(CONFIGS[config])} | {right}/{total} | {seconds:.1f} |")

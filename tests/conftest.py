@@ -1,4 +1,6 @@
-"""Shared test helpers: where the default model lives, and a real `lmdock serve` process."""
+"""The test fixtures every tier shares: where the default model lives, a real `lmdock serve` process
+(`start_server` -> `Server`), the official SDKs and the CLI pointed at it, and the session's shared
+server and its strict Anthropic client (`server`, `client`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from lmdock.core.config import default_models_dir
@@ -19,6 +23,7 @@ from lmdock.models.default_model import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = default_model_path(default_models_dir())
+LMDOCK = [sys.executable, "-m", "lmdock.cli.main"]  # this checkout's CLI, through the test's Python
 
 
 def free_port() -> int:
@@ -38,6 +43,44 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def anthropic(
+        self, *, api_key: str = "unused", timeout: float = 300, strict: bool = True
+    ) -> anthropic.Anthropic:
+        """The official Anthropic SDK; `strict` validates every response against the SDK's own types."""
+        return anthropic.Anthropic(
+            base_url=self.base_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=timeout,
+            _strict_response_validation=strict,
+        )
+
+    def openai(self, *, api_key: str = "unused", timeout: float = 300, strict: bool = True) -> openai.OpenAI:
+        """The official OpenAI SDK on /v1; `strict` as for `anthropic`."""
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1",
+            api_key=api_key,
+            max_retries=0,
+            timeout=timeout,
+            _strict_response_validation=strict,
+        )
+
+    def cli(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """`lmdock ARGS --port PORT` against this server (output captured, wide enough for its tables)."""
+        return subprocess.run(
+            [*LMDOCK, *args, "--port", str(self.port)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "COLUMNS": "250", **(env or {})},
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -70,7 +113,7 @@ def start_server(
         "LMDOCK_PING_INTERVAL": "1",
         **(env or {}),
     }
-    cmd = [sys.executable, "-m", "lmdock.cli.main", "serve", "--port", str(port), "--threads", "2", *args]
+    cmd = [*LMDOCK, "serve", "--port", str(port), "--threads", "2", *args]
     if "--cache-dir" not in args:
         cmd += ["--cache-dir", str(tmp / "cache")]
     if "--ctx-size" not in args:
@@ -104,3 +147,9 @@ def server(tmp_path_factory) -> Server:
     srv = start_server(tmp_path_factory.mktemp("server"))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> anthropic.Anthropic:
+    """The official SDK on the shared server, validating every response strictly against its own types."""
+    return server.anthropic()

@@ -29,7 +29,7 @@ from lmdock.core.errors import LmdockError
 from lmdock.engine.proxy import rss_bytes
 from lmdock.http.errors import error_from_exception, error_response, kind_for_status
 from lmdock.http.metrics import metrics_response
-from lmdock.http.middleware import BodyTooLarge, HostPolicy, RequestContext
+from lmdock.http.middleware import HostPolicy, RequestContext
 from lmdock.http.web import router as web_router
 from lmdock.models.download_jobs import DownloadJobs
 from lmdock.models.manager import ModelManager
@@ -101,7 +101,8 @@ def create_app(settings: Settings, manager: ModelManager | None = None, *, prelo
             "workers": {key: m.engine.report() for key, m in manager.loaded.items()},
             "server_rss_bytes": rss_bytes(os.getpid()),
             "failed": dict(manager.failed),
-            "upstreams": {u.key: u.status() for u in manager.upstreams},
+            # /health needs no key: with one, where the upstream nodes live is not its to tell
+            "upstreams": {u.key: u.status(urls=not settings.api_keys) for u in manager.upstreams},
         }
 
     @app.api_route("/api/hello", methods=["GET", "HEAD"])
@@ -149,10 +150,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
         return error_response(request, 400, "invalid_request_error", f"{loc}: {first.get('msg')}".strip(": "))
-
-    @app.exception_handler(BodyTooLarge)
-    async def on_too_large(request: Request, exc: BodyTooLarge):
-        return error_response(request, 413, "request_too_large", str(exc))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception):

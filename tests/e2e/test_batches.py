@@ -6,7 +6,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,16 +23,6 @@ WEATHER = {
     "description": "Current weather for a city.",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-def _sdk(server: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=server.base_url,
-        api_key="unused",
-        max_retries=0,
-        _strict_response_validation=True,
-        timeout=300,
-    )
 
 
 def _ask(text: str, max_tokens: int = 8, **extra) -> dict:
@@ -184,7 +173,7 @@ def test_a_killed_server_resumes_its_batch_without_losing_or_repeating_results(t
     db = tmp_path / "home" / "lmdock.db"
     first = start_server(tmp_path, "--parallel", "2")
     try:
-        batch = _sdk(first).messages.batches.create(requests=requests)
+        batch = first.anthropic().messages.batches.create(requests=requests)
         deadline = time.monotonic() + 600
         while len(_committed(db)) < 3:
             assert time.monotonic() < deadline, "no results were committed"
@@ -198,7 +187,7 @@ def test_a_killed_server_resumes_its_batch_without_losing_or_repeating_results(t
 
     second = start_server(tmp_path, "--parallel", "2")
     try:
-        client = _sdk(second)
+        client = second.anthropic()
         ended = _wait_ended(client, batch.id)
         assert ended.request_counts.succeeded == len(requests)
         results = _results(client, batch.id)
@@ -215,15 +204,8 @@ def test_a_killed_server_resumes_its_batch_without_losing_or_repeating_results(t
 
 
 def test_cli_follows_a_batch_and_prints_its_results(server: Server, client: anthropic.Anthropic):
-    port = server.base_url.rsplit(":", 1)[1]
-
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "lmdock.cli.main", "batch", *args, "--port", port],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return server.cli("batch", *args)
 
     requests = [{"custom_id": f"c-{i}", "params": _ask(f"Say {i}.")} for i in range(3)]
     batch = client.messages.batches.create(requests=requests)
@@ -254,7 +236,7 @@ def test_interactive_requests_go_ahead_of_batch_work(tmp_path):
     server = start_server(tmp_path, "--parallel", "1", "--batch-slots", "1")
     db = tmp_path / "home" / "lmdock.db"
     try:
-        client = _sdk(server)
+        client = server.anthropic()
         params = {
             "model": MODEL,
             "max_tokens": 120,

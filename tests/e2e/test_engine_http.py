@@ -66,7 +66,7 @@ def test_prompt_prefix_persists_across_a_restart(tmp_path):
     params = dict(model="default", max_tokens=4, system=system, extra_body={"temperature": 0})
     first = start_server(tmp_path, "--cache-dir", str(tmp_path / "kv"))
     try:
-        c = anthropic.Anthropic(base_url=first.base_url, api_key="x", max_retries=0)
+        c = first.anthropic(strict=False, timeout=600)
         cold = c.messages.create(
             messages=[{"role": "user", "content": "Which shelf holds volume 9?"}], **params
         )
@@ -75,7 +75,7 @@ def test_prompt_prefix_persists_across_a_restart(tmp_path):
         first.stop()
     second = start_server(tmp_path, "--cache-dir", str(tmp_path / "kv"))
     try:
-        c = anthropic.Anthropic(base_url=second.base_url, api_key="x", max_retries=0)
+        c = second.anthropic(strict=False, timeout=600)
         warm = c.messages.create(
             messages=[{"role": "user", "content": "Which shelf holds volume 12?"}], **params
         )

@@ -87,7 +87,7 @@ def test_auth_rejects_missing_or_wrong_keys(auth_server: Server, headers):
 
 
 def test_auth_sdk_raises_authentication_error(auth_server: Server):
-    c = anthropic.Anthropic(base_url=auth_server.base_url, api_key="bad", max_retries=0)
+    c = auth_server.anthropic(api_key="bad", strict=False, timeout=600)
     with pytest.raises(anthropic.AuthenticationError):
         c.messages.create(model="default", max_tokens=2, messages=HI)
 

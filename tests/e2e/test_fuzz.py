@@ -1,4 +1,5 @@
-"""Property-based fuzzing of every POST route against a real server (issue 10).
+"""Property-based fuzzing of every POST route against a real server (issues 10 and 22), and of the web
+app's static routes.
 
 Hypothesis mutates valid bodies — wrong types at every path, deletions, insertions, huge and deep
 values, lone surrogates, forged control tokens, unknown block types — and sends them. Whatever comes
@@ -15,6 +16,7 @@ import json
 import os
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -119,6 +121,37 @@ EMBEDDING_BODY = {"model": "default", "input": ["hello", "world"], "encoding_for
 LOAD_BODY = {"model": MODEL_KEY, "estimate_only": True, "config": {"context_length": 4096}}
 UNLOAD_BODY = {"model": "no-such-model"}
 DOWNLOAD_BODY = {"model": "acme/Some-GGUF", "quantization": "Q4_K_M"}
+FUNCTION = {"type": "function", "name": "get_weather", "parameters": TOOL["input_schema"]}
+RESPONSES_BODY = {
+    "model": "default",
+    "max_output_tokens": 1,
+    "instructions": "Be brief.",
+    "tools": [FUNCTION, {"type": "namespace", "name": "ns", "description": "d", "tools": [FUNCTION]}],
+    "tool_choice": "auto",
+    "reasoning": {"effort": "low", "summary": "auto"},
+    "text": {"format": {"type": "text"}},
+    "stop": ["\n\n"],
+    "include": ["message.output_text.logprobs"],
+    "top_logprobs": 2,
+    "store": False,
+    "input": [
+        {"role": "developer", "content": "Use tools."},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "call it"}], "content": []},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+    ],
+}
+BATCH_BODY = {
+    "requests": [
+        {"custom_id": "a", "params": MESSAGES_BODY},
+        {
+            "custom_id": "b",
+            "params": {"model": "default", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+        },
+    ]
+}
 
 FIELD_NAMES = [
     "type",
@@ -219,7 +252,11 @@ def _tame(path: str, body: Any) -> Any:
     """Keep valid mutations cheap and harmless: one token, no model reloads, no real unloads."""
     if not isinstance(body, dict):
         return body
-    for key in ("max_tokens", "max_completion_tokens"):
+    if path.endswith("/batches") and isinstance(body.get("requests"), list):
+        for item in body["requests"]:
+            if isinstance(item, dict) and isinstance(item.get("params"), dict):
+                _tame("/v1/messages", item["params"])
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 1:
             body[key] = 1
@@ -262,14 +299,16 @@ def http(fuzz_server: Server):
 
 
 ROUTES = [
-    ("/v1/messages", MESSAGES_BODY, 0.25),
-    ("/v1/messages/count_tokens", COUNT_BODY, 0.15),
-    ("/v1/chat/completions", CHAT_BODY, 0.25),
-    ("/v1/completions", COMPLETION_BODY, 0.12),
-    ("/v1/embeddings", EMBEDDING_BODY, 0.1),
-    ("/api/v1/models/load", LOAD_BODY, 0.05),
-    ("/api/v1/models/unload", UNLOAD_BODY, 0.04),
-    ("/api/v1/models/download", DOWNLOAD_BODY, 0.04),
+    ("/v1/messages", MESSAGES_BODY, 0.22),
+    ("/v1/messages/count_tokens", COUNT_BODY, 0.12),
+    ("/v1/chat/completions", CHAT_BODY, 0.2),
+    ("/v1/completions", COMPLETION_BODY, 0.1),
+    ("/v1/embeddings", EMBEDDING_BODY, 0.08),
+    ("/api/v1/models/load", LOAD_BODY, 0.04),
+    ("/api/v1/models/unload", UNLOAD_BODY, 0.03),
+    ("/api/v1/models/download", DOWNLOAD_BODY, 0.03),
+    ("/v1/responses", RESPONSES_BODY, 0.12),
+    ("/v1/messages/batches", BATCH_BODY, 0.06),
 ]
 
 
@@ -292,6 +331,47 @@ def test_fuzz_route(http: httpx.Client, path: str, base: dict, share: float):
         _check(path, body, r, text)
 
     run()
+
+
+ASSET_NAMES = st.one_of(
+    st.text(max_size=300),
+    st.builds(lambda c, n: c * n, st.sampled_from(["a", ".", "-", "é", "%", "/"]), st.integers(1, 5000)),
+    st.sampled_from(["", ".", "..", "../index.html", "%2e%2e%2f", "index.html", "\x00", "a" * 255]),
+)
+
+
+@pytest.mark.parametrize("prefix", ["/_app/", "/"])
+def test_fuzz_static_routes(http: httpx.Client, prefix: str):
+    """Any name under the web app's routes is a file it built or a 404, never a 5xx."""
+
+    @settings(
+        max_examples=max(10, TOTAL // 20),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(name=ASSET_NAMES, method=st.sampled_from(["GET", "HEAD"]))
+    def run(name: str, method: str):
+        r = http.request(method, prefix + quote(name, safe=""))
+        assert r.status_code < 500, (r.status_code, name[:100], r.text[:300])
+        assert "Traceback" not in r.text
+
+    run()
+
+
+def test_every_fuzzed_batch_request_ended_without_an_internal_error(http: httpx.Client):
+    """Per-request params are checked when the batch runs too: none may fail with a server error."""
+    batch_ids = [b["id"] for b in http.get("/v1/messages/batches", params={"limit": 1000}).json()["data"]]
+    assert batch_ids
+    deadline = time.monotonic() + 1800  # a bound for a broken build, not a timing assertion
+    for batch_id in batch_ids:
+        while http.get(f"/v1/messages/batches/{batch_id}").json()["processing_status"] != "ended":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        for line in http.get(f"/v1/messages/batches/{batch_id}/results").text.splitlines():
+            result = json.loads(line)["result"]
+            if result["type"] == "errored":
+                assert result["error"]["error"]["type"] != "api_error", result
 
 
 def test_server_is_healthy_after_the_fuzzing(http: httpx.Client):

@@ -11,9 +11,7 @@ import struct
 import time
 from pathlib import Path
 
-import anthropic
 import httpx
-import openai
 import pytest
 
 from lmdock.models.default_model import default_model_path
@@ -31,6 +29,9 @@ POST_ROUTES = [
     "/api/v1/models/load",
     "/api/v1/models/unload",
     "/api/v1/models/download",
+    "/v1/responses",
+    "/v1/responses/input_tokens",
+    "/v1/messages/batches",
 ]
 
 
@@ -87,7 +88,7 @@ def _error(r: httpx.Response, status: int) -> str:
     assert r.status_code == status, r.text
     body = r.json()
     assert "Traceback" not in r.text
-    if r.request.url.path.startswith(("/v1/chat/", "/v1/completions", "/v1/embeddings")):
+    if r.request.url.path.startswith(("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses")):
         assert set(body) == {"error"} and body["error"]["message"]
         return body["error"]["message"]
     assert body["type"] == "error" and body["error"]["message"] and body["request_id"]
@@ -102,7 +103,22 @@ def _chat(*messages) -> dict:
     return {"model": "default", "max_tokens": 1, "messages": [*HI, *messages]}
 
 
+def _responses(*items, **extra) -> dict:
+    return {
+        "model": "default",
+        "max_output_tokens": 1,
+        "input": [{"role": "user", "content": "hi"}, *items],
+        **extra,
+    }
+
+
+def _namespace(**fields) -> dict:
+    return _responses(tools=[{"type": "namespace", **fields}])
+
+
 DEEP = "[" * 5000 + "]" * 5000
+DEEP_OBJECT = '{"a": ' * 900 + "1" + "}" * 900
+CALL = {"type": "function_call", "call_id": "c1", "name": "f"}
 ISSUE_CASES = [
     (
         "/v1/messages",
@@ -165,6 +181,26 @@ ISSUE_CASES = [
         "stop_sequences: at most 4",
     ),
     ("/v1/embeddings", {"model": "default", "input": ["a"] * 5}, "input: at most 4"),
+    # issue 22: the Responses API's input shapes that were 500s (or refused only after generating)
+    ("/v1/responses", _responses({"type": "reasoning", "summary": 5}), "input.1.summary"),
+    ("/v1/responses", _responses({"type": "reasoning", "summary": [], "content": True}), "input.1.content"),
+    ("/v1/responses", _namespace(name="ns", tools=5), "tools.0.tools"),
+    ("/v1/responses", _namespace(tools=[]), "tools.0.name"),
+    ("/v1/responses", _namespace(name=5, tools=[]), "tools.0.name"),
+    ("/v1/responses", _responses({**CALL, "arguments": DEEP_OBJECT}), "input.1.arguments"),
+    ("/v1/responses", _responses({**CALL, "arguments": DEEP}), "input.1.arguments"),
+    ("/v1/responses", _responses(reasoning={"effort": "ultra"}), "reasoning.effort"),
+    ("/v1/responses", _responses(reasoning={"summary": "bogus"}), "reasoning.summary"),
+    ("/v1/responses/input_tokens", _responses(reasoning={"effort": "ultra"}), "reasoning.effort"),
+    (
+        "/v1/responses",
+        _responses(
+            {"role": "user", "content": "a", "id": "m1"}, {"role": "user", "content": "b", "id": "m1"}
+        ),
+        "input.2.id",
+    ),
+    ("/v1/responses", {**_responses(), "stop": ["a", "b", "c", "d", "e"]}, "stop: at most 4"),
+    ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": 5}]}, "requests.0.params"),
 ]
 
 
@@ -201,6 +237,11 @@ def test_unparsable_bodies_are_400_on_every_route(srv: Server, path, raw):
         ("/v1/chat/completions", _chat({"role": "user", "content": [{"type": "text", "text": "\ud800"}]})),
         ("/v1/completions", {"model": "default", "max_tokens": 1, "prompt": "x\ud800"}),
         ("/v1/embeddings", {"model": "default", "input": "x\ud800"}),
+        ("/v1/responses", _responses({"role": "user", "content": "\udc00"})),
+        (
+            "/v1/messages/batches",
+            {"requests": [{"custom_id": "s", "params": {**_messages({"type": "text", "text": "a\ud800"})}}]},
+        ),
     ],
 )
 def test_lone_surrogates_are_replaced_not_fatal(srv: Server, path, body):
@@ -268,7 +309,7 @@ def test_management_routes_need_the_admin_key_and_inference_does_not(srv: Server
     assert _post(srv, "/api/v1/models/load", body).status_code == 200
     r = httpx.post(srv.base_url + "/api/v1/models/load", json=body, headers={"x-api-key": ADMIN})
     assert r.status_code == 200
-    sdk = anthropic.Anthropic(base_url=srv.base_url, api_key="anything", max_retries=0)
+    sdk = srv.anthropic(api_key="anything", strict=False, timeout=600)
     assert sdk.messages.count_tokens(model="default", messages=HI).input_tokens > 0
 
 
@@ -277,7 +318,7 @@ def test_malformed_gguf_is_listed_as_unusable(srv: Server):
     assert native.status_code == 200
     bad = [m for m in native.json()["models"] if m["key"] == "bad"]
     assert bad and "nested" in bad[0]["error"]
-    listed = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0).models.list()
+    listed = srv.openai(api_key="x", strict=False, timeout=600).models.list()
     assert any(m.id == "bad" for m in listed.data)
     r = _post(srv, "/v1/messages", {**_messages({"type": "text", "text": "x"}), "model": "bad"})
     assert "nested" in _error(r, 400)
@@ -312,3 +353,49 @@ def test_streams_abandoned_before_the_response_free_their_sequences(srv: Server,
         time.sleep(0.5)
     r = _post(srv, "/v1/messages", {"model": "default", "max_tokens": 2, "messages": HI})
     assert r.status_code == 200 and r.json()["usage"]["output_tokens"] > 0
+
+
+def _deep_schema(levels: int) -> dict:
+    """A schema nested 2 * `levels` JSON levels deep."""
+    schema: dict = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def test_batch_requests_over_the_limits_are_errored_and_never_run(srv: Server):
+    """The same limits as /v1/messages (this server allows 4 stop sequences): each over-limit request
+    is an `errored` result naming its limit; the good one beside them runs."""
+    good = {"model": "default", "max_tokens": 1, "messages": HI}
+    bad = {
+        "stops": {**good, "stop_sequences": ["a", "b", "c", "d", "e"]},
+        "long-stop": {**good, "stop_sequences": ["x" * 300]},
+        "deep-schema": {**good, "tools": [{"name": "t", "input_schema": _deep_schema(35)}]},
+    }
+    requests = [{"custom_id": "good", "params": good}] + [
+        {"custom_id": k, "params": v} for k, v in bad.items()
+    ]
+    sdk = srv.anthropic()
+    batch = sdk.messages.batches.create(requests=requests)
+    deadline = time.monotonic() + 300  # a bound for a broken build, not a timing assertion
+    while sdk.messages.batches.retrieve(batch.id).processing_status != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    results = {r.custom_id: r.result for r in sdk.messages.batches.results(batch.id)}
+    assert results["good"].type == "succeeded"
+    needles = {
+        "stops": "stop_sequences: at most 4",
+        "long-stop": "stop_sequences.0: a stop sequence may have at most 256",
+        "deep-schema": "tools.0.input_schema: schema too complex",
+    }
+    for custom_id, needle in needles.items():
+        result = results[custom_id]
+        assert result.type == "errored", (custom_id, result)
+        assert result.error.error.message.startswith(needle), result.error.error.message
+
+
+@pytest.mark.parametrize("name", ["a" * 256, "b" * 300 + ".js", "c" * 5000], ids=len)
+def test_static_routes_answer_long_names_with_404(srv: Server, name: str):
+    for method in ("GET", "HEAD"):
+        r = httpx.request(method, f"{srv.base_url}/_app/{name}")
+        assert r.status_code == 404, r.text

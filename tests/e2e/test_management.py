@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -71,7 +69,7 @@ def mgmt(tmp_path_factory, store: Path, hub: FakeHub) -> Server:
 
 @pytest.fixture(scope="module")
 def oai(mgmt: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=mgmt.base_url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    return mgmt.openai(strict=False)
 
 
 def _models(server: Server) -> dict[str, dict]:
@@ -80,16 +78,6 @@ def _models(server: Server) -> dict[str, dict]:
 
 def _state(server: Server) -> dict[str, str]:
     return {key: m["state"] for key, m in _models(server).items()}
-
-
-def lmdock(server: Server, *args: str) -> subprocess.CompletedProcess:
-    port = server.base_url.rsplit(":", 1)[1]
-    return subprocess.run(
-        [sys.executable, "-m", "lmdock.cli.main", *args, "--port", port],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_list_shows_every_model_with_metadata_and_state(mgmt: Server):
@@ -135,10 +123,10 @@ def test_request_ttl_unloads_an_idle_jit_model(mgmt: Server, oai: openai.OpenAI)
 
 
 def test_load_reload_and_unload_from_the_cli(mgmt: Server):
-    done = lmdock(mgmt, "load", SECOND, "--context-length", "1024", "--parallel", "2")
+    done = mgmt.cli("load", SECOND, "--context-length", "1024", "--parallel", "2")
     assert done.returncode == 0, done.stderr
     assert "Loaded second-model (context 1024, parallel 2)" in done.stdout
-    ps = lmdock(mgmt, "ps")
+    ps = mgmt.cli("ps")
     assert SECOND in ps.stdout and "1024" in ps.stdout
     r = httpx.post(
         f"{mgmt.base_url}/api/v1/models/load",
@@ -147,10 +135,10 @@ def test_load_reload_and_unload_from_the_cli(mgmt: Server):
     )
     assert r.status_code == 200 and r.json()["config"]["context_length"] == 2048  # reloaded to match
     assert r.json()["config"]["ttl_seconds"] is None  # an explicit load never expires
-    assert lmdock(mgmt, "unload", SECOND).returncode == 0
-    again = lmdock(mgmt, "unload", SECOND)
+    assert mgmt.cli("unload", SECOND).returncode == 0
+    again = mgmt.cli("unload", SECOND)
     assert again.returncode == 1 and "not loaded" in again.stderr and "Traceback" not in again.stderr
-    estimate = lmdock(mgmt, "load", QWEN, "--estimate-only", "-c", "4096")
+    estimate = mgmt.cli("load", QWEN, "--estimate-only", "-c", "4096")
     assert estimate.returncode == 0 and "KV cache 50.3 MB" in estimate.stdout
     assert _state(mgmt)[QWEN] == "not-loaded"
 
@@ -166,7 +154,7 @@ def test_path_like_names_are_refused(mgmt: Server, name: str):
 def test_a_broken_model_fails_cleanly_and_the_server_keeps_serving(mgmt: Server, oai: openai.OpenAI):
     r = httpx.post(f"{mgmt.base_url}/api/v1/models/load", json={"model": "broken"}, timeout=120)
     assert r.status_code == 400 and "truncated" in r.json()["error"]["message"]
-    cli = lmdock(mgmt, "load", "broken")
+    cli = mgmt.cli("load", "broken")
     assert cli.returncode == 1 and "truncated" in cli.stderr and "Traceback" not in cli.stderr
     with pytest.raises(openai.BadRequestError, match="broken"):
         oai.chat.completions.create(model="broken", messages=HI, max_tokens=3)

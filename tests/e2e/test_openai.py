@@ -33,19 +33,13 @@ ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris right n
 def lenient(server: Server) -> openai.OpenAI:
     """Without strict validation: completion stream chunks carry `finish_reason: null` (as OpenAI's
     do), which the SDK's type does not allow, and base64 embeddings are strings until the SDK decodes them."""
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    return server.openai(strict=False)
 
 
 @pytest.fixture(scope="module")
 def oai(server: Server) -> openai.OpenAI:
     """The official SDK, validating every non-streamed response strictly against its own types."""
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=300,
-        _strict_response_validation=True,
-    )
+    return server.openai()
 
 
 def test_models_list_parses(oai: openai.OpenAI):

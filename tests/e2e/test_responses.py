@@ -26,19 +26,9 @@ WEATHER = {
 LOGPROBS = {"include": ["message.output_text.logprobs"], "top_logprobs": 3}
 
 
-def _client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.base_url + "/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=300,
-        _strict_response_validation=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def oai(server: Server) -> openai.OpenAI:
-    return _client(server)
+    return server.openai()
 
 
 def _shape(value):
@@ -312,14 +302,14 @@ def test_state_survives_a_restart_and_truncation(tmp_path):
     args = ("--ctx-size", "2048")
     first = start_server(tmp_path, *args)
     try:
-        r = _client(first).responses.create(
+        r = first.openai().responses.create(
             model=MODEL, input="My name is Ada. Remember it.", max_output_tokens=30, **GREEDY
         )
     finally:
         first.stop()
     second = start_server(tmp_path, *args)
     try:
-        client = _client(second)
+        client = second.openai()
         assert client.responses.retrieve(r.id).output_text == r.output_text
         follow = client.responses.create(
             model=MODEL, previous_response_id=r.id, input="What is my name?", max_output_tokens=20, **GREEDY

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 
 import anthropic
 import httpx
-import openai
 
 from lmdock.core.request import BUILTIN_SAMPLING
 from tests.conftest import Server
@@ -76,7 +75,7 @@ def test_unset_fields_use_the_model_defaults_and_explicit_ones_win(
             model=QWEN, max_tokens=4, messages=messages, extra_body={"temperature": 0, "top_k": 5}
         )  # this SDK has no temperature parameter any more; the Messages API still takes it
         explicit = _entry(entries, "/v1/messages")["sampling"]
-        oai = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+        oai = server.openai(strict=False, timeout=600)
         oai.chat.completions.create(model=QWEN, max_tokens=4, messages=messages, top_p=0.5)
         chat = _entry(entries, "/v1/chat/completions")["sampling"]
     assert {k: unset[k] for k in FIELDS} == {k: getattr(BUILTIN_SAMPLING, k) for k in FIELDS}

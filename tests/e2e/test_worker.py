@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,16 +31,6 @@ GREEDY = {
 LONG = [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]
 
 
-def _client(server: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=server.base_url,
-        api_key="unused",
-        max_retries=0,
-        timeout=300,
-        _strict_response_validation=True,
-    )
-
-
 def _health(server: Server) -> dict:
     return httpx.get(f"{server.base_url}/health", timeout=30).json()
 
@@ -58,17 +46,6 @@ def _wait(predicate, timeout: float = 180.0, what: str = "condition") -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _lmdock(server: Server, *args: str) -> subprocess.CompletedProcess:
-    port = server.base_url.rsplit(":", 1)[1]
-    return subprocess.run(
-        [sys.executable, "-m", "lmdock.cli.main", *args, "--port", port],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "250"},
-    )
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -117,7 +94,7 @@ def _start_load(client: anthropic.Anthropic, n_streams: int, n_json: int, max_to
 def test_a_worker_crash_ends_every_request_with_an_error_and_the_model_restarts(
     crashy: Server, sig: signal.Signals
 ):
-    client = _client(crashy)
+    client = crashy.anthropic()
     before = client.messages.create(**GREEDY).content[0].text
     worker = _health(crashy)["workers"][QWEN]
     threads, results, first = _start_load(client, n_streams=4, n_json=2, max_tokens=1000)
@@ -142,13 +119,13 @@ def test_a_worker_crash_ends_every_request_with_an_error_and_the_model_restarts(
     assert health["pid"] != worker["pid"] and health["status"] == "ready"
     instance = _models(crashy)[QWEN]["loaded_instances"][0]
     assert instance["worker"]["crashes"] == health["crashes"]
-    ps = _lmdock(crashy, "ps")
+    ps = crashy.cli("ps")
     assert ps.returncode == 0 and sig.name in ps.stdout, ps.stdout + ps.stderr
     assert crashy.proc.poll() is None
 
 
 def test_unload_lets_streams_in_flight_finish(crashy: Server):
-    client = _client(crashy)
+    client = crashy.anthropic()
     threads, results, first = _start_load(client, n_streams=4, n_json=0, max_tokens=48)
     for ev in first:
         assert ev.wait(300)
@@ -199,7 +176,7 @@ def test_unload_past_the_grace_period_ends_streams_with_an_error_event(tmp_path:
             assert status == 200
             assert "event: error" in text and "was unloaded before this request finished" in text, text[-500:]
         assert srv.proc.poll() is None
-        assert _client(srv).messages.create(**GREEDY).content
+        assert srv.anthropic().messages.create(**GREEDY).content
     finally:
         srv.stop()
 
@@ -215,7 +192,7 @@ def test_a_model_that_crashes_on_its_first_decode_is_marked_failed(tmp_path: Pat
         env={"LMDOCK_MODELS_DIR": str(models), "LMDOCK_TEST_CRASH": f"first_decode@{SECOND}"},
     )
     try:
-        client = _client(srv)
+        client = srv.anthropic()
         with pytest.raises(anthropic.InternalServerError) as failed:
             client.messages.create(model=SECOND, max_tokens=8, messages=LONG)
         assert "SIGSEGV" in str(failed.value) and SECOND in str(failed.value)
@@ -243,7 +220,7 @@ def test_the_cpu_self_check_falls_back_from_extra_buffer_types_and_remembers(tmp
         assert "SIGSEGV" in backend["repack_decision"]["reason"]
         assert not any("REPACK" in name or "AMX" in name for name in backend["buffer_types"])
         assert "CPU self-check" in srv.log()
-        assert _client(srv).messages.create(**GREEDY).content
+        assert srv.anthropic().messages.create(**GREEDY).content
     finally:
         srv.stop()
     verdicts = json.loads((tmp_path / "home" / "cpu-check.json").read_text())
@@ -254,6 +231,6 @@ def test_the_cpu_self_check_falls_back_from_extra_buffer_types_and_remembers(tmp
         assert backend["extra_buffer_types"] is False
         assert backend["repack_decision"]["source"] == "remembered"
         assert "CPU self-check" not in again.log()  # no second probe
-        assert _client(again).messages.create(**GREEDY).content
+        assert again.anthropic().messages.create(**GREEDY).content
     finally:
         again.stop()

@@ -10,6 +10,7 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 
 from lmdock.api.anthropic.batches.schema import validate_create
 from lmdock.api.anthropic.batches.store import EXPIRY_SECONDS, BatchNotFound, BatchStore, batch_object
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest, ModelNotFound
 from lmdock.core.owner import ANONYMOUS as ANYONE
 from lmdock.storage import Database
@@ -40,7 +41,7 @@ def store(tmp_path) -> BatchStore:
 
 
 def _create(store: BatchStore, requests: list[dict]) -> str:
-    return store.create(validate_create({"requests": requests}, _resolve))
+    return store.create(validate_create({"requests": requests}, _resolve, RequestLimits()))
 
 
 def _ok(store: BatchStore, row, idx: int) -> bool:
@@ -123,7 +124,7 @@ def test_create_validates_each_request_and_stores_errors(store):
 )
 def test_a_malformed_batch_is_rejected_whole(body, message):
     with pytest.raises(InvalidRequest) as err:
-        validate_create(body, _resolve)
+        validate_create(body, _resolve, RequestLimits())
     assert err.value.message.startswith(message)
 
 
@@ -282,10 +283,12 @@ def test_a_batch_belongs_to_the_key_that_created_it(store):
 
     alice, bob, admin = Principal("alice"), Principal("bob"), Principal("root", admin=True)
     mine = store.create(
-        validate_create({"requests": [{"custom_id": "a", "params": _params()}]}, _resolve), "alice"
+        validate_create({"requests": [{"custom_id": "a", "params": _params()}]}, _resolve, RequestLimits()),
+        "alice",
     )
     theirs = store.create(
-        validate_create({"requests": [{"custom_id": "b", "params": _params()}]}, _resolve), "bob"
+        validate_create({"requests": [{"custom_id": "b", "params": _params()}]}, _resolve, RequestLimits()),
+        "bob",
     )
     assert store.get(mine, alice)["id"] == mine
     for call in (store.get, store.cancel, store.delete):

@@ -20,6 +20,8 @@ WEATHER = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
 ITEMS = TypeAdapter(list[ResponseItem])
+DEEP_900 = '{"a": ' * 900 + "1" + "}" * 900
+DEEP_5000 = "[" * 5000 + "]" * 5000
 
 
 def _params(**body) -> ResponseCreateParams:
@@ -102,6 +104,36 @@ def test_normalized_items_are_valid_response_items():
         ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
         ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
         ({"input": []}, "input"),
+        # issue 22: each of these was a 500 (or refused only after the generation ran)
+        ({"input": [{"type": "reasoning", "summary": 5}]}, "input.0.summary"),
+        ({"input": [{"type": "reasoning", "summary": [], "content": True}]}, "input.0.content"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": "ns", "tools": 5}]}, "tools.0.tools"),
+        ({"input": "hi", "tools": [{"type": "namespace", "tools": [WEATHER]}]}, "tools.0.name"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": 5, "tools": [WEATHER]}]}, "tools.0.name"),
+        (
+            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": DEEP_900}]},
+            "input.0.arguments",
+        ),
+        (
+            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": DEEP_5000}]},
+            "input.0.arguments",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": ["input_text"], "text": "x"}]}]},
+            "input.0.content.0.type",
+        ),
+        ({"input": [{"role": "user", "content": [{"type": {}, "text": "x"}]}]}, "input.0.content.0.type"),
+        ({"input": "hi", "reasoning": {"effort": "ultra"}}, "reasoning.effort"),
+        ({"input": "hi", "reasoning": {"summary": "bogus"}}, "reasoning.summary"),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "a", "id": "m1"},
+                    {"role": "user", "content": "b", "id": "m1"},
+                ]
+            },
+            "input.1.id",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(body, param):
@@ -220,3 +252,17 @@ def test_namespace_tools_are_function_tools_and_calls_name_their_namespace():
         enc.feed(event)
     final = Response.model_validate(enc.response().model_dump(mode="json", exclude_unset=True, by_alias=True))
     assert final.output[0].namespace == "multi_agent_v1" and final.tools[1].type == "namespace"
+
+
+def test_a_tool_output_part_without_a_string_type_reads_as_nothing():
+    items = normalize_input(
+        [
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {
+                "type": "function_call_output",
+                "call_id": "c1",
+                "output": [{"type": {"a": 1}}, {"type": "input_text", "text": "ok"}],
+            },
+        ]
+    )
+    assert _req(input=items).messages[-1].content == "ok"

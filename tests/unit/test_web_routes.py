@@ -48,7 +48,16 @@ def test_index_and_assets(built: Path):
 
 
 @pytest.mark.parametrize(
-    "path", ["/_app/../secret.txt", "/_app/%2e%2e%2fsecret.txt", "/_app/.hidden", "/_app/nope.js"]
+    "path",
+    [
+        "/_app/../secret.txt",
+        "/_app/%2e%2e%2fsecret.txt",
+        "/_app/.hidden",
+        "/_app/nope.js",
+        "/_app/" + "a" * 256,  # longer than a file name may be (was a 500: ENAMETOOLONG)
+        "/_app/" + "b" * 5000 + ".js",
+    ],
+    ids=lambda path: path[:40],
 )
 def test_only_built_assets_are_served(built: Path, path: str):
     assert _client().get(path).status_code == 404

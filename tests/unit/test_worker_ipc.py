@@ -53,14 +53,6 @@ def test_exit_descriptions_name_the_signal():
     assert describe_exit(70) == "exited with status 70"
 
 
-@pytest.mark.parametrize(
-    ("flag", "env", "want"), [(True, "0", True), (None, "off", False), (None, "1", True)]
-)
-def test_repack_can_be_forced(monkeypatch, flag, env, want):
-    monkeypatch.setenv("LMDOCK_REPACK", env)
-    assert cpu_check.forced_repack(flag) is want
-
-
 def _fake_probes(monkeypatch, outcomes: dict[bool, int]) -> list[bool]:
     calls: list[bool] = []
 

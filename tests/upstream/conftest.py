@@ -1,5 +1,5 @@
 """Real upstream nodes for the upstream tests: llama-server processes built from the llama.cpp vendored in
-llama-cpp-python (bench/_servers.py builds it once into ~/.cache/lmdock-bench; several minutes on 2 cores
+llama-cpp-python (bench/_common.py builds it once into ~/.cache/lmdock-bench; several minutes on 2 cores
 the first time), and `lmdock serve` in front of them.
 
 The `server` and `client` fixtures here replace the ones the project's own e2e tests use, so those tests,
@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import fcntl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
 import pytest
 
 from tests.conftest import DEFAULT_MODEL, REPO, Server, start_server
+from tests.upstream.fake_upstream import FakeUpstream
 
 sys.path.insert(0, str(REPO / "bench"))
-import _servers  # noqa: E402
+import _common  # noqa: E402
 
 NAME = "qwen2.5-coder-0.5b-instruct"  # the name the shared e2e tests ask for
 RAW = "qwen-raw"
@@ -26,21 +28,21 @@ RAW = "qwen-raw"
 
 def llama_server_binary() -> Path:
     """The cached llama-server, built on first use (one build at a time across processes)."""
-    _servers.CACHE.mkdir(parents=True, exist_ok=True)
-    with open(_servers.CACHE / "build.lock", "w") as lock:
+    _common.CACHE.mkdir(parents=True, exist_ok=True)
+    with open(_common.CACHE / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _servers.build_llama_server()
+        return _common.build_llama_server()
 
 
-def start_node(tmp: Path, index: int) -> _servers.Server:
+def start_node(tmp: Path, index: int) -> _common.Server:
     if not DEFAULT_MODEL.is_file():
         pytest.fail(f"default model missing at {DEFAULT_MODEL}: run `make model`")
     llama_server_binary()
-    spec = _servers.ServerSpec("llama-server", ctx=8192, threads=2, parallel=2, extra=("--jinja",))
-    return _servers.Server(spec, tmp / f"llama-server-{index}.log").start(timeout=300)
+    spec = _common.ServerSpec("llama-server", ctx=8192, threads=2, parallel=2, extra=("--jinja",))
+    return _common.Server(spec, tmp / f"llama-server-{index}.log").start(timeout=300)
 
 
-def start_front(tmp: Path, nodes: list[_servers.Server]) -> Server:
+def start_front(tmp: Path, nodes: list[_common.Server]) -> Server:
     """lmdock with NAME (chat mode) and RAW (raw prompts) served by `nodes`."""
     home = tmp / "home"
     home.mkdir(exist_ok=True)
@@ -54,8 +56,16 @@ def start_front(tmp: Path, nodes: list[_servers.Server]) -> Server:
     )
 
 
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    """The misbehaving OpenAI-style upstream (tests/upstream/fake_upstream.py), one per test module."""
+    f = FakeUpstream().start()
+    yield f
+    f.close()
+
+
 @pytest.fixture(scope="session")
-def llama_nodes(tmp_path_factory) -> list[_servers.Server]:
+def llama_nodes(tmp_path_factory) -> list[_common.Server]:
     tmp = tmp_path_factory.mktemp("nodes")
     nodes = []
     try:
@@ -76,10 +86,4 @@ def server(tmp_path_factory, llama_nodes) -> Server:
 
 @pytest.fixture(scope="session")
 def client(server: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=server.base_url,
-        api_key="unused",
-        max_retries=0,
-        _strict_response_validation=True,
-        timeout=900,
-    )
+    return server.anthropic(timeout=900)  # two llama-server nodes behind one front: slow on 2 cores

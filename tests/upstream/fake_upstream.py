@@ -1,13 +1,17 @@
 """A tiny OpenAI-style upstream that misbehaves on purpose. The first path segment picks the behaviour,
 so one server is many upstreams: `http://127.0.0.1:PORT/hang` hangs, `/garbage` answers junk, etc.
-Every POST body (and its Authorization header) is kept for the test to inspect at `GET /<mode>/_requests`.
+Every POST body (and its Authorization header) is kept for the test to inspect at `GET /<mode>/_requests`;
+`GET /<mode>/_streams` says how many of its answers are still being written and how many bytes the
+hostile modes (endless bodies and streams) got out before their reader hung up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -30,12 +34,16 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None 
 
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}}
+FLOOD_LIMIT = 300 << 20  # what an endless body sends at most (the "256 MB error body" of issue 22)
 
 
 class FakeUpstream:
     def __init__(self) -> None:
         self.requests: dict[str, list[dict[str, Any]]] = {}
         self.stop = threading.Event()
+        self.open_streams: Counter[str] = Counter()  # answers still being written, per mode
+        self.sent: Counter[str] = Counter()  # bytes the endless answers wrote, per mode
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,10 +77,42 @@ class FakeUpstream:
                 self.wfile.flush()
                 self.close_connection = True
 
+            @contextlib.contextmanager
+            def _streaming(self, mode: str):
+                with fake._lock:
+                    fake.open_streams[mode] += 1
+                try:
+                    yield
+                except OSError:  # the reader hung up: what a well-behaved client of ours does
+                    pass
+                finally:
+                    with fake._lock:
+                        fake.open_streams[mode] -= 1
+
+            def _endless(self, mode: str, status: int, ctype: str, head: bytes, piece: bytes, pause=0.0):
+                """`head`, then `piece` again and again until the reader hangs up (or FLOOD_LIMIT)."""
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                with self._streaming(mode):
+                    self.wfile.write(head)
+                    while fake.sent[mode] < FLOOD_LIMIT and not fake.stop.is_set():
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        fake.sent[mode] += len(piece)
+                        if pause:
+                            time.sleep(pause)
+
             def do_GET(self) -> None:
                 mode, _, rest = self.path.strip("/").partition("/")
                 if rest == "_requests":
                     self._send(200, fake.requests.get(mode, []))
+                elif rest == "_streams":
+                    self._send(200, {"open": fake.open_streams[mode], "sent": fake.sent[mode]})
+                elif mode == "hugeprobe" and rest in ("v1/models", "props"):
+                    self._endless(mode, 200, "application/json", b'{"data": [', b"1," * 32768)
                 elif rest == "health":
                     self._send(200, {"status": "ok"})
                 elif rest == "v1/models":
@@ -157,6 +197,35 @@ class FakeUpstream:
 
             def mode_busy(self, body: dict) -> None:
                 self._send(503, {"error": {"message": "server busy"}}, headers={"retry-after": "7"})
+
+            # --- hostile: huge bodies, endless streams --------------------------------------------
+
+            def mode_hugeerror(self, body: dict) -> None:
+                self._endless("hugeerror", 500, "application/json", b'{"error": {"message": "', b"E" * 65536)
+
+            def mode_longerror(self, body: dict) -> None:  # under the body cap, with a 100 KB message
+                self._send(400, {"error": {"message": "L" * 100_000}})
+
+            def mode_hugejson(self, body: dict) -> None:
+                self._endless("hugejson", 200, "application/json", b'{"choices": ["', b"J" * 65536)
+
+            def mode_hugeline(self, body: dict) -> None:
+                head = b'data: {"choices": [{"index": 0, "delta": {"content": "'
+                self._endless("hugeline", 200, "text/event-stream", head, b"S" * 65536)
+
+            def mode_hugechunk(self, body: dict) -> None:  # 3 MB of text in one chunk, whatever max_tokens
+                self._sse([_chunk({"content": "C" * (3 << 20)}), _chunk({}, "stop")])
+
+            def mode_endless(self, body: dict) -> None:  # ignores max_tokens
+                piece = f"data: {json.dumps(_chunk({'content': 'tok '}))}\n\n".encode()
+                self._endless("endless", 200, "text/event-stream", b"", piece)
+
+            def mode_slow(self, body: dict) -> None:  # an endless stream at a token every 20 ms
+                piece = f"data: {json.dumps(_chunk({'content': 'tok '}))}\n\n".encode()
+                self._endless("slow", 200, "text/event-stream", b"", piece, pause=0.02)
+
+            def mode_hugeprobe(self, body: dict) -> None:
+                self.mode_ok(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

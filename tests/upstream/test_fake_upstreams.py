@@ -8,6 +8,7 @@ import time
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 from tests.conftest import DEFAULT_MODEL, Server, start_server
@@ -39,13 +40,6 @@ WEATHER = {
     },
 }
 TIME = {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}}}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    f = FakeUpstream().start()
-    yield f
-    f.close()
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +84,7 @@ def front(tmp_path_factory, fake: FakeUpstream) -> Server:
 
 @pytest.fixture(scope="module")
 def client(front: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=front.base_url, api_key="unused", max_retries=0, _strict_response_validation=True, timeout=60
-    )
+    return front.anthropic(timeout=60)
 
 
 def _requests(fake: FakeUpstream, mode: str) -> list[dict]:
@@ -278,3 +270,15 @@ def test_raw_prompts_render_and_count_with_a_local_gguf(client, fake):
     assert sent["prompt"].startswith("<|im_start|>system\nBe brief.<|im_end|>")
     assert sent["prompt"].endswith("<|im_start|>assistant\n")
     assert 10 < counted < 40
+
+
+def test_text_completions_pass_through_and_refuse_logprobs(front: Server, fake):
+    """/v1/completions on an upstream model: the prompt as-is; logprobs (which the translation cannot
+    carry) are a 400 naming the field, not a server error."""
+    oai = front.openai(timeout=60)
+    out = oai.completions.create(model="ok", prompt="Say hi", max_tokens=5)
+    assert out.choices[0].text == "Hello world"
+    got = httpx.get(f"{fake.base_url}/ok/_requests").json()
+    assert [r for r in got if r["_path"] == "v1/completions"][-1]["prompt"] == "Say hi"
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        oai.completions.create(model="ok", prompt="Say hi", max_tokens=5, logprobs=2)

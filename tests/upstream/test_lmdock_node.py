@@ -3,10 +3,6 @@ node, count_tokens is the node's own count, and `lmdock ps` shows the upstream m
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import anthropic
 import httpx
 import pytest
 
@@ -38,7 +34,7 @@ def pair(tmp_path_factory):
 
 def test_an_lmdock_node_is_detected_and_serves_tools_exactly(pair: tuple[Server, Server]):
     _, front = pair
-    client = anthropic.Anthropic(base_url=front.base_url, api_key="x", max_retries=0, timeout=300)
+    client = front.anthropic(strict=False)
     msg = client.messages.create(
         model="via-node",
         max_tokens=100,
@@ -52,20 +48,9 @@ def test_an_lmdock_node_is_detected_and_serves_tools_exactly(pair: tuple[Server,
     counted = client.messages.count_tokens(**params).input_tokens
     reply = client.messages.create(max_tokens=5, **params, extra_body={"temperature": 0.0})
     assert counted == reply.usage.input_tokens + (reply.usage.cache_read_input_tokens or 0)
-    port = front.base_url.rsplit(":", 1)[1]
-    ps = subprocess.run(
-        [sys.executable, "-m", "lmdock.cli.main", "ps", "--port", port],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ps = front.cli("ps", timeout=60)
     assert ps.returncode == 0 and "via-node" in ps.stdout and "upstream 1/1 up" in ps.stdout, ps.stdout
-    status = subprocess.run(
-        [sys.executable, "-m", "lmdock.cli.main", "status", "--port", port],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    status = front.cli("status", timeout=60)
     assert "Upstream: via-node (1/1 nodes up)" in status.stdout, status.stdout
     r = httpx.post(f"{front.base_url}/api/v1/models/load", json={"model": "via-node"}, timeout=30)
     assert r.status_code == 400 and "upstream" in r.json()["error"]["message"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lmdock.api.services import settings_of
 from lmdock.core import safejson
 from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest
@@ -15,8 +16,7 @@ from lmdock.core.request import ChatRequest
 
 
 def limits_of(request: Request) -> RequestLimits:
-    settings = getattr(request.app.state, "settings", None)
-    return getattr(settings, "limits", None) or RequestLimits()
+    return settings_of(request).limits
 
 
 def check_stops(stops: list[str], limits: RequestLimits, param: str) -> None:

@@ -10,8 +10,13 @@ from starlette.requests import Request
 from lmdock.core.owner import ANONYMOUS, Principal
 
 if TYPE_CHECKING:
+    from lmdock.core.config import Settings
     from lmdock.models.download_jobs import DownloadJobs
     from lmdock.models.manager import ModelManager
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
 
 
 def manager_of(request: Request) -> ModelManager:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated, Any, TypeVar, Union
+from collections.abc import Hashable
+from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, Discriminator, Tag, ValidationError
+from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
+from pydantic_core import CoreSchema, core_schema
 from starlette.requests import Request
 
 from lmdock.core import safejson
@@ -70,16 +72,23 @@ def validate_body(model: type[_M], body: Any) -> _M:
         raise invalid(err) from None
 
 
-def tagged(*models: type[BaseModel]) -> Any:
-    """A union of models chosen by their `type` literal (content blocks, sources, content parts). Any
-    other `type`, or none, selects the last model: the lenient catch-all (unknown block types are
-    accepted and ignored). Tags are class names, which `error_path` leaves out of field paths."""
-    by_type = {m.model_fields["type"].annotation.__args__[0]: m.__name__ for m in models[:-1]}
-    fallback = models[-1].__name__
+class ByType:
+    """Marks a union of models chosen by their `type` literal (content blocks, sources, content parts):
+    `Annotated[TextBlock | ImageBlock | UnknownBlock, BY_TYPE]`. Any other `type`, or none, selects the
+    last member: the lenient catch-all (unknown block types are accepted and ignored). Tags are class
+    names, which `error_path` leaves out of field paths."""
 
-    def tag(value: Any) -> str:
-        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return by_type.get(kind, fallback) if isinstance(kind, str) else fallback
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        members: tuple[type[BaseModel], ...] = get_args(source)
+        by_type = {get_args(m.model_fields["type"].annotation)[0]: m.__name__ for m in members[:-1]}
+        fallback = members[-1].__name__
 
-    members = tuple(Annotated[m, Tag(m.__name__)] for m in models)
-    return Annotated[Union[members], Discriminator(tag)]  # noqa: UP007 (a runtime tuple of members)
+        def tag(value: Any) -> str:
+            kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+            return by_type.get(kind, fallback) if isinstance(kind, str) else fallback
+
+        choices: dict[Hashable, CoreSchema] = {m.__name__: handler.generate_schema(m) for m in members}
+        return core_schema.tagged_union_schema(choices, tag)
+
+
+BY_TYPE = ByType()

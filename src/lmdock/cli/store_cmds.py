@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lmdock.cli.client import JsonOption, console, fail, human_bytes
 from lmdock.cli.progress import byte_progress
-from lmdock.core.config import default_models_dir
+from lmdock.core.config import default_models_dir, option
 from lmdock.core.errors import LmdockError
 from lmdock.models.capabilities import capabilities
 from lmdock.models.downloads import download_file, parse_spec, plan_download
@@ -20,7 +20,9 @@ from lmdock.models.store import record_for, scan
 
 ModelsDirOption = Annotated[
     Path | None,
-    typer.Option("--models-dir", envvar="LMDOCK_MODELS_DIR", help="Model store (default ~/.lmdock/models)."),
+    typer.Option(
+        "--models-dir", envvar=option("models_dir").env, help="Model store (default ~/.lmdock/models)."
+    ),
 ]
 
 _SHORT = {"trained_for_tool_use": "tools", "reasoning": "reasoning", "vision": "vision"}

@@ -1,7 +1,6 @@
 """Protocol-neutral request, event and error types shared by every layer."""
 
 from lmdock.core.errors import (
-    ContextWindowExceeded,
     DownloadFailed,
     InvalidRequest,
     LmdockError,
@@ -33,7 +32,6 @@ from lmdock.core.request import (
 
 __all__ = [
     "ChatRequest",
-    "ContextWindowExceeded",
     "Done",
     "DownloadFailed",
     "GenerationEvent",

@@ -1,4 +1,29 @@
-"""Every error lmdock raises on purpose; API layers map them to their protocol's envelope."""
+"""Every error lmdock raises on purpose; the HTTP layer maps each to its protocol's envelope from its
+`status` and `kind` (and `param`, the request field at fault). The tree, with where each class lives when
+not here (a unit test keeps this drawing and the classes the same):
+
+* LmdockError                     500 api_error
+  * InvalidRequest                400 invalid_request_error
+    * PromptTooLong                   the prompt alone does not fit the context (Claude Code's wording)
+    * TemplateError                   the chat template failed to render (chat/template.py)
+  * RequestTooLarge               413 request_too_large: a body over --max-body-bytes
+  * NotFound                      404 not_found_error
+    * ModelNotFound                   a model, repository, file or download job
+    * BatchNotFound                   a message batch (api/anthropic/batches/store.py)
+    * ResponseNotFound                a stored response (api/responses/routes.py)
+  * ModelLoadError                400 invalid_request_error: a file that cannot be loaded
+  * Overloaded                    529 overloaded_error, with retry_after
+  * ModelUnavailable              503 unloading or restarting: a retry will work
+  * EngineFailed                  503 the engine stopped after internal errors
+  * ModelFailed                   500 the worker crashed again while starting: load it again
+  * GenerationFailed              500 after the response started: a stream `error` event (chat/session.py)
+  * DownloadFailed                502 the hub could not be reached or sent something else
+  * UpstreamError                 502 an upstream engine's error or garbage (upstream/errors.py)
+    * BadStream                       not the SSE / JSON it should be
+  * UpstreamTimeout               504 timeout_error: no answer within the upstream's timeout
+  * InsufficientStorage           507 the disk is full: nothing of the request was written
+  * QuotaExceeded                 429 rate_limit_error: a byte quota is used up (413 for one item over it)
+"""
 
 from __future__ import annotations
 
@@ -29,13 +54,18 @@ class PromptTooLong(InvalidRequest):
         self.n_ctx = n_ctx
 
 
-class ContextWindowExceeded(InvalidRequest):
-    pass
+class RequestTooLarge(LmdockError):
+    status = 413
+    kind = "request_too_large"
 
 
-class ModelNotFound(LmdockError):
+class NotFound(LmdockError):
     status = 404
     kind = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    pass
 
 
 class ModelLoadError(LmdockError):

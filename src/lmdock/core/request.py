@@ -47,12 +47,15 @@ class Tool:
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
+ToolMode = Literal["auto", "any", "tool", "none"]
+
+
 @dataclass
 class ToolChoice:
     """How tools may be used: `auto` (model decides), `any` (at least one call), `tool` (exactly `name`),
     `none` (no calls). `parallel=False` allows at most one call."""
 
-    mode: Literal["auto", "any", "tool", "none"] = "auto"
+    mode: ToolMode = "auto"
     name: str | None = None
     parallel: bool = True
 

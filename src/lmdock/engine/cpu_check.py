@@ -85,18 +85,6 @@ def _write(path: Path, key: str, entry: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def forced_repack(flag: bool | None) -> bool | None:
-    """--repack / --no-repack, else LMDOCK_REPACK (1/0, true/false, on/off), else None."""
-    if flag is not None:
-        return flag
-    raw = os.environ.get("LMDOCK_REPACK", "").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    return None
-
-
 def decide_repack(
     model_path: Path,
     model_key: str,
@@ -107,9 +95,8 @@ def decide_repack(
 ) -> RepackVerdict:
     """Whether to load with extra buffer types; probes in a throwaway process the first time (blocking).
     The probe decodes with the KV cache the load will use (`kv`): the attention kernels differ per type."""
-    forced = forced_repack(flag)
-    if forced is not None:
-        return RepackVerdict(forced, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
+    if flag is not None:
+        return RepackVerdict(flag, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
     kv = kv or KvCacheConfig()
     key = machine_key(weight_type, kv)
     path = verdict_file()

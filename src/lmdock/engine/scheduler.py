@@ -122,13 +122,15 @@ class Scheduler:
         """The sequences, waiting or running, whose consumer went away (to be ended with `remove`)."""
         return [s for s in self.waiting if s.cancelled] + [s for s in self.running if s.cancelled]
 
-    def next_waiting(self) -> Sequence:
-        """The request admitted next: the most urgent class, first come first served within it."""
-        return min(self.waiting, key=lambda s: s.request.priority)
+    def next_waiting(self) -> Sequence | None:
+        """The request admitted next: the most urgent class, first come first served within it. A
+        sequence cancelled while queued is never admitted: it waits to be ended by `remove`."""
+        live = [s for s in self.waiting if not s.cancelled]
+        return min(live, key=lambda s: s.request.priority) if live else None
 
     def blocked_by(self) -> str | None:
-        """Why the head of the queue is not admitted now (None if it could be)."""
-        if not self.waiting:
+        """Why the head of the queue is not admitted now (None if it could be, or nothing waits)."""
+        if self.next_waiting() is None:
             return None
         if self.hold_admission and self.running:
             return "admission is held after a preemption until a running sequence finishes"
@@ -144,8 +146,7 @@ class Scheduler:
         admitted: list[tuple[Sequence, Claim]] = []
         if not self.running:
             self.hold_admission = False
-        while self.waiting and self.blocked_by() is None:
-            seq = self.next_waiting()
+        while (seq := self.next_waiting()) is not None and self.blocked_by() is None:
             claim = self._claim(seq)
             if claim is None:
                 break

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lmdock.core.errors import RequestTooLarge
 from lmdock.core.owner import ANONYMOUS, Principal, key_owner
 from lmdock.http.errors import error_response, new_request_id
 from lmdock.http.web import is_public_path
@@ -211,12 +212,7 @@ class RequestContext:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge(limit)
+                    raise RequestTooLarge(f"request body exceeds {limit} bytes")
             return message
 
         return wrapped
-
-
-class BodyTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body exceeds {limit} bytes")

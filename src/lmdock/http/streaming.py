@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -16,11 +15,6 @@ from starlette.types import Receive, Scope, Send
 from lmdock.core.errors import LmdockError
 
 T = TypeVar("T")
-
-
-def ping_interval() -> float:
-    """Seconds between keep-alive pings while nothing else is sent (Claude Code aborts after ~300 s)."""
-    return float(os.environ.get("LMDOCK_PING_INTERVAL", "10"))
 
 
 async def with_pings(events: AsyncIterator[T], interval: float) -> AsyncIterator[T | None]:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 WEBAPP_DIR = Path(__file__).resolve().parent / "webapp"
 ASSETS_PREFIX = "/_app/"
-_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # short enough for any file system
 
 # The page loads only its own bundles and talks only to this server; model output is rendered as
 # sanitised HTML, and this policy is the second fence around it (no inline script, no remote content).

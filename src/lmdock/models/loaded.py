@@ -1,10 +1,12 @@
 """A model in memory: its worker process (llama.cpp, engine), the server-side vocabulary and chat
-session, built from settings and load options."""
+session, built from settings and load options. It is a `ServedModel` (models/served.py), and its own
+`Embedder`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from lmdock.chat import ChatFormatter
@@ -60,6 +62,26 @@ class LoadedModel:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
+    # --- Embedder: the embeddings context beside the engine, in the worker process ---------------------
+
+    @property
+    def embedder(self) -> LoadedModel:
+        return self
+
+    @property
+    def n_embd(self) -> int | None:
+        return self.engine.info.n_embd if self.engine.info else None
+
+    def embedding_tokens(self, text: str) -> list[int]:
+        return self.vocab.tokenize(text, add_special=True, parse_special=False)
+
+    def hold(self) -> AbstractContextManager[None]:
+        """Keep the model loaded while a request prepares or embeds."""
+        return self.engine.hold()
+
+    async def embed(self, inputs: list[list[int]]) -> tuple[list, int]:
+        return await self.engine.embed(inputs)
+
     def backend(self) -> dict:
         """How llama.cpp runs this model: weight buffer types and the repack decision."""
         info = self.engine.info
@@ -106,7 +128,7 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
         engine=EngineConfig(
             parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
         ),
-        cache_ram_bytes=settings.cache_ram_mib << 20,
+        cache_ram_bytes=settings.cache_ram << 20,
         cache_dir=str(settings.cache_dir)
         if settings.cache_dir is not None and settings.cache_disk_mib > 0
         else None,

@@ -18,7 +18,8 @@ from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 from lmdock.models.load_plan import LoadOptions, plan_load
 from lmdock.models.loaded import LoadedModel, load
-from lmdock.upstream import UpstreamModel, UpstreamRegistry
+from lmdock.models.served import ServedModel
+from lmdock.upstream import UpstreamModel, UpstreamRegistry, specs_of
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ModelManager:
         self.failed: dict[str, str] = {}  # key -> why its worker was given up on
         self._lock = asyncio.Lock()
         self._explicit: store.ModelRecord | None = None
-        self.upstreams = UpstreamRegistry(settings.upstreams)
+        self.upstreams = UpstreamRegistry(specs_of(settings))
         if settings.model and Path(settings.model).suffix == ".gguf":
             self._explicit = store.record_for(Path(settings.model).expanduser())
 
@@ -81,19 +82,19 @@ class ModelManager:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def get(self, name: str, ttl: int | None = None) -> LoadedModel:
+    async def get(self, name: str, ttl: int | None = None) -> ServedModel:
         """The loaded model for a request, loading it just in time if needed. A request that causes the
         load may set the model's idle TTL (LM Studio's per-request `ttl`); a loaded model keeps its own."""
         upstream = self.upstream_for(name)
         if upstream is not None:
             upstream.touch()
-            return upstream  # type: ignore[return-value]  # the same surface the API layers use
+            return upstream
         record = self.resolve(name)
         model = self.loaded.get(record.key)
         if model is None and record.key in self.failed:
             raise ModelFailed(self.failed[record.key])
         if model is None:
-            jit_ttl = ttl if ttl is not None else self.settings.ttl_seconds
+            jit_ttl = ttl if ttl is not None else self.settings.ttl
             model = await self.load(record.key, LoadOptions(ttl_seconds=jit_ttl))
         model.touch()
         return model

@@ -81,7 +81,7 @@ def available_bytes(proc: Path = _PROC, cgroup_root: Path = _CGROUP_ROOT) -> int
 def budget_for(settings: Settings) -> MemoryBudget:
     """What the next load may use: `--memory-budget` if set, else what is available now less a margin
     for the rest of the machine; the RAM prompt-cache budget is kept free when lmdock picks a context."""
-    reserve = settings.cache_ram_mib << 20
+    reserve = settings.cache_ram << 20
     if settings.memory_budget > 0:
         return MemoryBudget(settings.memory_budget << 20, reserve)
     found = available_bytes()

@@ -116,7 +116,7 @@ def sampling_defaults(record: ModelRecord, home: Path | None = None) -> Sampling
     for key, value in record.metadata.sampling.items():
         name = _GGUF_KEYS.get(key)
         checked = _valid(name, value) if name else None
-        if checked is not None:
+        if name and checked is not None:
             gguf[name] = checked
     layers.append(("gguf", gguf))
     values: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 ```toml
 [[upstream]]
 name = "qwen-coder"                       # the model name clients ask for
-urls = ["http://gpu1:8000", "http://gpu2:8000"]
+urls = ["http://gpu1:8000", "http://gpu2:8000"]  # `http://user:password@host` for HTTP basic auth
 kind = "openai"                           # or "lmdock"; left out: detected by probing the first URL
 model = "Qwen/Qwen2.5-Coder-32B-Instruct" # the name the upstream serves (left out: its first model)
 api_key_env = "VLLM_API_KEY"              # the key is read from this variable, never logged
@@ -19,12 +19,17 @@ timeout = 600                             # seconds to the first byte and betwee
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from lmdock.core.config import Settings, lmdock_home
 
 Kind = Literal["openai", "lmdock", "auto"]
+Credentials = tuple[str, str]  # HTTP basic: user, password
 PromptMode = Literal["chat", "raw"]
 
 CONFIG_NAME = "upstreams.toml"
@@ -37,7 +42,7 @@ class UpstreamConfigError(ValueError):
 @dataclass
 class UpstreamSpec:
     name: str
-    urls: list[str]
+    urls: list[str]  # without credentials: those are in `credentials`, by URL
     kind: Kind = "auto"
     model: str | None = None
     api_key_env: str | None = None
@@ -50,6 +55,8 @@ class UpstreamSpec:
     connect_timeout: float = 5.0
     health_interval: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # HTTP basic credentials given in a URL as `user:password@host`, kept out of the spec's repr
+    credentials: dict[str, Credentials] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -78,13 +85,32 @@ _FIELDS = {
 }
 
 
-def _clean_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[:-3]
-    if not url.startswith(("http://", "https://")):
-        raise UpstreamConfigError(f"upstream URL '{url}' must start with http:// or https://")
-    return url
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
+
+
+def public_url(url: str) -> str:
+    """`url` without its `user:password@` part: the only form lmdock shows (listings, /health,
+    /metrics, logs, errors). Never raises, so it can redact a URL that does not parse."""
+    return _USERINFO.sub(lambda m: m[1] or "", url.strip(), count=1)
+
+
+def _clean_url(url: str) -> tuple[str, Credentials | None]:
+    """A base URL as nodes use it (credential-free), and the credentials it carried, if any."""
+    shown = public_url(url).rstrip("/")
+    try:
+        parts = urlsplit(url.strip())
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        named = "an upstream URL with credentials" if "@" in url else f"upstream URL '{shown}'"
+        raise UpstreamConfigError(f"{named} must start with http:// or https:// and name a host")
+    if parts.query or parts.fragment:
+        raise UpstreamConfigError(f"upstream URL '{shown}' is a base URL: it takes no query or fragment")
+    shown = shown.removesuffix("/v1")
+    if "@" not in parts.netloc:
+        return shown, None
+    return shown, (unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def spec_from_dict(data: dict[str, Any], where: str = "config") -> UpstreamSpec:
@@ -109,10 +135,12 @@ def spec_from_dict(data: dict[str, Any], where: str = "config") -> UpstreamSpec:
     if grammar not in ("none", "lark"):
         raise UpstreamConfigError(f"{where}: upstream '{name}': grammar must be none or lark")
     tokenizer = data.get("tokenizer")
+    cleaned = [_clean_url(u) for u in urls]
     try:
         return UpstreamSpec(
             name=name.strip(),
-            urls=[_clean_url(u) for u in urls],
+            urls=[url for url, _ in cleaned],
+            credentials={url: auth for url, auth in cleaned if auth is not None},
             kind=kind,
             model=data.get("model"),
             api_key_env=data.get("api_key_env"),
@@ -148,6 +176,15 @@ def load_file(path: Path) -> list[UpstreamSpec]:
     return [spec_from_dict(e, str(path)) for e in entries]
 
 
+def specs_of(settings: Settings) -> list[UpstreamSpec]:
+    """The upstream models `--upstream` and the config file declare (`--upstream-config`, else
+    LMDOCK_HOME/upstreams.toml if it exists)."""
+    path = settings.upstream_config
+    if path is not None and not path.is_file():
+        raise UpstreamConfigError(f"--upstream-config {path}: no such file")
+    return load_specs(path or lmdock_home() / CONFIG_NAME, settings.upstreams)
+
+
 def load_specs(config_path: Path | None, flags: list[str]) -> list[UpstreamSpec]:
     """The file's upstreams, then the flags' (a flag replaces a file entry of the same name)."""
     specs: dict[str, UpstreamSpec] = {}
@@ -158,7 +195,7 @@ def load_specs(config_path: Path | None, flags: list[str]) -> list[UpstreamSpec]
         spec = parse_flag(flag)
         base = specs.get(spec.key)
         if base is not None:  # keep the file's settings, use the flag's URLs
-            base.urls = spec.urls
+            base.urls, base.credentials = spec.urls, spec.credentials
         else:
             specs[spec.key] = spec
     return list(specs.values())

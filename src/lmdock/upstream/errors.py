@@ -7,11 +7,11 @@ what is left of the context, the caller retries with `max_tokens` clamped (as lm
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest, LmdockError, PromptTooLong
 
 
@@ -60,7 +60,19 @@ _CTX_PATTERNS = [
 ]
 
 
+MAX_ERROR_TEXT = 1024  # characters of an upstream's error message relayed to the client
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "… (cut)"
+
+
 def error_message(body: Any, fallback: str) -> str:
+    """The message in an upstream's error body, cut to MAX_ERROR_TEXT characters."""
+    return _clip(_message(body, fallback))
+
+
+def _message(body: Any, fallback: str) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
@@ -100,11 +112,21 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def parse_body(raw: bytes) -> Any:
+def upstream_json(data: bytes | str, what: str) -> Any:
+    """JSON from an upstream, read as safely as a client's (core.safejson: bounded nesting and
+    numbers, lone surrogates replaced); anything else is a BadStream."""
     try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")[:500]
+        return safejson.loads(data, what=what)
+    except InvalidRequest as exc:
+        raise BadStream(f"upstream sent {exc.message}") from None
+
+
+def parse_body(raw: bytes) -> Any:
+    """An error body as JSON, or as (the start of) its text when it is not."""
+    try:
+        return upstream_json(raw, "an error body")
+    except BadStream:
+        return raw.decode(errors="replace")[:MAX_ERROR_TEXT]
 
 
 def client_error(name: str, status: int, body: Any, overflow: Overflow | None) -> LmdockError:

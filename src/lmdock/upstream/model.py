@@ -1,5 +1,5 @@
-"""An upstream model as the manager hands it to the API layers: the same surface as a LoadedModel
-(`key`, `n_ctx`, `session`, `touch`, `busy`), plus what listings and `lmdock ps` show about its nodes."""
+"""An upstream model as the manager hands it to the API layers: a `ServedModel` (models/served.py) like a
+local one, plus what listings and `lmdock ps` show about its nodes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from lmdock.upstream.transport import Upstream
 
 
 class UpstreamModel:
-    is_upstream = True
-
     def __init__(self, spec: UpstreamSpec) -> None:
         self.spec = spec
         self.upstream = Upstream(spec)
@@ -33,6 +31,11 @@ class UpstreamModel:
     def busy(self) -> bool:
         return any(n.outstanding for n in self.upstream.nodes)
 
+    @property
+    def embedder(self) -> None:
+        """Upstream engines embed nothing here (`/v1/embeddings` says so)."""
+        return None
+
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
@@ -40,8 +43,9 @@ class UpstreamModel:
     def healthy_nodes(self) -> int:
         return sum(n.healthy for n in self.upstream.nodes)
 
-    def status(self) -> dict[str, Any]:
-        """Nodes and health, for /api/v1/models, /health and `lmdock ps` (never the API key)."""
+    def status(self, *, urls: bool = True) -> dict[str, Any]:
+        """Nodes and health, for /api/v1/models, /health and `lmdock ps`: never a credential, and
+        without node URLs when `urls` is false (the open /health of a server with an API key)."""
         info = self.upstream.info
         return {
             "kind": info.kind,
@@ -51,7 +55,7 @@ class UpstreamModel:
             "healthy_nodes": self.healthy_nodes,
             "nodes": [
                 {
-                    "url": n.url,
+                    **({"url": n.url} if urls else {}),
                     "state": n.state(),
                     "outstanding": n.outstanding,
                     "requests": n.stats.requests,

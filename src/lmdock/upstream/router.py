@@ -39,7 +39,8 @@ class NodeStats:
 
 @dataclass(eq=False)
 class Node:
-    url: str
+    url: str  # credential-free: shown in listings, /metrics and logs
+    auth: tuple[str, str] | None = field(default=None, repr=False)  # HTTP basic, from the configured URL
     outstanding: int = 0
     healthy: bool = True  # optimistic until the first probe says otherwise
     failures: int = 0

@@ -37,7 +37,8 @@ from lmdock.upstream.openai_chat import (
     translate,
 )
 from lmdock.upstream.router import Node, affinity_key
-from lmdock.upstream.transport import Opened, Upstream
+from lmdock.upstream.stream import Opened
+from lmdock.upstream.transport import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,13 @@ class UpstreamChat(PreparedChat):
                 yield event
         finally:
             await chunks.aclose()
-            await opened.release()
+            opened.release()
+
+    def cancel(self) -> None:
+        """The client went away, maybe before `events()` ran: close the upstream stream now, so the
+        upstream stops generating for nobody."""
+        if self.opened is not None:
+            self.opened.release()
 
 
 def _account(node: Node, done: Done) -> None:
@@ -182,9 +189,9 @@ class UpstreamSession:
                     return counted["count"]
                 if isinstance(counted.get("tokens"), list):
                     return len(counted["tokens"])
-        if self.spec.tokenizer is not None:  # the same model's template and vocabulary, locally
+        vocab = await self.vocab()
+        if vocab is not None:  # the same model's template and vocabulary, locally
             rendered = await self._render(req)
-            vocab = await self.vocab()
             return await asyncio.to_thread(vocab.count, rendered.text)
         raise InvalidRequest(
             f"count_tokens: upstream model '{self.spec.name}' has no tokenizer endpoint lmdock can use; "
@@ -284,11 +291,20 @@ class UpstreamSession:
         return body
 
     async def prepare_raw(
-        self, prompt: str | list[int], max_tokens: int, sampling: SamplingParams, stop: list[str]
+        self,
+        prompt: str | list[int],
+        max_tokens: int,
+        sampling: SamplingParams,
+        stop: list[str],
+        logprobs: int | None = None,
     ) -> PreparedChat:
         """OpenAI /v1/completions passed through: the prompt as-is, stop sequences applied by lmdock."""
         if not prompt:
             raise InvalidRequest("prompt: must not be empty", param="prompt")
+        if logprobs is not None:
+            raise InvalidRequest(
+                f"logprobs: not available from upstream model '{self.spec.name}'", param="logprobs"
+            )
         opened = await self.upstream.open(
             "/v1/completions",
             lambda mt: self._completion_body(prompt, mt, sampling, []),

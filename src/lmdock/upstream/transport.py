@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,8 +28,17 @@ from lmdock.upstream.errors import (
     error_message,
     overflow_of,
     parse_body,
+    upstream_json,
+)
+from lmdock.upstream.reading import (
+    MAX_BODY_BYTES,
+    MAX_ERROR_BYTES,
+    StreamErrorBody,
+    read_capped,
+    sse_chunks,
 )
 from lmdock.upstream.router import Node, Router
+from lmdock.upstream.stream import Opened
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO: with health checks every few seconds per node that drowns the log
@@ -61,124 +69,12 @@ class RetryClamped(Exception):
         self.max_tokens = max_tokens
 
 
-@dataclass
-class Opened:
-    """A stream that has delivered its first chunk; iterate `chunks()` for it and the rest."""
-
-    upstream: Upstream
-    node: Node
-    response: httpx.Response
-    first: dict[str, Any]
-    rest: AsyncIterator[dict[str, Any]]
-    started: float
-    clamped: bool = False
-    _released: bool = field(default=False, repr=False)
-
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield self.first
-            async for chunk in self.rest:
-                yield chunk
-        except httpx.TimeoutException:
-            self.node.stats.errors += 1
-            raise UpstreamTimeout(
-                f"upstream '{self.upstream.spec.name}' stopped streaming for {self.upstream.spec.timeout:g}s"
-            ) from None
-        except httpx.TransportError as exc:
-            self.node.stats.errors += 1
-            self.node.mark_down(f"stream broke: {exc!r}")
-            raise UpstreamError(f"upstream '{self.upstream.spec.name}' broke off the stream: {exc}") from None
-        except BadStream:
-            self.node.stats.errors += 1
-            raise
-        except StreamErrorBody as err:  # the upstream reported a failure mid-stream
-            self.node.stats.errors += 1
-            message = error_message(err.body, "error")
-            raise client_error(
-                self.upstream.spec.name, 500, err.body, overflow_of(err.body, message)
-            ) from None
-        finally:
-            await self.release()
-
-    async def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        self.node.outstanding -= 1
-        self.node.stats.seconds_total += time.monotonic() - self.started
-        with contextlib.suppress(Exception):
-            await self.response.aclose()
-
-    def __del__(self) -> None:  # a prepared request whose events were never consumed
-        if not self._released:
-            self._released = True
-            self.node.outstanding -= 1
-
-
-async def sse_chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """The JSON payloads of an OpenAI-style SSE stream (or of one JSON answer, as one chunk)."""
-    ctype = response.headers.get("content-type", "")
-    if "json" in ctype:
-        body = parse_body(await response.aread())
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise BadStream(f"upstream answered JSON that is not a completion: {str(body)[:200]}")
-        yield _as_chunk(body)
-        return
-    async for line in response.aiter_lines():
-        line = line.strip()
-        if not line or line.startswith((":", "event:", "id:", "retry:")):
-            continue
-        if line.startswith("data:"):
-            data = line[5:].strip()
-        elif line.startswith("error:"):  # llama-server's form of an error mid-stream
-            data = '{"error": ' + line[6:].strip() + "}"
-        else:
-            raise BadStream(f"upstream sent something that is not server-sent events: {line[:120]!r}")
-        if data == "[DONE]":
-            return
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            raise BadStream(f"upstream sent an event that is not JSON: {data[:120]!r}") from None
-        if not isinstance(obj, dict):
-            raise BadStream(f"upstream sent an unexpected event: {data[:120]!r}")
-        if "error" in obj and not obj.get("choices"):
-            raise StreamErrorBody(obj)
-        yield obj
-
-
-class StreamErrorBody(Exception):
-    def __init__(self, body: dict[str, Any]) -> None:
-        super().__init__(error_message(body, "error"))
-        self.body = body
-
-
-def _as_chunk(body: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed completion as one streamed chunk."""
-    choices = []
-    for choice in body["choices"]:
-        message = dict(choice.get("message") or {})
-        if "text" in choice:
-            message["content"] = choice["text"]
-        for i, call in enumerate(message.get("tool_calls") or []):
-            call.setdefault("index", i)
-        choices.append(
-            {
-                "index": choice.get("index", 0),
-                "delta": message,
-                "text": choice.get("text"),
-                "finish_reason": choice.get("finish_reason"),
-            }
-        )
-    return {"choices": choices, "usage": body.get("usage"), "timings": body.get("timings")}
-
-
 class Upstream:
     """One upstream model: its nodes, router, HTTP client, probe results and health checks."""
 
     def __init__(self, spec: UpstreamSpec) -> None:
         self.spec = spec
-        self.nodes = [Node(url) for url in spec.urls]
+        self.nodes = [Node(url, auth=spec.credentials.get(url)) for url in spec.urls]
         self.router = Router(self.nodes, spec.max_outstanding)
         self.info = ProbeInfo(kind=spec.kind if spec.kind != "auto" else "openai")
         self._client: httpx.AsyncClient | None = None
@@ -219,7 +115,7 @@ class Upstream:
                 break
             tried.add(node)
             try:
-                opened = await self._try(node, path, body_for(max_tokens))
+                opened = await self._try(node, path, body_for(max_tokens), max_tokens)
             except RetryClamped as retry:
                 if clamped:
                     raise UpstreamError(f"upstream '{self.spec.name}' refused a clamped max_tokens") from None
@@ -243,16 +139,16 @@ class Upstream:
             retry_after=self.router.retry_after(),
         )
 
-    async def _try(self, node: Node, path: str, body: dict[str, Any]) -> Opened:
+    async def _try(self, node: Node, path: str, body: dict[str, Any], max_tokens: int | None) -> Opened:
         node.outstanding += 1
         node.stats.requests += 1
         started = time.monotonic()
         response: httpx.Response | None = None
         try:
             request = self.client.build_request("POST", node.url + path, json=body, headers=self.headers())
-            response = await self.client.send(request, stream=True)
+            response = await self.client.send(request, stream=True, auth=node.auth)
             if response.status_code != 200:
-                raw = await response.aread()
+                raw = await read_capped(response, MAX_ERROR_BYTES, "an error body")
                 self._refuse(node, response, parse_body(raw), body)
             rest = sse_chunks(response)
             try:
@@ -289,7 +185,7 @@ class Upstream:
             log.warning("upstream %s node %s is down: %r", self.spec.name, node.url, exc)
             raise _Failover(None) from None
         node.stats.first_byte_seconds_total += time.monotonic() - started
-        return Opened(self, node, response, first, rest, started)
+        return Opened(self.spec.name, self.spec.timeout, node, response, first, rest, started, max_tokens)
 
     async def _abandon(self, node: Node, response: httpx.Response | None) -> None:
         node.outstanding -= 1
@@ -328,16 +224,7 @@ class Upstream:
         node = self.router.pick(key) or (self.nodes[0] if self.nodes else None)
         if node is None:
             return None
-        try:
-            r = await self.client.post(node.url + path, json=body, headers=self.headers(), timeout=30)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
-            return None
-        try:
-            return r.json()
-        except ValueError:
-            return None
+        return await self._json("POST", node, path, json=body, timeout=30)
 
     # --- probing and health ------------------------------------------------------------------------
 
@@ -351,30 +238,39 @@ class Upstream:
                 if not self.info.probed:
                     self._probe_after = time.monotonic() + 10
 
-    async def _get(self, url: str) -> Any:
+    async def _get(self, node: Node, path: str) -> Any:
+        return await self._json(
+            "GET", node, path, timeout=min(self.spec.timeout, self.spec.connect_timeout + 5)
+        )
+
+    async def _json(self, method: str, node: Node, path: str, **kwargs: Any) -> Any:
+        """A small JSON answer from `node` (at most MAX_BODY_BYTES), or None if there is none."""
         try:
-            timeout = min(self.spec.timeout, self.spec.connect_timeout + 5)
-            r = await self.client.get(url, headers=self.headers(), timeout=timeout)
+            async with self.client.stream(
+                method, node.url + path, headers=self.headers(), auth=node.auth, **kwargs
+            ) as r:
+                if r.status_code != 200:
+                    return None
+                return upstream_json(await read_capped(r, MAX_BODY_BYTES), "an answer")
         except httpx.HTTPError:
             return None
-        if r.status_code != 200:
-            return None
-        try:
-            return r.json()
-        except ValueError:
+        except BadStream as exc:  # oversized or not JSON
+            log.warning(
+                "upstream %s node %s: %s (%s %s)", self.spec.name, node.url, exc.message, method, path
+            )
             return None
 
     async def _probe(self) -> None:
         """Learn the kind, served model name and context from the first node that answers."""
         info = self.info
         for node in self.nodes:
-            health = await self._get(node.url + "/health")
-            models = await self._get(node.url + "/v1/models")
+            health = await self._get(node, "/health")
+            models = await self._get(node, "/v1/models")
             if health is None and models is None:
                 continue
             if isinstance(health, dict) and "loaded" in health and "version" in health:
                 info.flavor = "lmdock"
-            props = await self._get(node.url + "/props") if info.flavor != "lmdock" else None
+            props = await self._get(node, "/props") if info.flavor != "lmdock" else None
             if isinstance(props, dict) and "default_generation_settings" in props:
                 info.flavor = "llama.cpp"
                 settings = props["default_generation_settings"]
@@ -420,13 +316,20 @@ class Upstream:
 
     async def check(self, node: Node) -> None:
         try:
-            r = await self.client.get(
-                node.url + "/health", headers=self.headers(), timeout=self.spec.connect_timeout + 2
-            )
-            ok = r.status_code == 200
-            reason = f"health HTTP {r.status_code}"
+            async with self.client.stream(
+                "GET",
+                node.url + "/health",
+                headers=self.headers(),
+                auth=node.auth,
+                timeout=self.spec.connect_timeout + 2,
+            ) as r:
+                ok = r.status_code == 200
+                reason = f"health HTTP {r.status_code}"
+                await read_capped(r, MAX_ERROR_BYTES, "a health answer")  # keeps the connection
         except httpx.HTTPError as exc:
             ok, reason = False, repr(exc)
+        except BadStream as exc:
+            ok, reason = False, exc.message
         if ok:
             if not node.healthy:
                 log.info("upstream %s node %s is up again", self.spec.name, node.url)

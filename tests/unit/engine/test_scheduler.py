@@ -214,3 +214,26 @@ def test_cancelled_sequences_are_found_waiting_or_running():
     for x in s.cancelled():
         s.remove(x)
     assert not s.waiting and not s.running and not any(sl.busy for sl in s.pool.slots)
+
+
+def test_a_sequence_cancelled_while_queued_is_never_admitted():
+    """The engine collects cancelled sequences and admits in the same pass: one cancelled in between
+    must stay queued (to be ended), take no slot, and not block those behind it."""
+    s = scheduler(n_slots=2, parallel=1)
+    gone, next_one = seq([1, 2]), seq([3, 4])
+    s.add(gone)
+    s.add(next_one)
+    gone.cancelled = True
+    assert [x for x, _ in s.admit()] == [next_one]
+    assert gone.slot is None and gone.phase is Phase.WAITING and list(s.waiting) == [gone]
+    assert s.cancelled() == [gone]
+    s.remove(gone)
+    assert sum(sl.busy for sl in s.pool.slots) == 1
+
+
+def test_only_cancelled_sequences_waiting_block_nothing():
+    s = scheduler(parallel=1)
+    gone = seq([1, 2])
+    s.add(gone)
+    gone.cancelled = True
+    assert s.admit() == [] and s.blocked_by() is None

@@ -28,6 +28,7 @@ from anthropic.types import (
     ToolUseBlock,
     Usage,
 )
+from anthropic.types import StopReason as WireStopReason
 from anthropic.types import TextDelta as WireTextDelta
 from anthropic.types import ThinkingDelta as WireThinkingDelta
 from anthropic.types.raw_message_delta_event import Delta as MessageDelta
@@ -36,7 +37,7 @@ from lmdock.api.anthropic.signature import sign_thinking
 from lmdock.core import events as ev
 
 _BASE62 = string.ascii_letters + string.digits
-_STOP_REASONS = {
+_STOP_REASONS: dict[ev.StopReason, WireStopReason] = {
     "end_turn": "end_turn",
     "max_tokens": "max_tokens",
     "stop_sequence": "stop_sequence",

@@ -48,10 +48,7 @@ def list_models_page(
     if before_id is not None and after_id is None:
         start = max(0, end - limit)
     page = records[start : min(end, start + limit)]
-    data = [
-        upstream_model_info(r) if r.key in upstreams else model_info(manager, r)  # type: ignore[arg-type]
-        for r in page
-    ]
+    data = [upstream_model_info(r) if r.key in upstreams else model_info(manager, r) for r in page]
     return {
         "object": "list",
         "data": data,

@@ -18,8 +18,9 @@ from lmdock.api.request_log import note_sampling, note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
+from lmdock.core.config import ping_interval
 from lmdock.http.errors import stream_error_event
-from lmdock.http.streaming import SSEResponse, ping_interval, unless_disconnected, with_pings
+from lmdock.http.streaming import SSEResponse, unless_disconnected, with_pings
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
@@ -43,6 +44,7 @@ async def create_message(request: Request):
         async for event in prepared.events():
             for _ in encoder.feed(event):
                 pass
+        assert encoder.done is not None  # the engine's events always end with Done
         note_usage(request, model.key, encoder.done.usage)
         return encoder.message().model_dump(mode="json")
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from lmdock.api.validation import tagged, validate_body
+from lmdock.api.validation import BY_TYPE, validate_body
 from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest
 
@@ -60,7 +60,7 @@ class TextBlock(_Lenient):
     citations: list[dict[str, Any]] | None = None
 
 
-ImageSource = tagged(Base64Source, URLSource, FileSource, UnknownBlock)
+ImageSource = Annotated[Base64Source | URLSource | FileSource | UnknownBlock, BY_TYPE]
 
 
 class ImageBlock(_Lenient):
@@ -70,10 +70,12 @@ class ImageBlock(_Lenient):
 
 class ContentSource(_Lenient):
     type: Literal["content"]
-    content: str | list[tagged(TextBlock, ImageBlock, UnknownBlock)]
+    content: str | list[Annotated[TextBlock | ImageBlock | UnknownBlock, BY_TYPE]]
 
 
-DocumentSource = tagged(Base64Source, PlainTextSource, ContentSource, URLSource, FileSource, UnknownBlock)
+DocumentSource = Annotated[
+    Base64Source | PlainTextSource | ContentSource | URLSource | FileSource | UnknownBlock, BY_TYPE
+]
 
 
 # --- content blocks ------------------------------------------------------------------------------------
@@ -104,7 +106,15 @@ class ToolResultBlock(_Lenient):
     content: (
         str
         | list[
-            tagged(TextBlock, ImageBlock, SearchResultBlock, DocumentBlock, ToolReferenceBlock, UnknownBlock)
+            Annotated[
+                TextBlock
+                | ImageBlock
+                | SearchResultBlock
+                | DocumentBlock
+                | ToolReferenceBlock
+                | UnknownBlock,
+                BY_TYPE,
+            ]
         ]
         | None
     ) = None
@@ -151,19 +161,20 @@ class RedactedThinkingBlock(_Lenient):
     data: str
 
 
-ContentBlock = tagged(
-    TextBlock,
-    ImageBlock,
-    DocumentBlock,
-    SearchResultBlock,
-    ToolUseBlock,
-    ServerToolUseBlock,
-    ToolResultBlock,
-    ThinkingBlock,
-    RedactedThinkingBlock,
-    ToolReferenceBlock,
-    UnknownBlock,
-)
+ContentBlock = Annotated[
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | SearchResultBlock
+    | ToolUseBlock
+    | ServerToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
+    | ToolReferenceBlock
+    | UnknownBlock,
+    BY_TYPE,
+]
 
 
 # --- request -------------------------------------------------------------------------------------------

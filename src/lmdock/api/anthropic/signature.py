@@ -14,14 +14,14 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from lmdock.core.config import lmdock_home
+from lmdock.core.config import lmdock_home, signing_key_override
 
 
 @lru_cache(maxsize=1)
 def _server_key() -> bytes:
-    env = os.environ.get("LMDOCK_SIGNING_KEY")
-    if env:
-        return env.encode()
+    override = signing_key_override()
+    if override:
+        return override
     path = lmdock_home() / "signing.key"
     try:
         return path.read_bytes()

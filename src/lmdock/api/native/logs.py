@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from lmdock.api.request_log import LOG_STREAM_PATH, hub_of
-from lmdock.http.streaming import ping_interval, with_pings
+from lmdock.core.config import ping_interval
+from lmdock.http.streaming import with_pings
 
 router = APIRouter()
 

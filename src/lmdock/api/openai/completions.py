@@ -21,7 +21,7 @@ from lmdock.api.openai.convert import (
     sampling_of,
     text_or_token_items,
 )
-from lmdock.api.openai.encode import FINISH_REASONS, new_id, wire_usage
+from lmdock.api.openai.encode import FINISH_REASONS, FinishReason, new_id, wire_usage
 from lmdock.api.openai.schema import CompletionParams
 from lmdock.api.openai.shared import model_for, read_json, sse_response, stream_frames
 from lmdock.api.request_log import note_sampling, note_usage
@@ -56,7 +56,7 @@ class _Encoder:
             if logprobs
             else None
         )
-        self.finish: list[str] = []
+        self.finish: list[FinishReason] = []
         self.usage = ev.Usage()
         self._echo_pending: str | None = None
         self.current: PreparedChat | None = None  # the prompt generating now
@@ -97,20 +97,27 @@ class _Encoder:
             return None
         entries = event.logprobs or []
         total = self.logprobs[index]
-        offset = total.text_offset[-1] + len(total.tokens[-1]) if total.tokens else 0
-        delta = Logprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+        offset = total.text_offset[-1] + len(total.tokens[-1]) if total.tokens and total.text_offset else 0
+        offsets = []
         for e in entries:
-            delta.tokens.append(e.token)
-            delta.token_logprobs.append(e.logprob)
-            delta.top_logprobs.append(dict(e.top))
-            delta.text_offset.append(offset)
+            offsets.append(offset)
             offset += len(e.token)
+        delta = Logprobs(
+            tokens=[e.token for e in entries],
+            token_logprobs=[e.logprob for e in entries],
+            top_logprobs=[dict(e.top) for e in entries],
+            text_offset=offsets,
+        )
         for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
             getattr(total, name).extend(getattr(delta, name))
         return delta
 
     def _chunk(
-        self, index: int, text: str, finish_reason: str | None = None, logprobs: Logprobs | None = None
+        self,
+        index: int,
+        text: str,
+        finish_reason: FinishReason | None = None,
+        logprobs: Logprobs | None = None,
     ) -> Completion:
         # unvalidated: a stream chunk carries `finish_reason: null`, which the type does not allow
         choice = CompletionChoice.model_construct(
@@ -134,7 +141,7 @@ class _Encoder:
             CompletionChoice(
                 index=i,
                 text="".join(text),
-                finish_reason=finish,
+                finish_reason="length" if finish == "length" else "stop",  # the legacy API has no tools
                 logprobs=self.logprobs[i] if self.logprobs is not None else None,
             )
             for i, (text, finish) in enumerate(zip(self.texts, self.finish, strict=True))

@@ -11,6 +11,7 @@ from lmdock.api.openai.schema import (
     GenerationParams,
     NamedToolChoice,
     RefusalPart,
+    SamplingFields,
     TextPart,
 )
 from lmdock.core import safejson
@@ -23,6 +24,7 @@ from lmdock.core.request import (
     Tool,
     ToolCall,
     ToolChoice,
+    ToolMode,
 )
 
 _PLACEHOLDERS = {
@@ -46,7 +48,7 @@ def text_or_token_items(raw: str | list[str] | list[int] | list[list[int]], para
     return list(raw)  # type: ignore[arg-type]
 
 
-def sampling_of(params: GenerationParams) -> SamplingParams:
+def sampling_of(params: SamplingFields) -> SamplingParams:
     """What the request set; the rest stays unset for the model's defaults (not OpenAI's documented
     temperature 1, on purpose: see models/sampling_defaults.py)."""
     sampling = SamplingParams()
@@ -146,9 +148,15 @@ def _tool_choice(params: ChatCompletionParams, tools: list[Tool]) -> ToolChoice:
                 f"tool_choice.function.name: tool '{name}' is not in tools", param="tool_choice.function.name"
             )
         return ToolChoice(mode="tool", name=name, parallel=parallel)
+    return string_tool_choice(choice, tools, parallel)
+
+
+def string_tool_choice(choice: str, tools: list[Tool], parallel: bool) -> ToolChoice:
+    """`none`, `auto` or `required` (chat completions and Responses alike): `required` is core's `any`,
+    and `auto` without tools is `none`."""
     if choice == "required" and not tools:
         raise InvalidRequest("tool_choice: 'required' needs tools", param="tool_choice")
-    mode = {"none": "none", "auto": "auto" if tools else "none", "required": "any"}[choice]
+    mode: ToolMode = "any" if choice == "required" else "auto" if choice == "auto" and tools else "none"
     return ToolChoice(mode=mode, parallel=parallel)
 
 

@@ -19,18 +19,17 @@ from lmdock.api.validation import validate_body
 from lmdock.core import events as ev
 from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest
+from lmdock.models.served import Embedder
 
 router = APIRouter()
 
 
-def _tokenize_all(vocab, inputs: list[TextOrTokens], limits: RequestLimits) -> list[list[int]]:
-    """Every input's tokens (as the embedder tokenizes: specials added, special text kept as text),
-    refusing more tokens in all than the limit before the worker is asked to embed anything."""
+def _tokenize_all(embedder: Embedder, inputs: list[TextOrTokens], limits: RequestLimits) -> list[list[int]]:
+    """Every input's tokens (as the embedder reads them), refusing more tokens in all than the limit
+    before the worker is asked to embed anything."""
     out, total = [], 0
     for item in inputs:
-        tokens = (
-            vocab.tokenize(item, add_special=True, parse_special=False) if isinstance(item, str) else item
-        )
+        tokens = embedder.embedding_tokens(item) if isinstance(item, str) else item
         total += len(tokens)
         if total > limits.max_embedding_tokens:
             raise InvalidRequest(
@@ -60,15 +59,16 @@ async def create_embeddings(request: Request):
             param="input",
         )
     model = await model_for(request, params.model, params.ttl)
-    if getattr(model, "engine", None) is None:
+    embedder = model.embedder
+    if embedder is None:
         raise InvalidRequest(f"model: {model.key} is served by upstream engines, which embed nothing here")
-    inputs = await asyncio.to_thread(_tokenize_all, model.vocab, inputs, limits)
-    n_embd = model.engine.info.n_embd if model.engine.info else None
-    if params.dimensions is not None and params.dimensions != n_embd:
-        raise InvalidRequest(f"dimensions: {model.key} embeds in {n_embd} dimensions", param="dimensions")
-    # the embeddings context lives in the model's worker process, beside its engine
-    with model.engine.hold():
-        vectors, n_tokens = await model.engine.embed(inputs)
+    tokens = await asyncio.to_thread(_tokenize_all, embedder, inputs, limits)
+    if params.dimensions is not None and params.dimensions != embedder.n_embd:
+        raise InvalidRequest(
+            f"dimensions: {model.key} embeds in {embedder.n_embd} dimensions", param="dimensions"
+        )
+    with embedder.hold():
+        vectors, n_tokens = await embedder.embed(tokens)
     note_usage(request, model.key, ev.Usage(input_tokens=n_tokens))
     data = [
         # model_construct: a base64 embedding is a string, which the float-list type does not allow

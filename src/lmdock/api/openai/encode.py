@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
 from openai.types.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
+    ChatCompletionMessageToolCallUnion,
     ChatCompletionTokenLogprob,
 )
 from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
@@ -35,7 +36,8 @@ from openai.types.completion_usage import CompletionUsage, PromptTokensDetails
 
 from lmdock.core import events as ev
 
-FINISH_REASONS = {
+FinishReason = Literal["stop", "length", "tool_calls"]
+FINISH_REASONS: dict[ev.StopReason, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -105,7 +107,8 @@ class ChatEncoder:
             return [self._chunk(ChoiceDelta(content=event.text), logprobs=entries)]
         if isinstance(event, ev.ThinkingDelta) and event.text:
             self.reasoning.append(event.text)
-            return [self._chunk(ChoiceDelta(reasoning_content=event.text))]
+            # not in OpenAI's types: the field vLLM, llama-server and DeepSeek send (kept as an extra)
+            return [self._chunk(ChoiceDelta.model_validate({"reasoning_content": event.text}))]
         if isinstance(event, ev.ToolCallStart):
             index = self._call_index[event.index] = len(self.calls)
             call_id = "call_" + event.id.removeprefix("toolu_")
@@ -144,7 +147,7 @@ class ChatEncoder:
         self,
         delta: ChoiceDelta | None,
         *,
-        finish_reason: str | None = None,
+        finish_reason: FinishReason | None = None,
         usage: CompletionUsage | None = None,
         logprobs: list[ChatCompletionTokenLogprob] | None = None,
     ) -> ChatCompletionChunk:
@@ -165,10 +168,11 @@ class ChatEncoder:
     def completion(self) -> ChatCompletion:
         """The whole answer, after Done has been fed."""
         assert self.done is not None
+        calls: list[ChatCompletionMessageToolCallUnion] = [*self.calls]
         message = ChatCompletionMessage(
             role="assistant",
             content="".join(self.text) if self.text or not self.calls else None,
-            tool_calls=self.calls or None,
+            tool_calls=calls or None,
         )
         if self.reasoning:
             message.reasoning_content = "".join(self.reasoning)  # type: ignore[attr-defined]

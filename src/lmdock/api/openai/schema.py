@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from lmdock.api.validation import tagged
+from lmdock.api.validation import BY_TYPE
 
 
 class _Lenient(BaseModel):
@@ -21,11 +21,11 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class GenerationParams(_Lenient):
-    """Sampling and limits shared by chat and text completions (llama.cpp extensions included)."""
+class SamplingFields(_Lenient):
+    """Sampling, stops and the JIT `ttl`, the same names and limits on every OpenAI surface (chat and text
+    completions, Responses; llama.cpp extensions included)."""
 
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=1 << 30)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=0, le=1 << 20)
@@ -36,8 +36,6 @@ class GenerationParams(_Lenient):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=128)
     ttl: int | None = Field(default=None, ge=1, le=1 << 31)
 
     @property
@@ -45,6 +43,14 @@ class GenerationParams(_Lenient):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop if s]
+
+
+class GenerationParams(SamplingFields):
+    """What chat and text completions share beyond sampling."""
+
+    max_tokens: int | None = Field(default=None, ge=1, le=1 << 30)
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=128)
 
     @property
     def include_usage(self) -> bool:
@@ -122,7 +128,7 @@ class FilePart(_Lenient):
     file: dict[str, Any]
 
 
-ContentPart = tagged(TextPart, RefusalPart, ImagePart, AudioPart, FilePart, UnknownPart)
+ContentPart = Annotated[TextPart | RefusalPart | ImagePart | AudioPart | FilePart | UnknownPart, BY_TYPE]
 
 
 class FunctionCall(_Lenient):
@@ -136,7 +142,7 @@ class FunctionToolCall(_Lenient):
     function: FunctionCall
 
 
-ToolCallParam = tagged(FunctionToolCall, UnknownPart)
+ToolCallParam = Annotated[FunctionToolCall | UnknownPart, BY_TYPE]
 
 
 def _default_type(kind: str):

@@ -11,16 +11,17 @@ from lmdock.api.openai.encode import sse_data
 from lmdock.api.request_log import note_usage
 from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json  # noqa: F401 (re-exported for the routes)
+from lmdock.core.config import ping_interval
 from lmdock.core.events import Done, GenerationEvent, Usage
 from lmdock.http.errors import stream_error_event
-from lmdock.http.streaming import SSEResponse, ping_interval, with_pings
-from lmdock.models.loaded import LoadedModel
+from lmdock.http.streaming import SSEResponse, with_pings
+from lmdock.models.served import ServedModel
 
 DONE_FRAME = "data: [DONE]\n\n"
 PING_FRAME = ": ping\n\n"  # an SSE comment: keeps the connection alive, clients skip it
 
 
-async def model_for(request: Request, name: str, ttl: int | None) -> LoadedModel:
+async def model_for(request: Request, name: str, ttl: int | None) -> ServedModel:
     """The loaded model for a request. A request that loads it just in time may set its idle TTL
     (LM Studio's per-request `ttl`); an already loaded model keeps its own."""
     manager = manager_of(request)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from typing import Any
 
-from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of
+from lmdock.api.openai.convert import MAX_TOP_LOGPROBS, sampling_of, string_tool_choice
+from lmdock.api.openai.encode import new_id
 from lmdock.api.responses.schema import ResponseCreateParams
+from lmdock.core import safejson
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import (
     ChatRequest,
@@ -44,10 +45,6 @@ _ID_PREFIX = {
 }
 
 
-def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
-
-
 def _bad(where: str, problem: str) -> InvalidRequest:
     return InvalidRequest(f"{where}: {problem}", param=where)
 
@@ -61,7 +58,7 @@ def normalize_input(raw: str | list[Any] | None) -> list[Item]:
         return []
     if isinstance(raw, str):
         return [_message("user", [{"type": "input_text", "text": raw}], None)]
-    return [_item(item, f"input.{i}") for i, item in enumerate(raw)]
+    return _unique_ids([_item(item, f"input.{i}") for i, item in enumerate(raw)])
 
 
 def _item(item: Any, where: str) -> Item:
@@ -105,12 +102,12 @@ def _item(item: Any, where: str) -> Item:
     if kind == "reasoning":
         summary = [
             {"type": "summary_text", "text": str(p.get("text", ""))}
-            for p in item.get("summary") or []
+            for p in _list_of(item.get("summary"), f"{where}.summary")
             if isinstance(p, dict)
         ]
         content = [
             {"type": "reasoning_text", "text": str(p.get("text", ""))}
-            for p in item.get("content") or []
+            for p in _list_of(item.get("content"), f"{where}.content")
             if isinstance(p, dict)
         ]
         out: Item = {"type": "reasoning", "id": _id_of(item, kind), "summary": summary}
@@ -128,6 +125,27 @@ def _item(item: Any, where: str) -> Item:
         f"unsupported input item type {kind!r}: lmdock accepts message, function_call, "
         "function_call_output and reasoning items",
     )
+
+
+def _list_of(value: Any, where: str) -> list[Any]:
+    """An optional list field (absent or null: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(where, "must be a list")
+    return value
+
+
+def _unique_ids(items: list[Item]) -> list[Item]:
+    """Input items are listed and paged by id (`input_items?after=`), so an id may appear once."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item["id"] in seen:
+            raise _bad(
+                f"input.{i}.id", f"duplicate item id {item['id']!r}: each input item's id must be unique"
+            )
+        seen.add(item["id"])
+    return items
 
 
 def _id_of(item: Item, kind: str) -> str:
@@ -158,6 +176,8 @@ def _part(part: Any, role: str, where: str) -> Item:
     if not isinstance(part, dict):
         raise _bad(where, "each content part must be an object")
     kind = part.get("type")
+    if not isinstance(kind, str):
+        raise _bad(f"{where}.type", "each content part needs a type (a string)")
     if kind in ("input_text", "output_text", "text"):
         text = part.get("text")
         if not isinstance(text, str):
@@ -174,11 +194,13 @@ def _part(part: Any, role: str, where: str) -> Item:
 
 def _part_text(part: Item) -> str:
     kind = part.get("type")
+    if not isinstance(kind, str):
+        return ""
     if kind in _TEXT_PARTS:
         return str(part.get("text", ""))
     if kind == "refusal":
         return str(part.get("refusal", ""))
-    return _PLACEHOLDERS.get(kind, "")
+    return _PLACEHOLDERS.get(kind, "") if isinstance(kind, str) else ""
 
 
 def _parts_text(parts: list[Any], where: str) -> str:
@@ -191,10 +213,7 @@ def _parts_text(parts: list[Any], where: str) -> str:
 
 
 def _arguments(args: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(args or "{}")
-    except ValueError:
-        raise _bad(where, "not valid JSON") from None
+    value = safejson.loads(args or "{}", what=where)
     if not isinstance(value, dict):
         raise _bad(where, "must be a JSON object")
     return value
@@ -267,7 +286,9 @@ def tools_of(raw: list[dict[str, Any]] | None) -> list[Tool]:
         where = f"tools.{i}"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind == "namespace":
-            for j, inner in enumerate(tool.get("tools") or []):
+            if not isinstance(tool.get("name"), str) or not _NAME.match(tool["name"]):
+                raise _bad(f"{where}.name", "a namespace needs a name of 1-128 letters, digits, _ . : or -")
+            for j, inner in enumerate(_list_of(tool.get("tools"), f"{where}.tools")):
                 if not isinstance(inner, dict) or inner.get("type") != "function":
                     raise _bad(f"{where}.tools.{j}.type", "a namespace may hold function tools only")
                 tools.append(_function_tool(inner, f"{where}.tools.{j}"))
@@ -307,10 +328,7 @@ def tool_choice_of(params: ResponseCreateParams, tools: list[Tool]) -> ToolChoic
         return ToolChoice(mode="tool", name=name, parallel=parallel)
     if choice not in ("auto", "none", "required"):
         raise _bad("tool_choice", "must be 'auto', 'none', 'required' or a function choice")
-    if choice == "required" and not tools:
-        raise _bad("tool_choice", "'required' needs tools")
-    mode = {"none": "none", "auto": "auto" if tools else "none", "required": "any"}[choice]
-    return ToolChoice(mode=mode, parallel=parallel)
+    return string_tool_choice(choice, tools, parallel)
 
 
 def response_schema_of(params: ResponseCreateParams) -> dict[str, Any] | None:

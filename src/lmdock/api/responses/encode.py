@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from openai.types.responses import (
     Response,
@@ -45,13 +45,17 @@ from openai.types.responses.response_content_part_added_event import PartReasoni
 from openai.types.responses.response_content_part_done_event import (
     PartReasoningText as DonePartReasoningText,
 )
+from openai.types.responses.response_output_message import Content as MessageContent
 from openai.types.responses.response_reasoning_item import Content as ReasoningContent
+from openai.types.responses.response_status import ResponseStatus
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic import BaseModel
 
-from lmdock.api.responses.convert import new_id
+from lmdock.api.openai.encode import new_id
 from lmdock.core import events as ev
 from lmdock.core.errors import LmdockError
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
 
 @dataclass
@@ -111,6 +115,7 @@ class ResponseEncoder:
         self.logprobs = logprobs
         self.items: list[_Item] = []
         self.done: ev.Done | None = None
+        self.final: Response | None = None  # the response the terminal event carries
         self.error: str | None = None
         self._seq = 0
 
@@ -161,7 +166,7 @@ class ResponseEncoder:
             self.done = event
             out = self._close()
             status = self.status
-            response = self.response(status)
+            response = self.final = self.response(status)
             if status == "incomplete":
                 out.append(
                     self._event(ResponseIncompleteEvent, type="response.incomplete", response=response)
@@ -333,7 +338,7 @@ class ResponseEncoder:
     # --- objects -----------------------------------------------------------------------------------
 
     @property
-    def status(self) -> str:
+    def status(self) -> ResponseStatus:
         if self.error is not None:
             return "failed"
         if self.done is None:
@@ -341,7 +346,7 @@ class ResponseEncoder:
         return "incomplete" if self.done.stop_reason in ("max_tokens", "context_window") else "completed"
 
     @property
-    def _item_status(self) -> str:
+    def _item_status(self) -> ItemStatus:
         return "incomplete" if self.status == "incomplete" else "completed"
 
     def _output_text(self, item: _Item) -> ResponseOutputText:
@@ -352,28 +357,31 @@ class ResponseEncoder:
             logprobs=_wire_logprobs(item.logprobs) if self.logprobs else None,
         )
 
-    def _wire(self, item: _Item, status: str) -> BaseModel:
+    def _wire(self, item: _Item, status: ItemStatus) -> BaseModel:
         if item.kind == "message":
-            content = [] if status == "in_progress" else [self._output_text(item)]
+            content: list[MessageContent] = [] if status == "in_progress" else [self._output_text(item)]
             return ResponseOutputMessage(
                 type="message", id=item.id, role="assistant", status=status, content=content
             )
         if item.kind == "reasoning":
             text = "".join(item.text)
-            content = [] if status == "in_progress" else [ReasoningContent(type="reasoning_text", text=text)]
-            return ResponseReasoningItem(
-                type="reasoning", id=item.id, summary=[], content=content, status=status
+            reasoning = (
+                [] if status == "in_progress" else [ReasoningContent(type="reasoning_text", text=text)]
             )
-        extra = {"namespace": item.namespace} if item.namespace else {}
-        return ResponseFunctionToolCall(
+            return ResponseReasoningItem(
+                type="reasoning", id=item.id, summary=[], content=reasoning, status=status
+            )
+        call = ResponseFunctionToolCall(
             type="function_call",
             id=item.id,
             call_id=item.call_id,
             name=item.name,
             arguments="" if status == "in_progress" else item.arguments,
             status=status,
-            **extra,
         )
+        if item.namespace:  # set only when there is one: the wire leaves unset fields out
+            call.namespace = item.namespace
+        return call
 
     def _usage(self) -> ResponseUsage | None:
         if self.done is None:
@@ -387,7 +395,7 @@ class ResponseEncoder:
             total_tokens=u.input_tokens + u.output_tokens,
         )
 
-    def response(self, status: str | None = None) -> Response:
+    def response(self, status: ResponseStatus | None = None) -> Response:
         """A snapshot of the response (the final one once Done was fed)."""
         status = status or self.status
         fields: dict[str, Any] = dict(self.base)

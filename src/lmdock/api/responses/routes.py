@@ -18,14 +18,15 @@ from lmdock.api.responses.convert import Item, namespaces_of, normalize_input, t
 from lmdock.api.responses.encode import ResponseEncoder
 from lmdock.api.responses.schema import ResponseCreateParams
 from lmdock.api.responses.store import ResponseStore, StoredResponse
-from lmdock.api.services import principal_of
+from lmdock.api.services import principal_of, settings_of
 from lmdock.api.validation import validate_body
 from lmdock.chat.session import PreparedChat
-from lmdock.core.errors import InvalidRequest, LmdockError
+from lmdock.core.config import ping_interval
+from lmdock.core.errors import InvalidRequest, NotFound
 from lmdock.core.events import Done
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.http.streaming import ping_interval, unless_disconnected, with_pings
-from lmdock.models.loaded import LoadedModel
+from lmdock.http.streaming import unless_disconnected, with_pings
+from lmdock.models.served import ServedModel
 from lmdock.storage import database
 
 router = APIRouter()
@@ -33,20 +34,19 @@ router = APIRouter()
 PING_FRAME = ": ping\n\n"
 
 
-class ResponseNotFound(LmdockError):
-    status = 404
-    kind = "not_found_error"
+class ResponseNotFound(NotFound):
+    pass
 
 
 def _store(request: Request) -> ResponseStore:
     state = request.app.state
     store = getattr(state, "responses_store", None)
     if store is None:
-        settings = state.settings
+        settings = settings_of(request)
         store = state.responses_store = ResponseStore(
             database(request.app),
-            max_count=getattr(settings, "responses_max_stored", 10_000),
-            max_age_s=getattr(settings, "responses_max_age_days", 30.0) * 86400,
+            max_count=settings.responses_max_stored,
+            max_age_s=settings.responses_max_age * 86400,
             max_bytes=settings.responses_max_mib << 20,
         )
     return store
@@ -133,7 +133,7 @@ def _base(params: ResponseCreateParams, sampling: SamplingParams | None = None) 
 
 
 async def _prepare(
-    model: LoadedModel, params: ResponseCreateParams, items: list[Item], chat: ChatRequest
+    model: ServedModel, params: ResponseCreateParams, items: list[Item], chat: ChatRequest
 ) -> PreparedChat:
     """Admit the request; with `truncation: auto`, drop the oldest items until the prompt leaves room
     for the output (max_output_tokens, or a quarter of the context when unset)."""
@@ -241,7 +241,8 @@ async def _stream(
             out = encoder.feed(event)
             if isinstance(event, Done):
                 note_usage(request, model_key, event.usage)
-                final = out[-1].response  # stored before the client hears it is complete
+                final = encoder.final  # stored before the client hears it is complete
+                assert final is not None
                 await keep(final.model_dump(mode="json", exclude_unset=True, by_alias=True))
             for wire in out:
                 yield _frame(wire)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from openai.types.shared import ReasoningEffort
 from pydantic import BaseModel, ConfigDict, Field
+
+from lmdock.api.openai.schema import SamplingFields
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -32,12 +35,13 @@ class TextConfig(_Lenient):
 
 
 class ReasoningConfig(_Lenient):
-    effort: str | None = None
-    summary: str | None = None
+    """The values the Response repeats must be the ones the SDK's `Reasoning` type allows."""
+
+    effort: ReasoningEffort = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class ResponseCreateParams(_Lenient):
-    model: str = Field(min_length=1)
+class ResponseCreateParams(SamplingFields):
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
     previous_response_id: str | None = None
@@ -47,29 +51,12 @@ class ResponseCreateParams(_Lenient):
     text: TextConfig | None = None
     reasoning: ReasoningConfig | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    repeat_penalty: float | None = Field(default=None, ge=0.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     truncation: Literal["auto", "disabled"] | None = None
     store: bool | None = None
-    stream: bool = False
     include: list[str] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = None
-    ttl: int | None = Field(default=None, ge=1)
-
-    @property
-    def stops(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop if s]
 
     @property
     def stored(self) -> bool:

@@ -45,7 +45,9 @@ class GenericParser(OutputParser):
         return super()._step(final, out)
 
     def _step_response(self, final: bool, out: list[GenerationEvent]) -> bool:
-        end = _STRING_BODY.match(self._buf).end()
+        body = _STRING_BODY.match(self._buf)
+        assert body is not None  # the pattern matches the empty string
+        end = body.end()
         closed = end < len(self._buf) and self._buf[end] == '"'
         if not closed and not final:
             unfinished = _UNFINISHED_ESCAPE.search(self._buf, 0, end)

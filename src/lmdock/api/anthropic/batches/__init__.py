@@ -19,6 +19,7 @@ def start_batch_runner(app) -> asyncio.Task:
         app.state.manager,
         slots=settings.batch_slots or max(1, settings.parallel - 1),
         retention_seconds=retention,
+        limits=settings.limits,
     )
     app.state.batch_runner = runner
     return asyncio.create_task(runner.run(), name="batch-runner")

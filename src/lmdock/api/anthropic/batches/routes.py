@@ -8,15 +8,15 @@ documentation (everything is `processing` until the batch ends); live progress i
 from __future__ import annotations
 
 import asyncio
-import json
 
 from anthropic.types.messages import DeletedMessageBatch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from lmdock.api.anthropic.batches.schema import validate_create
+from lmdock.api.anthropic.batches.schema import read_body, validate_create
 from lmdock.api.anthropic.batches.store import BatchStore, batch_object, completed_count
-from lmdock.api.services import manager_of, principal_of
+from lmdock.api.limits import limits_of
+from lmdock.api.services import manager_of, principal_of, settings_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.storage import database
 
@@ -25,7 +25,7 @@ PROGRESS_HEADER = "lmdock-requests-completed"
 
 
 def _store(request: Request) -> BatchStore:
-    return BatchStore(database(request.app), max_bytes=request.app.state.settings.batches_max_mib << 20)
+    return BatchStore(database(request.app), max_bytes=settings_of(request).batches_max_mib << 20)
 
 
 def _wake_runner(request: Request) -> None:
@@ -52,21 +52,12 @@ def _memoized(resolve):
     return cached
 
 
-async def _read_json(request: Request):
-    """Parse the body off the event loop (a batch may be up to 256 MB)."""
-    raw = await request.body()
-    try:
-        return await asyncio.to_thread(json.loads, raw)
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 @router.post("/v1/messages/batches")
 async def create_batch(request: Request):
-    body = await _read_json(request)
+    body = await asyncio.to_thread(read_body, await request.body())  # off the loop: up to 256 MB
     manager = manager_of(request)
     resolve = _memoized(lambda name: manager.upstream_for(name) or manager.resolve(name))
-    requests = await asyncio.to_thread(validate_create, body, resolve)
+    requests = await asyncio.to_thread(validate_create, body, resolve, limits_of(request))
     store = _store(request)
     principal = principal_of(request)
     batch_id = await asyncio.to_thread(store.create, requests, principal.owner)

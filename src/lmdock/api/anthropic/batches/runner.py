@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 
 from lmdock.api.anthropic.batches.schema import error_body, parse_params
 from lmdock.api.anthropic.batches.store import BatchStore, PendingRequest
-from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.encode import MessageEncoder
+from lmdock.core import safejson
 from lmdock.core.backoff import Backoff
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InsufficientStorage, LmdockError, Overloaded
 from lmdock.core.request import PRIORITY_BATCH
 from lmdock.models.manager import ModelManager
@@ -54,10 +54,12 @@ class BatchRunner:
         *,
         slots: int,
         retention_seconds: float | None,
+        limits: RequestLimits,
         poll_seconds: float = 1.0,
     ) -> None:
         self.store = store
         self.manager = manager
+        self.limits = limits  # checked again at run time: the server may restart with other flags
         self.slots = max(1, slots)
         self.retention_seconds = retention_seconds
         self.poll_seconds = poll_seconds
@@ -175,8 +177,7 @@ class BatchRunner:
     async def _generate(self, work: _Work) -> tuple[str, dict]:
         req = work.request
         try:
-            params = parse_params(json.loads(req.params))
-            chat = to_chat_request(params)
+            params, chat = parse_params(safejson.loads(req.params, what="params"), self.limits)
             chat.priority = PRIORITY_BATCH
             model = await self.manager.get(params.model)
             prepared = await model.session.prepare(chat)

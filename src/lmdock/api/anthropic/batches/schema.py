@@ -17,10 +17,15 @@ from typing import Any
 from lmdock.api.anthropic.batches.store import NewRequest
 from lmdock.api.anthropic.convert import to_chat_request
 from lmdock.api.anthropic.schema import MessageCreateParams, parse
+from lmdock.api.limits import check_chat
+from lmdock.core import safejson
+from lmdock.core.config import RequestLimits
 from lmdock.core.errors import InvalidRequest, LmdockError
+from lmdock.core.request import ChatRequest
 
 MAX_REQUESTS = 100_000  # Anthropic's documented limits per batch
 MAX_BATCH_BYTES = 256 << 20
+_PARAMS_DEPTH = 3  # {"requests": [{"params": ...}]}: the levels around each request's params
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # error types the SDK's ErrorObject union knows; anything else is reported by status class
 _WIRE_KINDS = {
@@ -52,25 +57,37 @@ def prefix_key(params: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(head, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def parse_params(params: dict[str, Any]) -> MessageCreateParams:
-    """Validate one request's params as /v1/messages would (conversion errors included)."""
+def parse_params(params: dict[str, Any], limits: RequestLimits) -> tuple[MessageCreateParams, ChatRequest]:
+    """Validate one request's params as /v1/messages validates a body: fields, conversion, and the
+    server's per-request limits (so an over-limit request is errored and never reaches the engine)."""
     parsed = parse(MessageCreateParams, params)
     if parsed.stream:
         raise InvalidRequest("stream: streaming is not supported in a Message Batch", param="stream")
-    to_chat_request(parsed)
-    return parsed
+    chat = to_chat_request(parsed)
+    check_chat(chat, limits, n_messages=len(parsed.messages))
+    return parsed, chat
 
 
-def _params_error(params: dict[str, Any], resolve_model: Callable[[str], object]) -> dict | None:
+def read_body(raw: bytes) -> Any:
+    """The create body, read as every request body is (core.safejson), one level of nesting allowed
+    per enclosing `requests[i].params`, so each request's params get the depth /v1/messages allows."""
+    return safejson.loads(raw, max_depth=safejson.MAX_DEPTH + _PARAMS_DEPTH)
+
+
+def _params_error(
+    params: dict[str, Any], resolve_model: Callable[[str], object], limits: RequestLimits
+) -> dict | None:
     try:
-        parsed = parse_params(params)
+        parsed, _ = parse_params(params, limits)
         resolve_model(parsed.model)
     except LmdockError as exc:
         return error_body(exc)
     return None
 
 
-def validate_create(body: Any, resolve_model: Callable[[str], object]) -> list[NewRequest]:
+def validate_create(
+    body: Any, resolve_model: Callable[[str], object], limits: RequestLimits
+) -> list[NewRequest]:
     """The batch's requests, each with its per-request error (if any); raises for a malformed batch."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
@@ -117,7 +134,7 @@ def validate_create(body: Any, resolve_model: Callable[[str], object]) -> list[N
                 custom_id=custom_id,
                 params=json.dumps(params, separators=(",", ":"), ensure_ascii=False),
                 prefix_key=prefix_key(params),
-                error=_params_error(params, resolve_model),
+                error=_params_error(params, resolve_model, limits),
             )
         )
     return out

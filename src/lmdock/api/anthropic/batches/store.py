@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 from lmdock.api.anthropic.encode import new_id
-from lmdock.core.errors import InvalidRequest, LmdockError, QuotaExceeded
+from lmdock.core.errors import InvalidRequest, NotFound, QuotaExceeded
 from lmdock.core.owner import Principal
 from lmdock.storage import Database, mib
 
@@ -29,9 +29,8 @@ FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
 _COUNTER = {state: f"n_{state}" for state in FINAL_STATES}
 
 
-class BatchNotFound(LmdockError):
-    status = 404
-    kind = "not_found_error"
+class BatchNotFound(NotFound):
+    pass
 
 
 @dataclass
@@ -74,7 +73,7 @@ def completed_count(row) -> int:
 def batch_object(row, base_url: str) -> dict:
     """The wire MessageBatch. As documented, every request counts as `processing` until the batch ends."""
     ended = row["status"] == "ended"
-    counts = _counts(row) if ended else dict.fromkeys(FINAL_STATES, 0)
+    counts: dict[str, int] = _counts(row) if ended else dict.fromkeys(FINAL_STATES, 0)
     processing = 0 if ended else row["total"]
     results_url = f"{base_url.rstrip('/')}/v1/messages/batches/{row['id']}/results" if ended else None
     if row["archived_at"] is not None:
@@ -83,9 +82,9 @@ def batch_object(row, base_url: str) -> dict:
         id=row["id"],
         type="message_batch",
         processing_status=row["status"],
-        request_counts=MessageBatchRequestCounts(processing=processing, **counts),
-        created_at=_ts(row["created_at"]),
-        expires_at=_ts(row["expires_at"]),
+        request_counts=MessageBatchRequestCounts.model_validate({"processing": processing, **counts}),
+        created_at=datetime.fromtimestamp(row["created_at"], tz=UTC),
+        expires_at=datetime.fromtimestamp(row["expires_at"], tz=UTC),
         ended_at=_ts(row["ended_at"]),
         cancel_initiated_at=_ts(row["cancel_initiated_at"]),
         archived_at=_ts(row["archived_at"]),
@@ -116,6 +115,7 @@ class BatchStore:
                 (batch_id, len(requests), now, now + EXPIRY_SECONDS, errored, owner, size),
             )
             n = cur.lastrowid
+            assert n is not None  # set by the INSERT above
             conn.executemany(
                 "INSERT INTO message_batch_requests"
                 " (batch_n, idx, custom_id, prefix_key, params, state, result, completed_at)"

@@ -1,4 +1,5 @@
-"""Build, start and stop the two servers the benchmark compares: llama-server and `lmdock serve`.
+"""What the benchmark scripts share: building, starting and stopping the two servers they compare
+(llama-server and `lmdock serve`), the default model, and Claude Code pointed at a server.
 
 llama-server is built from the llama.cpp source vendored in the llama-cpp-python sdist that lmdock depends
 on, so both servers run the same ggml kernels. The build lives outside the repository, in
@@ -7,6 +8,7 @@ on, so both servers run the same ggml kernels. The build lives outside the repos
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,10 +16,17 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from lmdock.cli.client import Server as ClientServer
+from lmdock.cli.launch_cmd import claude_env as launch_claude_env
+from lmdock.core.config import default_models_dir
+from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 REPO = Path(__file__).resolve().parent.parent
@@ -25,10 +34,10 @@ VENV_BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("LMDOCK_BENCH_CACHE", Path.home() / ".cache" / "lmdock-bench"))
 BUILD_ROOT = CACHE / f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
 LLAMA_SERVER = BUILD_ROOT / "build" / "bin" / "llama-server"
-DEFAULT_MODEL = (
-    Path(os.environ.get("LMDOCK_MODELS_DIR", Path.home() / ".lmdock" / "models"))
-    / "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-)
+DEFAULT_MODEL = default_model_path(default_models_dir())
+MODEL = DEFAULT_MODEL_KEY
+CLAUDE = REPO / "node_modules" / ".bin" / "claude"  # make clients
+HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "bench"}
 
 # The flags asked for, plus what llama-cpp-python's own CMakeLists forces (shared libraries, LLAMA_CURL
 # OFF); GGML_NATIVE, GGML_OPENMP and the Release build type are also its defaults (scikit-build-core builds
@@ -158,6 +167,7 @@ class ServerSpec:
     threads: int = 2
     parallel: int = 4
     cache_dir: Path | None = None  # lmdock only: its on-disk prompt cache
+    home: Path | None = None  # lmdock only: its LMDOCK_HOME (presets, database); default: the user's
     extra: tuple[str, ...] = ()  # more flags for this server
 
     def argv(self, port: int) -> list[str]:
@@ -224,7 +234,10 @@ class Server:
         with self.log_path.open("a") as log:
             log.write(f"\n### {' '.join(argv)}\n")
             log.flush()
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env = {**os.environ, "LMDOCK_HOME": str(self.spec.home)} if self.spec.home else None
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -263,3 +276,36 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def lmdock_server(home: Path, log: Path, ctx: int = 32768) -> Server:
+    """A started `lmdock serve` on the default model with its own LMDOCK_HOME (the agent benchmarks)."""
+    return Server(ServerSpec("lmdock", ctx=ctx, cache_dir=home / "cache", home=home), log).start(timeout=300)
+
+
+def claude_env(base_url: str, context_length: int = 32768) -> dict[str, str]:
+    """What `lmdock launch claude` sets (lmdock.cli.launch_cmd) for the default model at `base_url`."""
+    url = httpx.URL(base_url)
+    return launch_claude_env(ClientServer(url.host, url.port or 80), MODEL, context_length)
+
+
+def message_events(
+    client: httpx.Client, base: str, body: dict[str, Any], usage: dict[str, int], timeout: float = 900
+) -> Iterator[dict[str, Any]]:
+    """Stream POST /v1/messages: each SSE event as JSON. The token counts of message_start and
+    message_delta are gathered into `usage`; a non-200 answer or an `error` event raises."""
+    with client.stream("POST", base + "/v1/messages", json=body, headers=HEADERS, timeout=timeout) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /v1/messages -> {r.status_code}: {r.read().decode()[:500]}")
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = json.loads(line[5:])
+            kind = data.get("type")
+            if kind == "error":
+                raise RuntimeError(f"stream error: {data}")
+            counts = data["message"].get("usage") if kind == "message_start" else data.get("usage")
+            for key, value in (counts or {}).items() if kind in ("message_start", "message_delta") else ():
+                if isinstance(value, int):
+                    usage[key] = value
+            yield data
