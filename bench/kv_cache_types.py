@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import Server, ServerSpec, peak_rss_mib, wait_quiet  # noqa: E402
+from _common import Server, ServerSpec, peak_rss_mib, wait_quiet  # noqa: E402
 from compare_llama_server import model_id, new_client, send, text_of, user  # noqa: E402
 
 CONFIGS = ["f16:f16:on", "f16:f16:off", "q8_0:q8_0:on", "q8_0:f16:off", "q4_0:q4_0:on", "q4_0:f16:off"]

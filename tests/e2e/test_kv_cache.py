@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import anthropic
@@ -36,12 +36,8 @@ QUESTIONS = [
 ]
 
 
-def _client(server: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
-
-
 def _ask(server: Server, question: str) -> anthropic.types.Message:
-    return _client(server).messages.create(
+    return server.anthropic().messages.create(
         model=QWEN,
         max_tokens=32,
         system=SYSTEM,
@@ -166,27 +162,22 @@ def test_invalid_combinations_are_400s_and_start_no_worker(budgeted: Server, con
     assert _instance(budgeted)["worker"]["pid"] == before
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lmdock.cli.main", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def test_the_cli_refuses_them_too(budgeted: Server, tmp_path: Path):
-    port = budgeted.base_url.rsplit(":", 1)[1]
-    load = _cli("load", QWEN, "-ctv", "q4_0", "-fa", "off", "--port", port)
+    load = budgeted.cli("load", QWEN, "-ctv", "q4_0", "-fa", "off")
     assert load.returncode == 1 and "needs flash attention" in load.stderr and "Traceback" not in load.stderr
-    estimate = _cli(
-        "load", QWEN, "--estimate-only", "-c", "8192", "-ctk", "q8_0", "-ctv", "q8_0", "--port", port
-    )
+    estimate = budgeted.cli("load", QWEN, "--estimate-only", "-c", "8192", "-ctk", "q8_0", "-ctv", "q8_0")
     assert estimate.returncode == 0, estimate.stderr
     assert "q8_0 KV cache" in estimate.stdout and "with f16 K/V" in estimate.stdout
     assert "with q8_0 K/V" in estimate.stdout
-    serve = _cli(
-        "serve", "--port", "1", "--cache-type-v", "q8_0", "--flash-attn", "off", "--models-dir", str(tmp_path)
+    serve = subprocess.run(
+        [*LMDOCK, "serve", "--port", "1", "--cache-type-v", "q8_0", "--flash-attn", "off"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LMDOCK_HOME": str(tmp_path)},
     )
     assert serve.returncode == 2 and "needs flash attention" in serve.stderr, serve.stderr
-    assert "Traceback" not in serve.stderr
+    assert "Traceback" not in serve.stderr and "serving" not in serve.stderr
 
 
 def test_the_estimate_is_within_15_percent_of_the_worker_rss(budgeted: Server):
