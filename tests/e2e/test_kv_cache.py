@@ -22,7 +22,7 @@ import pytest
 from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.models.estimate import context_ladder, estimate_memory
 from lmdock.models.store import record_for
-from tests.conftest import DEFAULT_MODEL, Server, start_server
+from tests.conftest import DEFAULT_MODEL, LMDOCK, Server, start_server
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 Q8 = ("--cache-type-k", "q8_0", "--cache-type-v", "q8_0")
