@@ -42,7 +42,7 @@ def _ask(server: Server, question: str) -> anthropic.types.Message:
         max_tokens=32,
         system=SYSTEM,
         messages=[{"role": "user", "content": question}],
-        temperature=0.0,
+        extra_body={"temperature": 0.0},  # this SDK version has no temperature parameter
     )
 
 
