@@ -27,7 +27,7 @@ from tests.conftest import Server, start_server
 
 TOTAL = int(os.environ.get("LMDOCK_FUZZ_EXAMPLES", "2000"))
 MODEL_KEY = "qwen2.5-coder-0.5b-instruct"
-OPENAI_ROUTES = ("/v1/chat/", "/v1/completions", "/v1/embeddings")
+OPENAI_ROUTES = ("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses")
 
 TOOL = {
     "name": "get_weather",
