@@ -125,7 +125,7 @@ def test_request_ttl_unloads_an_idle_jit_model(mgmt: Server, oai: openai.OpenAI)
 def test_load_reload_and_unload_from_the_cli(mgmt: Server):
     done = mgmt.cli("load", SECOND, "--context-length", "1024", "--parallel", "2")
     assert done.returncode == 0, done.stderr
-    assert "Loaded second-model (context 1024, parallel 2)" in done.stdout
+    assert "Loaded second-model (context 1024, parallel 2, KV f16, flash attention on)" in done.stdout
     ps = mgmt.cli("ps")
     assert SECOND in ps.stdout and "1024" in ps.stdout
     r = httpx.post(
