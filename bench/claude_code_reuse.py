@@ -60,6 +60,15 @@ def send(base: str, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def send_captured(base: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`send`, retried without Claude Code's optional fields if the server refuses them (llama-server)."""
+    try:
+        return send(base, body)
+    except RuntimeError as exc:
+        print(f"  the server refused the request as captured ({exc}); retrying without {_OPTIONAL}")
+        return send(base, {k: v for k, v in body.items() if k not in _OPTIONAL})
+
+
 def run(name: str, ctx: int, threads: int, logs: Path) -> dict[str, Any]:
     extra: tuple[str, ...] = ("--cache-reuse", "256") if name == "llama-server" else ()
     spec = ServerSpec(name=name, ctx=ctx, threads=threads, cache_dir=logs / "cache", extra=extra)
@@ -67,14 +76,11 @@ def run(name: str, ctx: int, threads: int, logs: Path) -> dict[str, Any]:
     with Server(spec, logs / f"{name}.log") as server:
         for label, req in (("cold", load("alpha")), ("second", load("beta"))):
             body = {**req, "max_tokens": 8, "stream": True}
-            try:
-                r = send(server.base_url, body)
-            except RuntimeError as exc:
-                if name != "llama-server":
-                    raise
-                print(f"  {name} refused the request as captured ({exc}); retrying without {_OPTIONAL}")
-                body = {k: v for k, v in body.items() if k not in _OPTIONAL}
-                r = send(server.base_url, body)
+            r = (
+                send_captured(server.base_url, body)
+                if name == "llama-server"
+                else send(server.base_url, body)
+            )
             results[label] = r
             u = r["usage"]
             print(

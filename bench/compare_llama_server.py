@@ -17,6 +17,10 @@ Scenarios:
            round-robin (A1 B1 C1 A2 ...), each turn a synthetic tool result: wall time
   restart  first request after a restart, with a 6k prefix seen before the restart, over a cold first
            request; lmdock keeps --cache-dir, llama-server is restarted plainly (no --slot-save-path)
+  warm     decode (single stream and 4 streams) after Claude Code's two captured first requests
+           (bench/data/, 11.6k tokens each) were served and stay cached, over the same decode on the
+           fresh server (32k context); lmdock also reports the mean KV cells a decode step attended
+           over (n_kv) and the mean llama_decode time per step, from /metrics
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ from _common import (  # noqa: E402
     message_events,
     wait_quiet,
 )
+from claude_code_reuse import load as claude_request  # noqa: E402
+from claude_code_reuse import send_captured  # noqa: E402
 
 SERVERS = ("lmdock", "llama-server")
 TOKENS_PER_ENTRY = 61.0  # tokens per api_reference() entry with the Qwen2.5 tokenizer (measured)
@@ -446,6 +452,55 @@ def sc_restart(c: Ctx) -> dict[str, Any]:
     }
 
 
+WARM_CTX = 32768  # two of Claude Code's first requests and the decodes beside them
+
+
+def engine_counters(base: str) -> dict[str, float]:
+    """lmdock's decode-step counters from /metrics (empty for llama-server, which has none)."""
+    wanted = {"lmdock_decode_steps_total", "lmdock_kv_cells_total", "lmdock_decode_seconds_total"}
+    try:
+        r = httpx.get(base + "/metrics", headers=HEADERS, timeout=30)
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    for line in r.text.splitlines() if r.status_code == 200 else []:
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in wanted:
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def step_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean KV cells per decode step (the attention span, n_kv) and mean llama_decode ms per step."""
+    steps = after.get("lmdock_decode_steps_total", 0.0) - before.get("lmdock_decode_steps_total", 0.0)
+    if steps <= 0:
+        return {}
+    cells = after["lmdock_kv_cells_total"] - before["lmdock_kv_cells_total"]
+    secs = after["lmdock_decode_seconds_total"] - before["lmdock_decode_seconds_total"]
+    return {"n_kv_per_step": cells / steps, "ms_per_step": 1000 * secs / steps}
+
+
+def sc_warm(c: Ctx) -> dict[str, Any]:
+    fresh: dict[str, Any] = {}
+    warm: dict[str, Any] = {}
+    for phase, out in (("fresh", fresh), ("warm", warm)):
+        if phase == "warm":
+            for name in ("alpha", "beta"):  # served, then left in the cache
+                body = {**claude_request(name), "max_tokens": 8, "stream": True}
+                out[f"claude_{name}_ttft_s"] = send_captured(c.base, body)["ttft"]
+        for label, scenario in (("decode", sc_decode), ("decode4", sc_decode4)):
+            before = engine_counters(c.base)
+            out[label] = scenario(c)["value"]
+            out[f"{label}_steps"] = step_figures(before, engine_counters(c.base))
+    return {
+        "value": warm["decode"] / fresh["decode"],
+        "unit": "×",
+        "decode4_ratio": warm["decode4"] / fresh["decode4"],
+        "fresh": fresh,
+        "warm": warm,
+    }
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -454,6 +509,7 @@ class Scenario:
     target: str
     met: Callable[[float, float], bool]  # (lmdock value, llama-server value) -> target met
     warm_up: bool = True
+    ctx: int | None = None  # this scenario's context, if not the sizes' one
 
 
 SCENARIOS = [
@@ -496,6 +552,14 @@ SCENARIOS = [
         lambda a, b: a <= 0.10,
         warm_up=False,
     ),
+    Scenario(
+        "warm",
+        "decode tok/s after Claude Code's first requests stay cached: warm / fresh",
+        sc_warm,
+        "lmdock ≥ 0.97",
+        lambda a, b: a >= 0.97,
+        ctx=WARM_CTX,
+    ),
 ]
 
 
@@ -515,7 +579,7 @@ def run_scenario(
     wait_quiet(quiet_wait)
     t0, busy0, self0 = time.monotonic(), busy_seconds(), sum(os.times()[:2])
     with tempfile.TemporaryDirectory(prefix="lmdock-bench-cache-") as cache_dir:
-        spec = ServerSpec(name, ctx=sizes.ctx, cache_dir=Path(cache_dir), extra=extra)
+        spec = ServerSpec(name, ctx=sc.ctx or sizes.ctx, cache_dir=Path(cache_dir), extra=extra)
         server = Server(spec, log_dir / f"{name}.log")
         with server:
             c = Ctx(server, sizes, model=model_id(server.base_url))
@@ -550,7 +614,23 @@ def detail(sc: Scenario, r: dict[str, Any]) -> str:
         return f" ({ms(r['turn2_ttft_s'])} / {ms(r['cold_ttft_s'])} ms)"
     if sc.name == "restart":
         return f" ({ms(r['restart_ttft_s'])} / {ms(r['cold_ttft_s'])} ms)"
+    if sc.name == "warm":
+        return warm_detail(r)
     return ""
+
+
+def warm_detail(r: dict[str, Any]) -> str:
+    """tok/s warm / fresh for 1 and 4 streams, and lmdock's n_kv and ms per decode step, warm / fresh."""
+    f, w = r["fresh"], r["warm"]
+    out = f" (1: {w['decode']:.1f} / {f['decode']:.1f}; 4: {w['decode4']:.1f} / {f['decode4']:.1f} tok/s"
+    for label in ("decode", "decode4"):
+        if w[f"{label}_steps"] and f[f"{label}_steps"]:
+            ws, fs = w[f"{label}_steps"], f[f"{label}_steps"]
+            out += (
+                f"; {label} n_kv {ws['n_kv_per_step']:.0f} / {fs['n_kv_per_step']:.0f},"
+                f" {ws['ms_per_step']:.1f} / {fs['ms_per_step']:.1f} ms/step"
+            )
+    return out + ")"
 
 
 def table(results: dict[str, dict[str, Any]], rss: dict[str, float], sizes: Sizes, note: str) -> list[str]:

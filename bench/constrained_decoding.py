@@ -16,9 +16,18 @@ import time
 
 from llguidance import LLMatcher
 
-from lmdock.core.config import default_models_dir
+from lmdock.core.config import MAX_DEFAULT_CTX, default_models_dir
 from lmdock.core.request import SamplingParams
-from lmdock.engine import ContextParams, Engine, EngineConfig, EngineRequest, Finished, LlamaModel, TextChunk
+from lmdock.engine import (
+    ContextParams,
+    EngineClient,
+    EngineConfig,
+    EngineRequest,
+    EngineSpec,
+    Finished,
+    TextChunk,
+    make_client,
+)
 from lmdock.models.default_model import default_model_path
 
 PROMPT = (
@@ -28,7 +37,7 @@ PROMPT = (
 SCHEMA = '{"type":"object","properties":{"history":{"type":"string"}},"required":["history"]}'
 
 
-async def _run(engine: Engine, tokens: list[int], n: int, grammar: str | None) -> tuple[float, int]:
+async def _run(engine: EngineClient, tokens: list[int], n: int, grammar: str | None) -> tuple[float, int]:
     request = EngineRequest(
         prompt=tokens, max_tokens=n, sampling=SamplingParams(temperature=0), grammar=grammar
     )
@@ -51,13 +60,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    model = LlamaModel(
-        default_model_path(default_models_dir()),
-        ContextParams(n_ctx=4096, n_batch=512, n_seq_max=2, n_threads=args.threads),
+    spec = EngineSpec(
+        key="default",
+        path=str(default_model_path(default_models_dir())),
+        params=ContextParams(n_ctx=4096, n_batch=512, n_seq_max=2, n_threads=args.threads),
+        engine=EngineConfig(parallel=1, max_queue=64),
+        cache_ram_bytes=0,
+        cache_dir=None,
+        max_ctx=MAX_DEFAULT_CTX,
     )
-    engine = Engine(model, EngineConfig(parallel=1, max_queue=64))
+    engine = make_client(spec, in_process=True)
+    asyncio.run(engine.start())
     grammar = LLMatcher.grammar_from_json_schema(SCHEMA)
-    tokens = model.tokenize(PROMPT)
+    tokens = engine.vocab.tokenize(PROMPT)
     free, constrained = [], []
     try:
         for _ in range(args.rounds):
@@ -73,7 +88,7 @@ def main() -> None:
         print(f"| JSON-schema constrained | {c * 1000:.2f} | {1 / c:.1f} |")
         print(f"| constrained / unconstrained time per token | {c / f:.3f} | |")
     finally:
-        engine.close()
+        asyncio.run(engine.close(0))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from lmdock.api.responses import router as responses_router
 from lmdock.chat.session import ChatSession
 from lmdock.core.config import Settings
 from lmdock.core.errors import LmdockError
-from lmdock.engine.proxy import rss_bytes
+from lmdock.engine.process import rss_bytes
 from lmdock.http.errors import error_from_exception, error_response, kind_for_status
 from lmdock.http.metrics import metrics_response
 from lmdock.http.middleware import HostPolicy, RequestContext

@@ -7,6 +7,9 @@ is. Clients are the official SDKs, which see each refusal in their protocol's er
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -181,3 +184,31 @@ def _full_disk_scenario(server: Server, disk: Path) -> None:
     assert server.proc.poll() is None and server.proc.pid == pid
     health = httpx.get(f"{server.base_url}/health", timeout=10).json()
     assert all(w["crashes"] == 0 for w in health["workers"].values()), json.dumps(health)
+
+
+def test_a_worker_crash_interrupts_batch_requests_without_erroring_them(tmp_path: Path):
+    """The requests in flight when the model's worker dies run again; none ends `errored`."""
+    server = start_server(tmp_path, "--parallel", "3")
+    try:
+        claude = _anthropic(server, "k")
+        requests = [
+            {"custom_id": f"c{i}", "params": _ask(f"Write {i + 2} lines about rain.", 96)} for i in range(6)
+        ]
+        batch = claude.messages.batches.create(requests=requests)
+
+        def busy_worker() -> int | None:
+            (worker,) = httpx.get(f"{server.base_url}/health", timeout=10).json()["workers"].values()
+            return worker["pid"] if worker["in_flight"] else None
+
+        os.kill(_wait_for(busy_worker, "a batch request in flight", every=0.05), signal.SIGKILL)
+        _wait_for(
+            lambda: claude.messages.batches.retrieve(batch.id).processing_status == "ended", "the batch"
+        )
+        results = {r.custom_id: r.result.type for r in claude.messages.batches.results(batch.id)}
+        assert results == {r["custom_id"]: "succeeded" for r in requests}
+        with sqlite3.connect(tmp_path / "home" / "lmdock.db") as db:
+            attempts = [n for (n,) in db.execute("SELECT attempts FROM message_batch_requests")]
+        assert max(attempts) == 2  # the crash did hit a request, which ran again
+        assert "restarting its worker" in server.log()
+    finally:
+        server.stop()

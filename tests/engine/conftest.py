@@ -1,24 +1,25 @@
-"""Engine fixtures: the real default model behind a real Engine (no HTTP)."""
+"""Engine fixtures: the real default model behind the in-process engine client (no HTTP, no worker):
+the EngineClient surface production uses, with the engine itself open for white-box checks."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 import pytest
 
+from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.core.request import SamplingParams
 from lmdock.engine import (
     ContextParams,
-    Engine,
     EngineConfig,
     EngineRequest,
+    EngineSpec,
     Finished,
-    LlamaModel,
-    PromptCache,
     TextChunk,
+    make_client,
 )
+from lmdock.engine.inproc import InProcessClient
 from tests.conftest import DEFAULT_MODEL
 
 
@@ -35,15 +36,32 @@ def make_engine(
     n_ctx: int = 8192,
     ram_bytes: int = 256 << 20,
     kv: KvCacheConfig | None = None,
-) -> Engine:
-    params = ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2)
-    model = LlamaModel(DEFAULT_MODEL, params if kv is None else replace(params, kv=kv))
-    cache = PromptCache(ram_bytes=ram_bytes, disk_dir=cache_dir, min_tokens=64)
-    return Engine(model, EngineConfig(parallel=parallel, max_queue=64), cache)
+) -> InProcessClient:
+    """A started in-process client; its prompt-cache files go to a subfolder of `cache_dir`."""
+    spec = EngineSpec(
+        key="default",
+        path=str(DEFAULT_MODEL),
+        params=ContextParams(
+            n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2, kv=kv or KvCacheConfig()
+        ),
+        engine=EngineConfig(parallel=parallel, max_queue=64),
+        cache_ram_bytes=ram_bytes,
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
+        max_ctx=MAX_DEFAULT_CTX,
+        cache_min_tokens=64,
+    )
+    client = make_client(spec, in_process=True)
+    assert isinstance(client, InProcessClient)
+    run(client.start())
+    return client
 
 
-async def generate(engine: Engine, prompt: str, max_tokens: int = 24, **kw) -> tuple[str, Finished]:
-    tokens = engine.model.tokenize(prompt)
+def close(client: InProcessClient) -> None:
+    run(client.close(0))
+
+
+async def generate(engine: InProcessClient, prompt: str, max_tokens: int = 24, **kw) -> tuple[str, Finished]:
+    tokens = engine.vocab.tokenize(prompt)
     request = EngineRequest(
         prompt=tokens, max_tokens=max_tokens, sampling=SamplingParams(temperature=0), **kw
     )
@@ -64,4 +82,4 @@ def run(coro):
 def engine():
     eng = make_engine()
     yield eng
-    eng.close()
+    close(eng)

@@ -6,7 +6,7 @@ import asyncio
 
 from lmdock.core.request import SamplingParams
 from lmdock.engine import EngineRequest, TextChunk
-from tests.engine.conftest import chatml, generate, make_engine, run
+from tests.engine.conftest import chatml, close, generate, make_engine, run
 
 PROMPTS = [
     chatml("Write a Python function that reverses a string."),
@@ -41,7 +41,7 @@ def test_shared_prefix_is_reused_across_different_prompts(engine):
     system = "You are a meticulous assistant. " * 20
     run(generate(engine, chatml("First question: what is 2+2?", system)))
     _, second = run(generate(engine, chatml("Second question: what is 3+3?", system)))
-    shared = len(engine.model.tokenize(chatml("", system).split("<|im_start|>user")[0]))
+    shared = len(engine.vocab.tokenize(chatml("", system).split("<|im_start|>user")[0]))
     assert second.cached_tokens >= shared
 
 
@@ -52,28 +52,28 @@ def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
     try:
         cold_text, cold = run(generate(first, prompt))
         # push the cached slot out of the KV cache: it must spill to host RAM
-        for slot in first.pool.evictable():
-            first.evict(slot)
-        assert first.cache.ram, "the evicted prompt should be in host RAM"
+        for slot in first.engine.pool.evictable():
+            first.engine.evict(slot)
+        assert first.engine.cache.ram, "the evicted prompt should be in host RAM"
         ram_text, ram = run(generate(first, prompt))
         assert ram.cached_tokens >= cold.prompt_tokens - 1 - 32
         assert ram_text == cold_text
     finally:
-        first.close()
+        close(first)
     # a new engine on the same cache dir (a restart) restores the persisted prefix from disk
     second = make_engine(tmp_path, parallel=1)
     try:
-        assert second.cache.disk, "the prompt should have been persisted"
+        assert second.engine.cache.disk, "the prompt should have been persisted"
         disk_text, disk = run(generate(second, prompt))
         assert disk.cached_tokens >= cold.prompt_tokens - 1 - 32
         assert disk_text == cold_text
     finally:
-        second.close()
+        close(second)
 
 
 def test_cancelled_streams_free_their_sequences_and_kv(engine):
     async def cancel_one(i: int):
-        tokens = engine.model.tokenize(chatml(f"Write a very long essay about topic number {i}."))
+        tokens = engine.vocab.tokenize(chatml(f"Write a very long essay about topic number {i}."))
         stream = await engine.submit(EngineRequest(prompt=tokens, max_tokens=500, sampling=SamplingParams()))
         async for event in stream:
             if isinstance(event, TextChunk) and event.text:
@@ -86,17 +86,17 @@ def test_cancelled_streams_free_their_sequences_and_kv(engine):
 
     run(cancel_all())
     for _ in range(100):
-        snap = engine.snapshot()
-        if snap["active"] == 0 and snap["waiting"] == 0:
+        snap = run(engine.snapshot())
+        if snap.active == 0 and snap.waiting == 0:
             break
         asyncio.run(asyncio.sleep(0.05))
-    snap = engine.snapshot()
-    assert snap["active"] == 0 and snap["waiting"] == 0
-    for slot in snap["slots"]:
-        assert not slot["busy"]
+    snap = run(engine.snapshot())
+    assert snap.active == 0 and snap.waiting == 0
+    for slot in snap.slots:
+        assert not slot.busy
         # a cancelled sequence's slot is emptied: no KV cells remain under its sequence id
-        if slot["tokens"] == 0:
-            assert slot["kv_pos_max"] == -1
+        if slot.tokens == 0:
+            assert slot.kv_pos_max == -1
     # the engine still serves normally
     text, fin = run(generate(engine, PROMPTS[1], 8))
     assert text and fin.reason in ("eog", "length")
@@ -116,13 +116,13 @@ def test_prompts_that_do_not_fit_together_wait_instead_of_failing():
         assert all(fin.reason in ("eog", "length") for _, fin in results), [fin for _, fin in results]
         assert all(fin.prompt_tokens > 600 for _, fin in results)
     finally:
-        small.close()
+        close(small)
 
 
 def test_batch_work_suspended_for_an_interactive_request_resumes_where_it_was():
     solo = make_engine(parallel=1)
     try:
-        long_prompt = solo.model.tokenize(chatml("Count from 1 to 40, one number per line."))
+        long_prompt = solo.vocab.tokenize(chatml("Count from 1 to 40, one number per line."))
         greedy = SamplingParams(temperature=0)
 
         async def scenario():
@@ -146,4 +146,4 @@ def test_batch_work_suspended_for_an_interactive_request_resumes_where_it_was():
         assert solo.stats.preemptions >= 1
         assert suspended_text == alone  # nothing lost, nothing repeated
     finally:
-        solo.close()
+        close(solo)

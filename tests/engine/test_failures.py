@@ -4,6 +4,7 @@ greedy answer, only the failing request ends, and the engine keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import pytest
 
@@ -11,7 +12,7 @@ from lmdock.core.errors import EngineFailed
 from lmdock.core.request import SamplingParams
 from lmdock.engine import EngineRequest, Finished, TextChunk
 from lmdock.engine.engine import INTERNAL_ERROR
-from tests.engine.conftest import chatml, make_engine, run
+from tests.engine.conftest import chatml, close, make_engine, run
 
 SYSTEM = "Reference manual. " + " ".join(f"Rule {i}: keep item {i} dry." for i in range(60))
 QUESTION = "Which rule mentions item 7?"
@@ -30,15 +31,15 @@ async def complete(engine, tokens: list[int], max_tokens: int = 24) -> tuple[str
 
 def prompts(engine) -> tuple[list[int], list[int]]:
     """The prompt under test, and another sharing a short prefix with it (too short to restore for)."""
-    prompt = engine.model.tokenize(chatml(QUESTION, SYSTEM))
-    other = prompt[:20] + engine.model.tokenize(" unrelated words " * 30)
-    assert engine.cache.min_gain > 20
+    prompt = engine.vocab.tokenize(chatml(QUESTION, SYSTEM))
+    other = prompt[:20] + engine.vocab.tokenize(" unrelated words " * 30)
+    assert engine.engine.cache.min_gain > 20
     return prompt, other
 
 
 def truncate_saved(engine, tokens: list[int]) -> None:
-    (entry,) = [e for e in engine.cache.disk if e.tokens == tokens]
-    state = engine.cache.files.state_path(entry.file)
+    (entry,) = [e for e in engine.engine.cache.disk if e.tokens == tokens]
+    state = engine.engine.cache.files.state_path(entry.file)
     with state.open("r+b") as f:
         f.truncate(state.stat().st_size // 2)
 
@@ -53,13 +54,12 @@ def cold(tmp_path_factory):
         text, fin = run(complete(engine, prompt))
         assert fin.cached_tokens <= 3
     finally:
-        engine.close()
+        close(engine)
     return text, folder
 
 
 def copy_folder(src, dst):
-    for p in src.iterdir():
-        (dst / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(src, dst, dirs_exist_ok=True)
     return dst
 
 
@@ -71,11 +71,13 @@ def test_a_truncated_cache_file_is_deleted_and_the_prompt_served_cold(cold, tmp_
         truncate_saved(engine, prompt)  # after start-up: only the check before loading can catch it
         text, fin = run(complete(engine, prompt))
         assert text == cold_text and fin.cached_tokens == 0
-        assert all(engine.cache.files.verify(e.file) for e in engine.cache.disk)  # saved again, whole
+        assert all(
+            engine.engine.cache.files.verify(e.file) for e in engine.engine.cache.disk
+        )  # saved again, whole
         again, _ = run(complete(engine, prompt))  # alive, and now a resident hit
         assert again == cold_text
     finally:
-        engine.close()
+        close(engine)
 
 
 def test_a_truncated_cache_file_keeps_a_shorter_resident_prefix(cold, tmp_path):
@@ -88,7 +90,7 @@ def test_a_truncated_cache_file_keeps_a_shorter_resident_prefix(cold, tmp_path):
         text, fin = run(complete(engine, prompt))
         assert text == cold_text and fin.cached_tokens == 20
     finally:
-        engine.close()
+        close(engine)
 
 
 def test_a_state_llama_cpp_cannot_load_is_computed_cold_not_continued(cold):
@@ -99,16 +101,16 @@ def test_a_state_llama_cpp_cannot_load_is_computed_cold_not_continued(cold):
     try:
         prompt, other = prompts(engine)
         run(complete(engine, prompt))
-        for slot in engine.pool.evictable():
-            engine.evict(slot)
-        (entry,) = engine.cache.ram
+        for slot in engine.engine.pool.evictable():
+            engine.engine.evict(slot)
+        (entry,) = engine.engine.cache.ram
         entry.data = entry.data[: len(entry.data) // 2]  # cut short: llama.cpp refuses it
         run(complete(engine, other, 4))
         text, fin = run(complete(engine, prompt))
         assert text == cold_text and fin.cached_tokens == 0
-        assert engine.cache.ram == []
+        assert entry not in engine.engine.cache.ram  # dropped (`other` may wait there now)
     finally:
-        engine.close()
+        close(engine)
 
 
 # --- failure isolation ------------------------------------------------------------------------------
@@ -116,21 +118,21 @@ def test_a_state_llama_cpp_cannot_load_is_computed_cold_not_continued(cold):
 
 def fail_for(engine, method: str, marker: int):
     """Make one runner method raise for requests with max_tokens == marker."""
-    real = getattr(engine.runner, method)
+    real = getattr(engine.engine.runner, method)
 
     def failing(seq, *args):
         if seq.request.max_tokens == marker:
             raise RuntimeError("injected failure")
         return real(seq, *args)
 
-    setattr(engine.runner, method, failing)
+    setattr(engine.engine.runner, method, failing)
 
 
 @pytest.mark.parametrize("method", ["sample", "start_sampler"])
 def test_a_failing_request_ends_alone(method):
     engine = make_engine(None, parallel=2)
     try:
-        prompt = engine.model.tokenize(chatml("List three prime numbers."))
+        prompt = engine.vocab.tokenize(chatml("List three prime numbers."))
         alone, _ = run(complete(engine, prompt, 20))
         fail_for(engine, method, 13)
 
@@ -140,16 +142,16 @@ def test_a_failing_request_ends_alone(method):
         (_, failed), (text, ok) = run(together())
         assert failed.reason == "error" and failed.error == INTERNAL_ERROR
         assert ok.reason in ("eog", "length") and text == alone
-        assert engine.failure is None and engine.snapshot()["active"] == 0
+        assert engine.failure is None and run(engine.snapshot()).active == 0
     finally:
-        engine.close()
+        close(engine)
 
 
 def test_a_failing_loop_ends_its_requests_and_then_the_engine_says_so():
     engine = make_engine(None, parallel=2)
     try:
-        prompt = engine.model.tokenize(chatml("Say hi."))
-        real = engine.scheduler.schedule
+        prompt = engine.vocab.tokenize(chatml("Say hi."))
+        real = engine.engine.scheduler.schedule
         failures = [1]
 
         def schedule():
@@ -158,7 +160,7 @@ def test_a_failing_loop_ends_its_requests_and_then_the_engine_says_so():
                 raise RuntimeError("injected loop failure")
             return real()
 
-        engine.scheduler.schedule = schedule
+        engine.engine.scheduler.schedule = schedule
         _, fin = run(complete(engine, prompt, 4))
         assert fin.reason == "error" and fin.error == INTERNAL_ERROR
         text, fin = run(complete(engine, prompt, 4))  # one failure does not stop the engine
@@ -167,9 +169,9 @@ def test_a_failing_loop_ends_its_requests_and_then_the_engine_says_so():
         for _ in range(3):
             _, fin = run(complete(engine, prompt, 4))
             assert fin.reason == "error"
-        engine._thread.join(timeout=10)
-        assert engine.failure and not engine._thread.is_alive()
+        engine.engine._thread.join(timeout=10)
+        assert engine.failure and not engine.engine._thread.is_alive()
         with pytest.raises(EngineFailed):
             run(complete(engine, prompt, 4))
     finally:
-        engine.close()
+        close(engine)

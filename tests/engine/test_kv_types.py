@@ -5,15 +5,15 @@ states of every type, and the CPU self-check decodes with the cache a load will 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from lmdock.core.kv_cache import KvCacheConfig
+from lmdock.engine.process import worker_argv
 from lmdock.models.estimate import kv_bytes_per_token
 from lmdock.models.store import record_for
 from tests.conftest import DEFAULT_MODEL
-from tests.engine.conftest import chatml, generate, make_engine, run
+from tests.engine.conftest import chatml, close, generate, make_engine, run
 
 CONFIGS = [
     KvCacheConfig("q8_0", "q8_0", "on"),
@@ -33,25 +33,26 @@ def _prompt(project: str) -> str:
 
 @pytest.mark.parametrize("kv", CONFIGS, ids=lambda kv: f"{kv.label}-fa-{kv.flash_attn}")
 def test_moved_and_spilled_cells_answer_as_cold(kv: KvCacheConfig):
-    engine = make_engine(parallel=2, n_ctx=4096, kv=kv)
+    client = make_engine(parallel=2, n_ctx=4096, kv=kv)
+    engine = client.engine
     try:
-        assert engine.model.flash_attn is (kv.flash_attn != "off")  # `auto` resolves to on on a CPU
+        assert client.info.flash_attn is (kv.flash_attn != "off")  # `auto` resolves to on on a CPU
         kv_mib = 4096 * kv_bytes_per_token(record_for(DEFAULT_MODEL).metadata, kv) / (1 << 20)
-        assert engine.model.context_buffers["KV"] == pytest.approx(kv_mib, abs=0.01)  # the types took
-        cold_text, cold = run(generate(engine, _prompt("beta-service"), 24))
-        run(generate(engine, _prompt("alpha-notes"), 24))  # takes the block over from beta's slot
+        assert client.info.context_buffers["KV"] == pytest.approx(kv_mib, abs=0.01)  # the types took
+        cold_text, cold = run(generate(client, _prompt("beta-service"), 24))
+        run(generate(client, _prompt("alpha-notes"), 24))  # takes the block over from beta's slot
         moved = engine.stats.moved_tokens
-        again_text, again = run(generate(engine, _prompt("beta-service"), 24))  # and back
+        again_text, again = run(generate(client, _prompt("beta-service"), 24))  # and back
         assert moved > 500 and engine.stats.moved_tokens > moved, "the block should have moved twice"
         assert again.cached_tokens > 500
         assert again_text == cold_text
         for slot in engine.pool.evictable():  # out of the KV cache: the state goes to host RAM
             engine.evict(slot)
         assert engine.cache.ram
-        ram_text, ram = run(generate(engine, _prompt("beta-service"), 24))
+        ram_text, ram = run(generate(client, _prompt("beta-service"), 24))
         assert ram.cached_tokens > 500 and ram_text == cold_text
     finally:
-        engine.close()
+        close(client)
 
 
 @pytest.mark.parametrize("flash", ["on", "off"])
@@ -62,19 +63,19 @@ def test_a_state_saved_by_a_larger_context_restores_into_a_smaller_one(tmp_path,
     try:
         cold_text, _ = run(generate(big, _prompt("gamma"), 24))
     finally:
-        big.close()
-    small = make_engine(tmp_path, parallel=1, n_ctx=4096, kv=kv)
+        close(big)
+    small = make_engine(tmp_path, parallel=1, n_ctx=4096, kv=kv)  # the same cache folder
     try:
-        assert small.cache.disk
+        assert small.engine.cache.disk
         text, restored = run(generate(small, _prompt("gamma"), 24))
         assert restored.cached_tokens > 500 and text == cold_text
     finally:
-        small.close()
+        close(small)
 
 
 @pytest.mark.parametrize("cache_type", ["f16", "bf16", "q8_0", "q5_1", "q4_0"])
 def test_the_cpu_self_check_probe_decodes_with_each_cache_type(cache_type: str):
-    cmd = [sys.executable, "-m", "lmdock.engine.worker", "--probe", str(DEFAULT_MODEL), "probe", "2", "on"]
+    cmd = worker_argv("--probe", str(DEFAULT_MODEL), "probe", "2", "on")
     probe = subprocess.run(
         [*cmd, cache_type, cache_type, "auto"], capture_output=True, text=True, timeout=300
     )

@@ -254,8 +254,8 @@ def test_flash_attention_in_effect_comes_from_llama_cpps_log():
 def test_each_kv_layout_has_its_own_prompt_cache_folder():
     from types import SimpleNamespace
 
-    from lmdock.engine.llama_model import ContextParams
-    from lmdock.engine.worker import cache_layout
+    from lmdock.engine.local import cache_layout
+    from lmdock.engine.spec import ContextParams
 
     def layout(kv: KvCacheConfig, flash: bool | None, n_ctx: int = 8192) -> str:
         params = ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=1, n_threads=1, kv=kv)

@@ -6,9 +6,9 @@ import pytest
 
 from lmdock.core.errors import InvalidRequest, ModelLoadError
 from lmdock.core.kv_cache import KvCacheConfig
+from lmdock.engine.gguf_header import GGUFFormatError, read_gguf_header
 from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.estimate import estimate_memory
-from lmdock.models.gguf_header import GGUFFormatError, read_gguf_header
 from lmdock.models.store import model_key, read_metadata, record_for, scan
 from tests.hf_fixture import write_gguf
 

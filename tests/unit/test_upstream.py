@@ -11,7 +11,7 @@ from lmdock.core.events import Done, TextDelta, ThinkingDelta, ToolCallArgsDelta
 from lmdock.core.request import ChatRequest, Message, SamplingParams, Tool, ToolCall, ToolChoice
 from lmdock.upstream.config import UpstreamConfigError, load_specs, parse_flag, spec_from_dict
 from lmdock.upstream.errors import UpstreamError, client_error, overflow_of
-from lmdock.upstream.openai_chat import ChatTranslator, StopMatcher, chat_body, explicit_sampling
+from lmdock.upstream.openai_chat import ChatTranslator, chat_body, explicit_sampling
 from lmdock.upstream.router import Node, Router, affinity_key
 
 TOOLS = [Tool("get_weather", "w", {"type": "object"}), Tool("get_time", "t", {"type": "object"})]
@@ -127,15 +127,6 @@ def test_only_explicit_sampling_is_sent():
     assert explicit_sampling(SamplingParams(temperature=1.0)) == {"temperature": 1.0}  # set is set
     sent = explicit_sampling(SamplingParams(temperature=0.0, top_p=0.5, seed=3, repeat_penalty=1.1))
     assert sent == {"temperature": 0.0, "top_p": 0.5, "seed": 3, "repetition_penalty": 1.1}
-
-
-def test_stop_matcher_holds_back_partial_matches():
-    m = StopMatcher(["STOP", "\n\n"])
-    assert m.feed("abc ST") == "abc "
-    assert m.feed("O") == ""
-    assert m.feed("Px") == "" and m.hit == "STOP"
-    m = StopMatcher(["END"])
-    assert m.feed("EN") == "" and m.feed("d") == "ENd" and m.flush() == ""
 
 
 def _chunk(delta=None, finish=None, usage=None):

@@ -1,7 +1,6 @@
 """Chat layer: render prompts with the model's template, constrain and parse its output per family."""
 
 from lmdock.chat.formatter import ChatFormatter, RenderedPrompt
-from lmdock.chat.grammar import special_tokens_of
 from lmdock.chat.messages import normalize_billing_header
 from lmdock.chat.parser import OutputParser
 from lmdock.chat.template import TemplateError
@@ -12,5 +11,4 @@ __all__ = [
     "RenderedPrompt",
     "TemplateError",
     "normalize_billing_header",
-    "special_tokens_of",
 ]

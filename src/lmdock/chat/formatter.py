@@ -43,8 +43,8 @@ class ChatFormatter:
     """Renders requests with one model's chat template and knows that model's output format.
 
     `special_tokens` maps the text of each token llguidance treats as special to its id (see
-    `lmdock.chat.special_tokens_of`); grammars then reference markers by id. Without it, markers shaped like
-    `<...>` are referenced by name, which is right for the default Qwen model.
+    `lmdock.engine.constraint.special_tokens_of`); grammars then reference markers by id. Without it,
+    markers shaped like `<...>` are referenced by name, which is right for the default Qwen model.
     """
 
     def __init__(

@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llguidance import LLTokenizer
-
 from lmdock.chat.schema import guided_schema
 from lmdock.core.request import Tool
 
@@ -102,15 +100,3 @@ class GrammarBuilder:
     def build(self, start: str) -> str:
         lines = [f"start: {start}"] + [f"{name}: {body}" for name, body in self._rules.items()]
         return "\n".join(lines) + "\n"
-
-
-def special_tokens_of(tokenizer: LLTokenizer) -> dict[str, int]:
-    """Texts and ids of the tokens an llguidance LLTokenizer treats as special (control tokens, and
-    user-defined ones shaped like `<...>`), for ChatFormatter(special_tokens=...)."""
-    out: dict[str, int] = {}
-    for token in range(tokenizer.vocab_size):
-        if tokenizer.is_special_token(token):
-            text = tokenizer.decode_bytes([token]).decode("utf-8", errors="replace")
-            if text:
-                out.setdefault(text, token)
-    return out

@@ -7,7 +7,6 @@ admission) before the API layer commits to a 200, so errors keep their status an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from lmdock.chat.plaintext import ContentGuard
 from lmdock.core.errors import InvalidRequest, LmdockError
 from lmdock.core.events import Done, GenerationEvent, StopReason, TextDelta, ThinkingDelta, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.engine import Admitted, EngineEvent, EngineRequest, Finished, TextChunk
+from lmdock.engine import Admitted, EngineClient, EngineEvent, EngineRequest, EventStream, Finished, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class PreparedChat:
     input_tokens: int
     rendered: RenderedPrompt
     user_stops: list[str]
-    _stream: AsyncIterator[EngineEvent]
+    _stream: EventStream | None  # None for a model served by upstream engines (upstream/session.py)
     cached_tokens: int = 0
     _early: EngineEvent | None = None  # what `admitted()` read that was not the admission
     logprobs: bool = False
@@ -90,15 +89,15 @@ class PreparedChat:
     def cancel(self) -> None:
         """End generation and free the engine sequence (idempotent; a no-op once finished). Routes call
         it when the client goes away or the response ends, even if `events()` was never iterated."""
-        cancel = getattr(self._stream, "cancel", None)
-        if cancel is not None:
-            cancel()
+        if self._stream is not None:
+            self._stream.cancel()
 
     async def _engine_events(self) -> AsyncIterator[EngineEvent]:
         if self._early is not None:
             yield self._early
-        async for event in self._stream:
-            yield event
+        if self._stream is not None:
+            async for event in self._stream:
+                yield event
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):
@@ -129,9 +128,8 @@ def _aligned(event: GenerationEvent, aligner: LogprobAligner | None) -> Generati
 class ChatSession:
     """Chat generation for one loaded model.
 
-    `engine` is the model's engine surface (`submit`, and `hold()` while a request prepares, so an
-    unload waits for it); `vocab` tokenizes (`tokenize(text, add_special=...)`, `n_vocab`). An
-    in-process Engine is both: its LlamaModel tokenizes.
+    `engine` is the model's engine client: it tokenizes (`engine.vocab`), holds the model while a
+    request prepares (so an unload waits for it), and generates (`submit`).
 
     Message content is tokenized as plain text (chat/plaintext.py). `grammar_timeout` bounds rendering
     plus grammar compilation (set from `--grammar-timeout`); past it the request is a 400 `schema too
@@ -141,27 +139,20 @@ class ChatSession:
 
     def __init__(
         self,
-        engine,
+        engine: EngineClient,
         formatter: ChatFormatter,
         sampling_defaults: Callable[[], SamplingParams] | None = None,
-        vocab=None,
     ) -> None:
         self.engine = engine
         self.formatter = formatter
         self.sampling_defaults = sampling_defaults
-        self.vocab = vocab if vocab is not None else engine.model
         self._guard: ContentGuard | None = None
 
     @property
     def guard(self) -> ContentGuard:
         if self._guard is None:
-            control_texts = getattr(self.vocab, "control_texts", None)
-            self._guard = ContentGuard(control_texts() if control_texts is not None else [])
+            self._guard = ContentGuard(self.engine.vocab.control_texts())
         return self._guard
-
-    def _hold(self):
-        hold = getattr(self.engine, "hold", None)
-        return hold() if hold is not None else contextlib.nullcontext()
 
     def effective_sampling(self, requested: SamplingParams) -> SamplingParams:
         """The request's sampling fields, the unset ones from the model's defaults."""
@@ -178,7 +169,7 @@ class ChatSession:
             error = LLMatcher.validate_grammar(rendered.grammar)
             if error:
                 raise InvalidRequest(f"schema too complex or invalid: {error}")
-        tokens = self.guard.tokenize(rendered.text, swapped, self.vocab.tokenize)
+        tokens = self.guard.tokenize(rendered.text, swapped, self.engine.vocab.tokenize)
         if swapped:
             rendered.text = self.guard.restore(rendered.text, swapped)
         return rendered, tokens
@@ -199,7 +190,7 @@ class ChatSession:
         return len(tokens)
 
     async def prepare(self, req: ChatRequest) -> PreparedChat:
-        with self._hold():
+        with self.engine.hold():
             return await self._prepare(req)
 
     async def _prepare(self, req: ChatRequest) -> PreparedChat:
@@ -236,7 +227,7 @@ class ChatSession:
         """Continue a prompt as-is, without the chat template (OpenAI /v1/completions).
 
         Text gets the vocabulary's BOS as llama-server's /completion does; token ids pass through."""
-        with self._hold():
+        with self.engine.hold():
             return await self._prepare_raw(prompt, max_tokens, sampling, stop, logprobs)
 
     async def _prepare_raw(
@@ -248,10 +239,10 @@ class ChatSession:
         logprobs: int | None,
     ) -> PreparedChat:
         if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(self.vocab.tokenize, prompt, add_special=True)
+            tokens = await asyncio.to_thread(self.engine.vocab.tokenize, prompt, add_special=True)
         else:
             tokens = list(prompt)
-            if any(not 0 <= t < self.vocab.n_vocab for t in tokens):
+            if any(not 0 <= t < self.engine.vocab.n_vocab for t in tokens):
                 raise InvalidRequest("prompt: token id outside the model's vocabulary", param="prompt")
         if not tokens:
             raise InvalidRequest("prompt: must not be empty", param="prompt")

@@ -1,23 +1,46 @@
 """Tokens in, tokens out: llama.cpp through llama-cpp-python's low-level API, with continuous
-batching, prefix reuse across sequences, and RAM/disk prompt caching."""
+batching, prefix reuse across sequences, and RAM/disk prompt caching.
 
-from lmdock.engine.engine import Engine, EngineConfig, EngineStats, EngineStream
-from lmdock.engine.llama_model import ContextParams, LlamaModel
-from lmdock.engine.prompt_cache import PromptCache, model_fingerprint
-from lmdock.engine.types import Admitted, EngineEvent, EngineRequest, Finished, TextChunk
+The rest of lmdock runs a model through `make_client(EngineSpec(...))`: an `EngineClient` whose
+`submit()` returns an `EventStream` of `Admitted`, `TextChunk`s and a last `Finished`. In production the
+engine runs in a supervised worker process per model; tests and benchmarks may run it in process.
+"""
+
+from lmdock.engine.client import EngineClient, EventStream, Tokenizer, make_client
+from lmdock.engine.spec import ContextParams, EngineConfig, EngineSpec
+from lmdock.engine.types import (
+    Admitted,
+    EngineEvent,
+    EngineInfo,
+    EngineRequest,
+    EngineSnapshot,
+    EngineState,
+    EngineStats,
+    Finished,
+    FinishReason,
+    SlotState,
+    TextChunk,
+    TokenLogprob,
+)
 
 __all__ = [
     "Admitted",
     "ContextParams",
-    "Engine",
+    "EngineClient",
     "EngineConfig",
     "EngineEvent",
+    "EngineInfo",
     "EngineRequest",
+    "EngineSnapshot",
+    "EngineSpec",
+    "EngineState",
     "EngineStats",
-    "EngineStream",
+    "EventStream",
     "Finished",
-    "LlamaModel",
-    "PromptCache",
+    "FinishReason",
+    "SlotState",
     "TextChunk",
-    "model_fingerprint",
+    "TokenLogprob",
+    "Tokenizer",
+    "make_client",
 ]

@@ -23,6 +23,7 @@ KV operations, still without calling llama.cpp (the model runner applies the `Mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lmdock.engine.reuse import HOLE, ReusePlan, Run, common_prefix_len, plan_reuse
@@ -40,6 +41,18 @@ class MoveRun:
     src_pos: int
     dst_pos: int
     n: int
+
+
+def reuse_blocker(min_run: int, n_seq: int, shift_blocker: Callable[[], str | None]) -> str | None:
+    """Why chunk reuse is off for an engine (None: on): `--chunk-reuse-min 0`, a model whose KV cannot
+    shift (`shift_blocker`, the runner's check), or too few sequences for a source, a prompt and the
+    scratch sequence."""
+    if min_run <= 0:
+        return "disabled (--chunk-reuse-min 0)"
+    reason = shift_blocker()
+    if reason is None and n_seq < 3:
+        reason = "fewer than 3 sequences"
+    return reason
 
 
 @dataclass

@@ -62,3 +62,15 @@ class Constraint:
     @property
     def error(self) -> str | None:
         return self.matcher.get_error() if self.matcher.is_error() else None
+
+
+def special_tokens_of(tokenizer: LLTokenizer) -> dict[str, int]:
+    """Texts and ids of the tokens an llguidance LLTokenizer treats as special (control tokens, and
+    user-defined ones shaped like `<...>`), for ChatFormatter(special_tokens=...)."""
+    out: dict[str, int] = {}
+    for token in range(tokenizer.vocab_size):
+        if tokenizer.is_special_token(token):
+            text = tokenizer.decode_bytes([token]).decode("utf-8", errors="replace")
+            if text:
+                out.setdefault(text, token)
+    return out

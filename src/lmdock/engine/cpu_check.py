@@ -2,7 +2,7 @@
 
 On some CPUs (Intel Xeons with AMX) llama.cpp crashes in `llama_decode` once Q4_K weights sit in an
 extra buffer type. The first time a model of a given weight type loads on a machine, a throwaway
-process (`python -m lmdock.engine.worker --probe`) loads it with them and decodes a few tokens. If that
+process (`python -m lmdock.engine.worker --probe`, engine/warmup.py) loads it with them and decodes a few tokens. If that
 process dies, lmdock loads without them. The verdict is kept in LMDOCK_HOME/cpu-check.json, keyed by the
 CPU's flags, llama.cpp's version and build features, and the weight type, so the probe runs once.
 `--repack/--no-repack` (LMDOCK_REPACK) skip the probe and force either way.
@@ -15,13 +15,13 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.core.config import lmdock_home
 from lmdock.core.kv_cache import KvCacheConfig
+from lmdock.engine.process import describe_exit, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,6 @@ def decide_repack(
         log.info("CPU self-check: llama.cpp's extra buffer types (weight repacking) work here; using them")
         return RepackVerdict(True, "probe", reason)
     if proc.returncode < 0:
-        from lmdock.engine.proxy import describe_exit
-
         reason = (
             f"a probe decoding {weight_type or 'the'} weights with extra buffer types was "
             f"{describe_exit(proc.returncode)}"
@@ -145,7 +143,7 @@ def decide_repack(
 
 
 def _run_probe(model_path: Path, model_key: str, n_threads: int, extra_bufts: bool, kv: KvCacheConfig):
-    cmd = [sys.executable, "-m", "lmdock.engine.worker", "--probe", str(model_path), model_key]
+    cmd = worker_argv("--probe", str(model_path), model_key)
     cmd += [str(n_threads), "on" if extra_bufts else "off", kv.type_k, kv.type_v, kv.flash_attn]
     return subprocess.run(
         cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT

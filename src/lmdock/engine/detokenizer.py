@@ -21,19 +21,22 @@ class IncrementalDecoder:
 
 
 class StopMatcher:
-    """Finds stop strings in streamed text, holding back any tail that could still become one.
+    """Finds stop strings in streamed text, holding back any tail that could still become one (the
+    engine's stops, and the client's stop sequences on an upstream model's stream).
 
-    Text handed out is never part of a stop string, and the stop string itself is never emitted.
+    Text handed out is never part of a stop string, and the stop string itself is never emitted. Once
+    one matched, `hit` names it and the caller stops feeding.
     """
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.hit: str | None = None
 
-    def feed(self, text: str) -> tuple[str, str | None]:
-        """Return (text safe to emit, matched stop string or None)."""
+    def feed(self, text: str) -> str:
+        """The text safe to emit; on a match, the text before it (and `hit` is set)."""
         if not self._stops:
-            return text, None
+            return text
         buf = self._held + text
         first: tuple[int, str] | None = None
         for stop in self._stops:
@@ -42,10 +45,11 @@ class StopMatcher:
                 first = (at, stop)
         if first is not None:
             self._held = ""
-            return buf[: first[0]], first[1]
+            self.hit = first[1]
+            return buf[: first[0]]
         keep = partial_suffix(buf, self._stops)
         self._held = buf[len(buf) - keep :] if keep else ""
-        return buf[: len(buf) - keep], None
+        return buf[: len(buf) - keep]
 
     def flush(self) -> str:
         held, self._held = self._held, ""

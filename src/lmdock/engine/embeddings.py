@@ -16,7 +16,7 @@ import numpy as np
 
 from lmdock.core.errors import InvalidRequest, ModelLoadError
 from lmdock.engine.batch import Batch
-from lmdock.engine.llama_model import init_backend, model_meta, tokenize
+from lmdock.engine.llama_model import init_backend, model_meta
 
 DEFAULT_EMBED_CTX = 2048
 
@@ -61,10 +61,6 @@ class Embedder:
 
     def _meta(self, key: str) -> str | None:
         return model_meta(self.model, key)
-
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of `text` with the model's own BOS/EOS/SEP conventions; special-token text stays text."""
-        return tokenize(self.vocab, text, add_special=True, parse_special=False)
 
     def embed(self, tokens: list[int]) -> np.ndarray:
         """The L2-normalised pooled embedding of one token sequence (float32, n_embd values)."""

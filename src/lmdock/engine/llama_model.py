@@ -11,7 +11,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp as L
@@ -19,8 +18,9 @@ from llama_cpp import _logger as llama_cpp_logger
 
 from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
-from lmdock.core.kv_cache import KvCacheConfig, ggml_type
+from lmdock.core.kv_cache import ggml_type
 from lmdock.engine.bindings import check_bindings
+from lmdock.engine.spec import ContextParams
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -131,6 +131,24 @@ def control_texts(vocab) -> list[str]:
     return out
 
 
+def token_text(vocab, token: int) -> str:
+    """A special token's text (e.g. BOS/EOS) as a chat template expects it; "" for no token."""
+    if token < 0:
+        return ""
+    buf = ctypes.create_string_buffer(256)
+    n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    return buf.raw[:n].decode("utf-8", errors="replace")
+
+
+def chat_template(model) -> str | None:
+    """The model's own chat template (GGUF `tokenizer.chat_template`), or None."""
+    raw = L.llama_model_chat_template(model, None)
+    return raw.decode("utf-8") if raw else None
+
+
 def model_meta(model, key: str) -> str | None:
     """A GGUF metadata value as a string, or None if the key is absent."""
     buf = ctypes.create_string_buffer(1 << 16)
@@ -141,20 +159,6 @@ def model_meta(model, key: str) -> str | None:
         buf = ctypes.create_string_buffer(n + 1)
         L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
     return buf.value.decode("utf-8", errors="replace")
-
-
-@dataclass
-class ContextParams:
-    """What the engine asks of llama.cpp for one loaded model. No defaults for what a user sets: those
-    come from `lmdock.core.config.Settings` (through models/loaded.py), the one place defaults live."""
-
-    n_ctx: int  # 0: the model's trained context, at most `default_ctx_cap`
-    n_batch: int
-    n_seq_max: int
-    n_threads: int
-    n_ubatch: int | None = None  # None: n_batch
-    kv: KvCacheConfig = field(default_factory=KvCacheConfig)  # cache types and flash attention
-    use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
 
 
 class LlamaModel:
@@ -180,6 +184,9 @@ class LlamaModel:
         cparams.n_seq_max = params.n_seq_max
         cparams.n_threads = params.n_threads
         cparams.n_threads_batch = params.n_threads
+        # one KV stream: seq_cp shares prefix cells and any sequence may use the whole context (split
+        # streams would give each n_ctx / n_seq_max cells and copy whole streams to share a prefix);
+        # its cost, attention over every used cell, is kept down by Engine._clear_the_way
         cparams.kv_unified = True
         cparams.no_perf = True
         cparams.type_k = ggml_type(params.kv.type_k).value
@@ -232,9 +239,7 @@ class LlamaModel:
 
     def token_text(self, token: int) -> str:
         """A special token's text (e.g. BOS/EOS), as a chat template expects it."""
-        if token < 0:
-            return ""
-        return self.token_piece(token, special=True).decode("utf-8", errors="replace")
+        return token_text(self.vocab, token)
 
     # --- metadata ----------------------------------------------------------------------------------
 
@@ -242,12 +247,15 @@ class LlamaModel:
         return model_meta(self.model, key)
 
     def chat_template(self) -> str | None:
-        raw = L.llama_model_chat_template(self.model, None)
-        return raw.decode("utf-8") if raw else None
+        return chat_template(self.model)
 
     @property
     def size_bytes(self) -> int:
         return int(L.llama_model_size(self.model))
+
+    @property
+    def n_embd(self) -> int:
+        return int(L.llama_model_n_embd(self.model))
 
     @property
     def n_params(self) -> int:

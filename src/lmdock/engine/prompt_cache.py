@@ -27,6 +27,7 @@ from lmdock.core.disk import shortfall
 from lmdock.engine.cache_files import CacheDir, CacheFile
 from lmdock.engine.reuse import common_prefix_len
 from lmdock.engine.slots import is_prefix
+from lmdock.engine.spec import CACHE_DISK_BYTES, CACHE_MIN_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class PromptCache:
         *,
         ram_bytes: int,
         disk_dir: Path | None,
-        disk_bytes: int = 4 << 30,
-        min_tokens: int = 256,
+        disk_bytes: int = CACHE_DISK_BYTES,
+        min_tokens: int = CACHE_MIN_TOKENS,
         min_gain: int = 32,
         max_tokens: int | None = None,
         clock: Callable[[], float] = time.time,
@@ -134,12 +135,20 @@ class PromptCache:
         return self.ram_bytes > 0 and n_tokens >= self.min_tokens
 
     def add_ram(self, tokens: list[int], data: bytes) -> None:
-        """Keep an evicted slot's state; entries it extends go, then the least recently used ones while
-        over budget (the newest is always kept)."""
+        """Keep an evicted slot's state (unless an entry already extends it); entries it extends go,
+        then the least recently used ones while over budget (the newest is always kept)."""
+        for entry in self.ram:
+            if is_prefix(tokens, entry.tokens):  # already kept, and more
+                entry.last_used = self._clock()
+                return
         self.ram = [e for e in self.ram if not is_prefix(e.tokens, tokens)]
         self.ram.append(CacheEntry(tokens=list(tokens), data=data, last_used=self._clock()))
         while sum(e.nbytes for e in self.ram) > self.ram_bytes and len(self.ram) > 1:
             self.ram.remove(min(self.ram, key=lambda e: e.last_used))
+
+    def on_disk(self, tokens: list[int]) -> bool:
+        """Whether a saved entry holds all but `min_gain` of `tokens` (dropping their KV loses little)."""
+        return any(common_prefix_len(e.tokens, tokens) >= len(tokens) - self.min_gain for e in self.disk)
 
     # --- persist to disk ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import llama_cpp as L
 
 from lmdock.engine.batch import Batch
 from lmdock.engine.chunk_reuse import MoveRun
+from lmdock.engine.gguf_header import read_gguf_header
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.logprobs import logits_row, token_logprob
 from lmdock.engine.reuse import shift_blocker
@@ -20,7 +21,6 @@ from lmdock.engine.scheduler import Step
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import CopyPrefix, KvOp, Truncate
 from lmdock.engine.types import TokenLogprob
-from lmdock.models.gguf_header import read_gguf_header
 
 
 class ModelRunner:
@@ -33,10 +33,12 @@ class ModelRunner:
         self.n_batch = model.params.n_batch
         self._batch = Batch(self.n_batch)
         self.decode_seconds = 0.0
+        self.kv_version = 0  # counts KV operations and state loads (what cells sequences share may change)
 
     # --- KV memory ---------------------------------------------------------------------------------
 
     def apply(self, ops: list[KvOp]) -> None:
+        self.kv_version += 1
         for op in ops:
             if isinstance(op, Truncate):
                 L.llama_memory_seq_rm(self.memory, op.seq_id, op.keep, -1)
@@ -139,9 +141,10 @@ class ModelRunner:
             return None
         buf = (ctypes.c_uint8 * size)()
         written = L.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
-        return bytes(buf)[:written] if written > 0 else None
+        return ctypes.string_at(buf, written) if written > 0 else None
 
     def write_state(self, seq_id: int, data: bytes) -> bool:
+        self.kv_version += 1
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         return L.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) > 0
 
@@ -152,6 +155,7 @@ class ModelRunner:
     def load_file(self, seq_id: int, path: Path, n_tokens: int) -> bool:
         """Load a state file saved with `n_tokens` tokens. The file must have been verified: llama.cpp
         aborts the process on a truncated one."""
+        self.kv_version += 1
         n_out = ctypes.c_size_t(0)
         tokens = (L.llama_token * n_tokens)()
         ok = L.llama_state_seq_load_file(

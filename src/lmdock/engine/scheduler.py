@@ -47,7 +47,7 @@ class SchedulerConfig:
 
 @dataclass
 class PrefillPlan:
-    seq: object
+    seq: Sequence
     n_tokens: int
 
 
@@ -60,6 +60,10 @@ class Step:
 
     def __bool__(self) -> bool:
         return bool(self.decode or self.prefill)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.decode) + sum(p.n_tokens for p in self.prefill)
 
 
 @dataclass
@@ -139,6 +143,10 @@ class Scheduler:
         if self.pool.free_slot() is None:
             return "every KV slot is busy"
         return None
+
+    def next_admissible(self) -> Sequence | None:
+        """The request `admit` would take next, if nothing blocks it now."""
+        return self.next_waiting() if self.waiting and self.blocked_by() is None else None
 
     def admit(self) -> list[tuple[Sequence, Claim]]:
         """Move waiting sequences into running, in `next_waiting()` order, while `blocked_by()` allows;

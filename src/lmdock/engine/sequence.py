@@ -105,10 +105,10 @@ class Sequence:
         if logprob is not None:
             logprob.token = decoded
             self._logprobs.append(logprob)
-        text, stop = self._stops.feed(decoded)
+        text = self._stops.feed(decoded)
         if text:
             self.emit(TextChunk(text=text, logprobs=self._take_logprobs()))
-        return stop
+        return self._stops.hit
 
     def _take_logprobs(self) -> list[TokenLogprob] | None:
         if self.request.logprobs is None:
@@ -121,8 +121,8 @@ class Sequence:
             return
         self.phase = Phase.DONE
         if reason not in ("stop", "cancelled", "error"):
-            tail, matched = self._stops.feed(self._decoder.flush())
-            tail += "" if matched else self._stops.flush()
+            tail = self._stops.feed(self._decoder.flush())
+            tail += "" if self._stops.hit else self._stops.flush()
             if tail:
                 self.emit(TextChunk(text=tail, logprobs=self._take_logprobs()))
         self.emit(

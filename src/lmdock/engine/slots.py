@@ -70,6 +70,7 @@ class SlotPool:
     def __init__(self, n_slots: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._clock = clock
+        self._shared, self._shared_at = 0, -1  # cells the slots share, as of a KV-operations count
 
     def best_prefix(self, prompt: list[int]) -> tuple[Slot | None, int]:
         """The resident slot sharing the longest prefix with `prompt` (at most len(prompt) - 1, so at
@@ -141,3 +142,47 @@ class SlotPool:
     def evictable(self) -> list[Slot]:
         """Idle slots holding KV, least recently used first."""
         return sorted((s for s in self.slots if not s.busy and s.tokens), key=lambda s: s.last_used)
+
+    def resident_cells(self) -> int:
+        """KV cells all slots hold together: each slot's tokens past the longest prefix it has in common
+        with a slot before it (prefix copies share cells; llama.cpp attends over all of them)."""
+        total = 0
+        held: list[list[int]] = []
+        for slot in sorted(self.slots, key=lambda s: -len(s.tokens)):
+            if not slot.tokens:
+                break
+            total += len(slot.tokens) - max((common_prefix_len(slot.tokens, t) for t in held), default=0)
+            held.append(slot.tokens)
+        return total
+
+    def kv_span(self, kv_version: int) -> int:
+        """The KV cells a decode step attends over now: every cell the slots hold (llama.cpp's unified
+        cache masks other sequences' cells but still walks them). What the slots share is counted again
+        only when `kv_version` (the runner's count of KV operations) moved; decoded tokens just add cells."""
+        held = sum(len(s.tokens) for s in self.slots)
+        if self._shared_at != kv_version:
+            self._shared, self._shared_at = held - self.resident_cells(), kv_version
+        return held - self._shared
+
+    def own_cells(self, slot: Slot) -> int:
+        """The KV cells `slot` holds that no busy slot shares: its tokens past the longest prefix it has
+        in common with one (cells are shared only through prefix copies)."""
+        shared = max((common_prefix_len(slot.tokens, s.tokens) for s in self.slots if s.busy), default=0)
+        return len(slot.tokens) - shared
+
+    def in_the_way(self, min_cells: int) -> list[Slot]:
+        """Idle slots whose own cells would slow every decode step of the busy ones, largest first.
+
+        llama.cpp's unified KV cache attends over every used cell up to the highest one, masking other
+        sequences' cells instead of skipping them (measured: a 16k-token idle prefix costs a short chat
+        about a fifth of its decode speed). A slot counts when it owns at least `min_cells` cells and
+        at least half of its KV: one that mostly shares a busy slot's prefix (an agent conversation
+        beside another on the same system prompt) frees little and would be restored as a full copy."""
+        found = []
+        for slot in self.slots:
+            if slot.busy or not slot.tokens:
+                continue
+            own = self.own_cells(slot)
+            if own >= min_cells and 2 * own >= len(slot.tokens):
+                found.append((own, slot))
+        return [slot for _, slot in sorted(found, key=lambda x: -x[0])]

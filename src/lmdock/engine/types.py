@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from lmdock.core.events import TokenLogprob
@@ -11,9 +11,14 @@ from lmdock.core.request import SamplingParams
 __all__ = [
     "Admitted",
     "EngineEvent",
+    "EngineInfo",
     "EngineRequest",
+    "EngineSnapshot",
+    "EngineState",
+    "EngineStats",
     "Finished",
     "FinishReason",
+    "SlotState",
     "TextChunk",
     "TokenLogprob",
 ]
@@ -40,10 +45,10 @@ class EngineRequest:
 
 
 @dataclass
-@dataclass
 class Admitted:
     """The first event of a request once it holds a KV slot: how much of its prompt the cache already
-    held (so a protocol can report usage before any text; `Finished` repeats the same counts)."""
+    held (so a protocol can report usage before any text; `Finished` repeats the same counts). Why the
+    request waited and how the cache lookup went can join it as fields with defaults."""
 
     prompt_tokens: int
     cached_tokens: int
@@ -75,3 +80,79 @@ class Finished:
 
 
 EngineEvent = Admitted | TextChunk | Finished
+
+
+@dataclass
+class EngineStats:
+    """Counters for /metrics and tests; read without locking (ints are atomic enough for reporting)."""
+
+    prompt_tokens: int = 0
+    prompt_tokens_processed: int = 0
+    generated_tokens: int = 0
+    cache_hit_tokens: int = 0
+    evictions: int = 0
+    moved_tokens: int = 0  # cached tokens moved to new positions (chunk reuse)
+    preemptions: int = 0
+    requests: int = 0
+    decode_seconds: float = 0.0
+    decode_steps: int = 0  # llama_decode calls that evaluated a batch
+    kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (n_kv)
+    demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
+
+    def decoded_step(self, kv_cells: int) -> None:
+        """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""
+        self.decode_steps += 1
+        self.kv_cells += kv_cells
+
+    def __add__(self, other: EngineStats) -> EngineStats:
+        """Field by field (a restarted worker counts from zero; the server adds what came before)."""
+        return EngineStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+
+@dataclass
+class EngineState:
+    """What the server shows of an engine between requests, refreshed with every step's events."""
+
+    queue_depth: int = 0
+    active_count: int = 0
+    last_activity: float = 0.0  # time.monotonic() (system-wide on Linux, so comparable across processes)
+    stats: EngineStats = field(default_factory=EngineStats)
+
+
+@dataclass
+class SlotState:
+    """One KV slot as the engine sees it, and what llama.cpp's memory holds under its sequence id."""
+
+    seq_id: int
+    busy: bool
+    tokens: int
+    kv_pos_max: int
+
+
+@dataclass
+class EngineSnapshot:
+    """The engine's queue and slots at one moment (why the head of the queue waits: `blocked_by`)."""
+
+    waiting: int
+    active: int
+    blocked_by: str | None
+    failure: str | None
+    slots: list[SlotState] = field(default_factory=list)
+
+
+@dataclass
+class EngineInfo:
+    """What an engine reports once its model is loaded and has decoded its warm-up tokens."""
+
+    pid: int
+    n_ctx: int
+    n_vocab: int
+    n_embd: int
+    chat_template: str | None
+    bos_text: str
+    eos_text: str
+    special_tokens: dict[str, int] = field(default_factory=dict)
+    buffer_types: dict[str, float] = field(default_factory=dict)
+    load_seconds: float = 0.0
+    flash_attn: bool | None = None  # in effect (llama.cpp resolves `auto`); None: it did not say
+    context_buffers: dict[str, float] = field(default_factory=dict)  # MiB: "KV", "compute", "output"

@@ -1,8 +1,9 @@
 """The server's tokenizer: a vocabulary-only load of the model file (no weights, no context).
 
 Rendering and counting stay in the server process, so `count_tokens` and prompt preparation never wait
-on the worker (and keep working while it restarts). `close()` waits for tokenizations in progress, so
-an unload cannot free the vocabulary under a request that is still tokenizing.
+on the worker (and keep working while it restarts). An upstream model configured with a local GGUF
+`tokenizer` counts and renders with one too. `close()` waits for tokenizations in progress, so an unload
+cannot free the vocabulary under a request that is still tokenizing.
 """
 
 from __future__ import annotations
@@ -13,18 +14,27 @@ from pathlib import Path
 import llama_cpp as L
 
 from lmdock.core.errors import ModelLoadError, ModelUnavailable
-from lmdock.engine.llama_model import control_texts, load_model_file, tokenize
+from lmdock.engine.llama_model import chat_template, control_texts, load_model_file, token_text, tokenize
 
 
 class Vocab:
+    """A model file's vocabulary and chat template (with the BOS/EOS texts the template expects)."""
+
     def __init__(self, path: Path, key: str) -> None:
         self.key = key
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
         model, _ = load_model_file(path, vocab_only=True)
         if not model:
-            raise ModelLoadError(f"failed to load the vocabulary of {path.name}")
+            raise ModelLoadError(
+                f"failed to load the vocabulary of {path.name}: not a GGUF file llama.cpp can read"
+            )
         self._model = model
         self._vocab = L.llama_model_get_vocab(model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
+        self.chat_template = chat_template(model)
+        self.bos_text = token_text(self._vocab, L.llama_vocab_bos(self._vocab))
+        self.eos_text = token_text(self._vocab, L.llama_vocab_eos(self._vocab))
         self._users = 0
         self._cv = threading.Condition()
 

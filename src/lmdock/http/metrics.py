@@ -28,6 +28,16 @@ class _EngineCollector:
                 "Running sequences sent back to wait (KV full, or priority)",
             ),
             "requests": ("lmdock_requests", "Generation requests admitted to an engine"),
+            "decode_steps": ("lmdock_decode_steps", "Engine steps that decoded generating sequences"),
+            "kv_cells": (
+                "lmdock_kv_cells",
+                "KV cells those steps attended over, summed (divide by decode steps: mean n_kv)",
+            ),
+            "decode_seconds": ("lmdock_decode_seconds", "Seconds spent in llama_decode"),
+            "demotions": (
+                "lmdock_cache_demotions",
+                "Idle cached prefixes moved to host RAM so running sequences decode over fewer cells",
+            ),
         }
         families = {k: CounterMetricFamily(n, h, labels=["model"]) for k, (n, h) in counters.items()}
         queue = GaugeMetricFamily("lmdock_queue_depth", "Requests waiting for a slot", labels=["model"])

@@ -1,6 +1,6 @@
-"""A model in memory: its worker process (llama.cpp, engine), the server-side vocabulary and chat
-session, built from settings and load options. It is a `ServedModel` (models/served.py), and its own
-`Embedder`."""
+"""A model in memory: its engine client (llama.cpp in a worker process, the vocabulary in this one) and
+chat session, built from settings and load options. It is a `ServedModel` (models/served.py), and its
+own `Embedder`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,8 @@ from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
 from lmdock.core.config import MAX_DEFAULT_CTX, Settings
 from lmdock.core.kv_cache import KvCacheConfig
-from lmdock.engine import ContextParams, EngineConfig
+from lmdock.engine import ContextParams, EngineClient, EngineConfig, EngineSpec, Tokenizer, make_client
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
-from lmdock.engine.proxy import WorkerEngine
-from lmdock.engine.vocab import Vocab
-from lmdock.engine.worker import WorkerConfig
 from lmdock.models.load_plan import LoadOptions, LoadPlan
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
@@ -26,8 +23,7 @@ from lmdock.models.store import ModelRecord
 @dataclass
 class LoadedModel:
     record: ModelRecord
-    engine: WorkerEngine
-    vocab: Vocab
+    engine: EngineClient
     session: ChatSession
     options: LoadOptions
     kv_cache: KvCacheConfig
@@ -48,6 +44,10 @@ class LoadedModel:
         """Whether flash attention runs (llama.cpp resolves `auto` when it makes the context)."""
         info = self.engine.info
         return info.flash_attn if info else None
+
+    @property
+    def vocab(self) -> Tokenizer:
+        return self.engine.vocab
 
     @property
     def busy(self) -> bool:
@@ -95,7 +95,6 @@ class LoadedModel:
     async def close(self, grace: float = 30.0) -> None:
         """Let in-flight requests finish (up to `grace` seconds), stop the worker, free the vocabulary."""
         await self.engine.close(grace)
-        await asyncio.to_thread(self.vocab.close)
 
 
 async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedModel:
@@ -121,7 +120,7 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
         kv=kv_cache,
         use_extra_bufts=repack.repack,
     )
-    config = WorkerConfig(
+    spec = EngineSpec(
         key=record.key,
         path=str(record.path),
         params=params,
@@ -136,17 +135,8 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
         max_ctx=MAX_DEFAULT_CTX,
         log_level=settings.log_level,
     )
-    engine = WorkerEngine(record.key, config, on_failed=on_failed)
-    vocab_task = asyncio.ensure_future(asyncio.to_thread(Vocab, record.path, record.key))
-    try:
-        info = await engine.start()
-    except BaseException:
-        await engine.close(0)
-        vocab = await asyncio.gather(vocab_task, return_exceptions=True)
-        if isinstance(vocab[0], Vocab):
-            await asyncio.to_thread(vocab[0].close)
-        raise
-    vocab = await vocab_task
+    engine = make_client(spec, on_failed=on_failed)
+    info = await engine.start()
     formatter = ChatFormatter(
         info.chat_template,
         bos_token=info.bos_text,
@@ -156,8 +146,7 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
     return LoadedModel(
         record=record,
         engine=engine,
-        vocab=vocab,
-        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params, vocab=vocab),
+        session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params),
         options=options,
         kv_cache=kv_cache,
         repack=repack,

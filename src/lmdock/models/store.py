@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdock.core.errors import ModelLoadError
-from lmdock.models.gguf_header import GGUFFormatError, read_gguf_header
+from lmdock.engine.gguf_header import GGUFFormatError, read_gguf_header
 
 _QUANT = re.compile(r"[-._](?:i?q\d[\w]*|f16|f32|bf16)$", re.IGNORECASE)
 _SPLIT = re.compile(r"-\d{5}-of-\d{5}$")

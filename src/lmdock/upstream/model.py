@@ -89,3 +89,4 @@ class UpstreamRegistry:
     async def close(self) -> None:
         for m in self.models.values():
             await m.upstream.close()
+            await m.session.close()

@@ -28,6 +28,7 @@ from lmdock.core.events import (
     Usage,
 )
 from lmdock.core.request import ChatRequest, SamplingParams
+from lmdock.engine.detokenizer import StopMatcher
 
 _THINK = ("<think>", "</think>")
 
@@ -91,41 +92,6 @@ def chat_body(req: ChatRequest, model: str, *, exact_tool_choice: bool, max_toke
         body["reasoning_effort"] = req.thinking.effort
     body.update(explicit_sampling(req.sampling))
     return body
-
-
-class StopMatcher:
-    """Finds the client's stop sequences in streamed text, holding back a tail that may still become one."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self._held = ""
-        self.hit: str | None = None
-
-    def feed(self, text: str) -> str:
-        if not self.stops:
-            return text
-        buf = self._held + text
-        first: tuple[int, str] | None = None
-        for stop in self.stops:
-            at = buf.find(stop)
-            if at >= 0 and (first is None or at < first[0]):
-                first = (at, stop)
-        if first is not None:
-            self.hit = first[1]
-            self._held = ""
-            return buf[: first[0]]
-        keep = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(buf)), 0, -1):
-                if buf.endswith(stop[:n]):
-                    keep = max(keep, n)
-                    break
-        self._held = buf[len(buf) - keep :] if keep else ""
-        return buf[: len(buf) - keep]
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
 
 
 @dataclass

@@ -22,14 +22,14 @@ from typing import Any
 from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
 from lmdock.chat.parser import ParserSpec
 from lmdock.chat.session import PreparedChat
-from lmdock.core.errors import InvalidRequest
+from lmdock.core.errors import InvalidRequest, ModelLoadError, ModelUnavailable
 from lmdock.core.events import Done, GenerationEvent
 from lmdock.core.request import ChatRequest, SamplingParams
-from lmdock.upstream.config import UpstreamConfigError
+from lmdock.engine.detokenizer import StopMatcher
+from lmdock.engine.vocab import Vocab
 from lmdock.upstream.openai_chat import (
     CallGate,
     ChatTranslator,
-    StopMatcher,
     StreamResult,
     chat_body,
     explicit_sampling,
@@ -88,20 +88,32 @@ class UpstreamSession:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self._formatter: ChatFormatter | None = None
-        self._vocab = None  # GgufVocab of the configured `tokenizer`, loaded on first use
+        self._vocab: Vocab | None = None  # of the configured `tokenizer`, loaded on first use
+        self._closed = False
 
-    async def vocab(self):
+    async def vocab(self) -> Vocab | None:
         """The configured local GGUF vocabulary, or None."""
         if self.spec.tokenizer is None:
             return None
         if self._vocab is None:
-            from lmdock.upstream.vocab import GgufVocab
-
             try:
-                self._vocab = await asyncio.to_thread(GgufVocab, self.spec.tokenizer)
-            except UpstreamConfigError as exc:
-                raise InvalidRequest(f"upstream model '{self.spec.name}': {exc}") from None
+                vocab = await asyncio.to_thread(Vocab, self.spec.tokenizer, self.spec.name)
+            except ModelLoadError as exc:
+                raise InvalidRequest(f"upstream model '{self.spec.name}': tokenizer: {exc.message}") from None
+            if self._vocab is None and not self._closed:
+                self._vocab = vocab
+            else:  # loaded twice at once, or closed meanwhile: keep one
+                await asyncio.to_thread(vocab.close)
+        if self._vocab is None:
+            raise ModelUnavailable(f"model '{self.spec.name}' is shutting down")
         return self._vocab
+
+    async def close(self) -> None:
+        """Free the local vocabulary (waits for counts in progress)."""
+        self._closed = True
+        vocab, self._vocab = self._vocab, None
+        if vocab is not None:
+            await asyncio.to_thread(vocab.close)
 
     @property
     def spec(self):
@@ -136,7 +148,7 @@ class UpstreamSession:
             input_tokens=await self._counted(counting),
             rendered=_plain(),
             user_stops=list(req.stop),
-            _stream=None,  # type: ignore[arg-type]
+            _stream=None,
             opened=opened,
             make_events=lambda chunks: translate(chunks, translator, opened.clamped),
         )
@@ -192,7 +204,7 @@ class UpstreamSession:
         vocab = await self.vocab()
         if vocab is not None:  # the same model's template and vocabulary, locally
             rendered = await self._render(req)
-            return await asyncio.to_thread(vocab.count, rendered.text)
+            return len(await asyncio.to_thread(vocab.tokenize, rendered.text))
         raise InvalidRequest(
             f"count_tokens: upstream model '{self.spec.name}' has no tokenizer endpoint lmdock can use; "
             "set `tokenizer` to a local GGUF of the same model in its upstreams.toml entry"
@@ -201,7 +213,7 @@ class UpstreamSession:
     async def _count_text(self, text: str, add_special: bool = False) -> int:
         vocab = await self.vocab()
         if vocab is not None:
-            return await asyncio.to_thread(vocab.count, text, add_special)
+            return len(await asyncio.to_thread(vocab.tokenize, text, add_special=add_special))
         counted = await self.upstream.post_json(
             "/tokenize",
             {
@@ -231,8 +243,8 @@ class UpstreamSession:
             if vocab is not None and vocab.chat_template:
                 info.chat_template, info.bos_token, info.eos_token = (
                     vocab.chat_template,
-                    vocab.bos_token,
-                    vocab.eos_token,
+                    vocab.bos_text,
+                    vocab.eos_text,
                 )
             if not info.chat_template:
                 raise InvalidRequest(
@@ -267,7 +279,7 @@ class UpstreamSession:
             input_tokens=await self._counted(counting),
             rendered=rendered,
             user_stops=list(req.stop),
-            _stream=None,  # type: ignore[arg-type]
+            _stream=None,
             opened=opened,
             make_events=lambda chunks: _text_events(
                 chunks, rendered.new_parser(), stopper, opened.clamped, CallGate(req.tool_choice.parallel)
@@ -317,7 +329,7 @@ class UpstreamSession:
             input_tokens=0,
             rendered=_plain(text),
             user_stops=list(stop),
-            _stream=None,  # type: ignore[arg-type]
+            _stream=None,
             opened=opened,
             make_events=lambda chunks: _text_events(
                 chunks, OutputParser(ParserSpec()), stopper, opened.clamped

@@ -16,9 +16,9 @@ from lmdock.chat.formats.harmony import HarmonyFormat
 from lmdock.chat.formats.hermes import HermesFormat
 from lmdock.chat.formats.llama3 import Llama3Format
 from lmdock.chat.formats.mistral import MistralFormat
-from lmdock.chat.grammar import special_tokens_of
 from lmdock.core.errors import InvalidRequest
 from lmdock.core.request import ChatRequest, Message, ThinkingConfig, ToolChoice
+from lmdock.engine.constraint import special_tokens_of
 
 from .claude_tools import CLAUDE_CODE_TOOLS, WRITE
 from .helpers import TOOLS, ToyTokenizer, accepts, feed, summary

@@ -6,9 +6,10 @@ import warnings
 
 import pytest
 
-from lmdock.chat import ChatFormatter, special_tokens_of
+from lmdock.chat import ChatFormatter
 from lmdock.core.config import default_models_dir
 from lmdock.core.request import ChatRequest, Message, ToolCall, ToolChoice
+from lmdock.engine.constraint import special_tokens_of
 from lmdock.models.default_model import default_model_path
 
 from .helpers import TOOLS, accepts, feed, summary

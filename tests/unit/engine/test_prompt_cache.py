@@ -68,6 +68,13 @@ def test_ram_keeps_the_most_recent_within_budget_and_drops_what_a_spill_extends(
     assert not cache.wants_spill(0) and cache.wants_spill(1)
 
 
+def test_a_spill_an_entry_already_extends_keeps_that_entry_only():
+    cache = PromptCache(ram_bytes=100, disk_dir=None, min_tokens=1, clock=clock())
+    cache.add_ram([1, 2, 3], b"long")
+    cache.add_ram([1, 2], b"short")  # a demoted slot sharing the longer one's prefix
+    assert [(e.tokens, e.data) for e in cache.ram] == [([1, 2, 3], b"long")]
+
+
 # --- disk: persisted, verified, private -------------------------------------------------------------
 
 
@@ -78,6 +85,8 @@ def test_persist_skips_prompts_a_saved_entry_already_covers(tmp_path):
     assert not cache.wants_persist([1, 2])  # too short
     persist(cache, list(range(60)))
     assert [len(e.tokens) for e in cache.disk] == [60]  # the longer save replaced its prefix
+    assert cache.on_disk(list(range(58))) and cache.on_disk(list(range(62)))  # within min_gain
+    assert not cache.on_disk(list(range(63))) and not cache.on_disk([9, 9, 9])
 
 
 def test_files_are_private_and_complete_after_a_restart(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from gguf import GGUFWriter
 
+from lmdock.engine.gguf_header import read_gguf_header
 from lmdock.engine.reuse import HOLE, ReusePlan, Run, plan_reuse, shift_blocker
-from lmdock.models.gguf_header import read_gguf_header
 
 
 def _rand(n: int, seed: int) -> list[int]:

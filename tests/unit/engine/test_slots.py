@@ -56,3 +56,31 @@ def test_release_without_cache_clears_the_slot():
     claim.slot.tokens = [1, 2]
     assert pool.release(claim.slot, keep_cache=False) == [Truncate(claim.slot.seq_id, 0)]
     assert claim.slot.tokens == [] and not claim.slot.busy
+
+
+def test_idle_slots_unrelated_to_the_busy_ones_are_in_the_way_largest_first():
+    pool = SlotPool(4)
+    small = resident(pool, list(range(100, 400)))  # 300 own cells
+    big = resident(pool, list(range(1000, 3000)))  # 2000 own cells
+    pool.claim([5, 6, 7])  # a busy slot sharing nothing
+    assert pool.in_the_way(256) == [big, small]
+    assert pool.in_the_way(301) == [big]
+
+
+def test_an_idle_slot_that_mostly_shares_a_busy_prefix_stays():
+    pool = SlotPool(4)
+    system = list(range(1000, 7000))
+    agent_a = resident(pool, system + list(range(1, 800)))
+    claim = pool.claim(system + [9, 9, 9])  # agent B copies the 6k system prompt from A's slot
+    assert claim.reused == len(system)
+    assert pool.own_cells(agent_a) == 799
+    assert pool.in_the_way(256) == []
+
+
+def test_resident_cells_count_a_shared_prefix_once():
+    pool = SlotPool(4)
+    system = list(range(1000, 1600))
+    resident(pool, system + [1, 2, 3])
+    resident(pool, system + [4, 5])
+    resident(pool, list(range(50)))
+    assert pool.resident_cells() == 600 + 3 + 2 + 50

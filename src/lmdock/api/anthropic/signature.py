@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
 
 from lmdock.core.config import lmdock_home, signing_key_override
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +29,14 @@ def _server_key() -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
+        pass
+    try:
         return _create_key(path)
+    except OSError as exc:  # e.g. a full disk: sign with a key of this process (it does not outlive it)
+        log.warning(
+            "thinking signatures: cannot save %s (%s); using a key that lasts until restart", path, exc
+        )
+        return secrets.token_bytes(32)
 
 
 def _create_key(path: Path) -> bytes:

@@ -7,7 +7,9 @@
 - Work is taken oldest batch first, grouped by prompt prefix (same model, system prompt and tools); the
   first request of a group runs its prefill alone so its siblings reuse the cached prefix.
 - Nothing is committed for a request until it has its result, and a result is committed at most once, so
-  after a crash the requests that were in flight simply run again and finished ones never do.
+  after a crash the requests that were in flight simply run again and finished ones never do. The same
+  holds when only the model's worker crashes (the request is interrupted, not errored) and when the
+  model is restarting or unloading as a request starts (it waits and starts again, no attempt spent).
 - A request interrupted `MAX_ATTEMPTS` times (say, by a crash it causes) is errored rather than retried
   forever.
 - A full disk pauses the runner, not the server: a finished result that cannot be committed is held in
@@ -29,13 +31,18 @@ from lmdock.api.anthropic.encode import MessageEncoder
 from lmdock.core import safejson
 from lmdock.core.backoff import Backoff
 from lmdock.core.config import RequestLimits
-from lmdock.core.errors import InsufficientStorage, LmdockError, Overloaded
+from lmdock.core.errors import InsufficientStorage, LmdockError, ModelUnavailable, Overloaded
 from lmdock.core.request import PRIORITY_BATCH
 from lmdock.models.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+RETRY_SECONDS = 2.0  # after the engine refused work (queue full, model restarting)
+
+
+class _Interrupted(Exception):
+    """The model's worker crashed while the request ran: it runs again (the attempt counts)."""
 
 
 @dataclass
@@ -87,7 +94,6 @@ class BatchRunner:
                         self._commit_held()
                         self._sweep()
                         self._fill()
-                        self._storage.succeeded()
                     except InsufficientStorage as exc:
                         self._storage.failed(exc.message)
                     except Exception:  # a bad row or a database hiccup must not stop batch processing
@@ -109,6 +115,7 @@ class BatchRunner:
         for key, (state, result) in list(self._held.items()):
             self.store.commit(*key, state, result)
             del self._held[key]
+            self._storage.succeeded()
 
     def _sweep(self) -> None:
         stopping = self.store.sweep(set(self._work) | set(self._held), self.retention_seconds)
@@ -139,6 +146,7 @@ class BatchRunner:
                 return  # the group's first request is computing the shared prefix: reuse it next
             self._group = (nxt.batch_n, nxt.prefix_key)
             attempts = self.store.start_attempt(nxt.batch_n, nxt.idx)
+            self._storage.succeeded()  # a write went through: saving works (again)
             if attempts > MAX_ATTEMPTS:
                 self.store.commit(nxt.batch_n, nxt.idx, "errored", _interrupted(attempts - 1))
                 continue
@@ -157,16 +165,23 @@ class BatchRunner:
                 if work.stop_state is None:
                     raise  # shutdown: the request stays pending and runs again after a restart
                 state, result = work.stop_state, {"type": work.stop_state}
-            except Overloaded:
-                self._retry_at = asyncio.get_running_loop().time() + 2.0
-                return  # the engine queue filled up with interactive work: try again shortly
+            except (Overloaded, ModelUnavailable, _Interrupted) as exc:
+                # the queue filled up with interactive work, or the model is restarting: try again shortly
+                self._retry_at = asyncio.get_running_loop().time() + RETRY_SECONDS
+                if not isinstance(exc, _Interrupted):
+                    self.store.release_attempt(req.batch_n, req.idx)  # it never ran
+                return
             try:
                 self.store.commit(req.batch_n, req.idx, state, result)
             except InsufficientStorage as exc:
                 self._held[req.key] = (state, result)  # committed as soon as the disk has room
                 self._storage.failed(exc.message)
+                return
+            self._storage.succeeded()
         except asyncio.CancelledError:
             raise
+        except InsufficientStorage as exc:
+            self._storage.failed(exc.message)
         except Exception:
             log.exception("batch request %s/%s failed to commit", req.batch_id, req.custom_id)
         finally:
@@ -180,15 +195,21 @@ class BatchRunner:
             params, chat = parse_params(safejson.loads(req.params, what="params"), self.limits)
             chat.priority = PRIORITY_BATCH
             model = await self.manager.get(params.model)
-            prepared = await model.session.prepare(chat)
-            encoder = MessageEncoder(params.model)
-            async for event in prepared.events():
-                if not work.prefilled.is_set():
-                    work.prefilled.set()
-                    self.wake()
-                for _ in encoder.feed(event):
-                    pass
-        except Overloaded:
+            crashes = _crashes(model)
+            try:
+                prepared = await model.session.prepare(chat)
+                encoder = MessageEncoder(params.model)
+                async for event in prepared.events():
+                    if not work.prefilled.is_set():
+                        work.prefilled.set()
+                        self.wake()
+                    for _ in encoder.feed(event):
+                        pass
+            except LmdockError as exc:
+                if _crashes(model) != crashes:
+                    raise _Interrupted from exc
+                raise
+        except (Overloaded, ModelUnavailable, _Interrupted):
             raise
         except LmdockError as exc:
             return "errored", {"type": "errored", "error": error_body(exc)}
@@ -198,6 +219,12 @@ class BatchRunner:
         return "succeeded", {"type": "succeeded", "message": encoder.message().model_dump(mode="json")}
 
 
+def _crashes(model) -> int:
+    """How often the model's local engine has crashed (an upstream model has none of its own)."""
+    engine = getattr(model, "engine", None)
+    return getattr(engine, "crashes", 0)
+
+
 def _interrupted(times: int) -> dict:
-    message = f"the request was interrupted {times} times (server restarts) and is not retried again"
+    message = f"the request was interrupted {times} times (server restarts or model crashes) and is not retried again"
     return {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": message}}}

@@ -270,6 +270,15 @@ class BatchStore:
             ).fetchone()
         return row["attempts"]
 
+    def release_attempt(self, batch_n: int, idx: int) -> None:
+        """Take back a start that never ran (the model was restarting): it does not count as interrupted."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE message_batch_requests SET attempts = attempts - 1"
+                " WHERE batch_n = ? AND idx = ? AND attempts > 0",
+                (batch_n, idx),
+            )
+
     def sweep(self, in_flight: set[tuple[int, int]], retention_seconds: float | None) -> dict[int, str]:
         """Housekeeping: cancel the idle requests of canceling batches, expire overdue batches, end
         batches with nothing left, archive ended batches past retention. Returns the batches whose

@@ -1,0 +1,115 @@
+"""Moves prompt state between the KV slots and the prompt cache's host-RAM and disk tiers, as the
+`PromptCache` decides and through the `ModelRunner` (engine thread only; tests may call it on an idle
+engine). A damaged or unloadable entry is dropped and the prompt computed cold: never continued from
+KV the slot does not hold."""
+
+from __future__ import annotations
+
+from lmdock.engine.chunk_reuse import best_plan
+from lmdock.engine.prompt_cache import PromptCache
+from lmdock.engine.reuse import plan_reuse
+from lmdock.engine.runner import ModelRunner
+from lmdock.engine.sequence import Sequence
+from lmdock.engine.slots import Slot, SlotPool
+
+
+class CacheMover:
+    def __init__(
+        self, cache: PromptCache, runner: ModelRunner, pool: SlotPool, chunk_reuse_min: int = 0
+    ) -> None:
+        self.cache = cache
+        self.runner = runner
+        self.pool = pool
+        self.chunk_reuse_min = chunk_reuse_min  # shortest run chunk reuse moves (0: off)
+
+    def restore(self, slot: Slot, prompt: list[int]) -> None:
+        """Load a cached state into `slot` if it holds a longer prefix of `prompt` than the slot does.
+
+        A disk file is verified first: a damaged one is deleted and the slot keeps what it had. If
+        llama.cpp then fails to load a state, the slot is left empty (the prompt is computed cold)."""
+        hit = self.cache.lookup(prompt, have=len(slot.tokens))
+        if hit is None:
+            return
+        entry = hit.entry
+        files, file = self.cache.files, entry.file
+        if file is not None and (files is None or not files.verify(file)):
+            self.cache.discard(entry, "the file is damaged or cut short")
+            return
+        self.runner.apply(self.pool.clear(slot))
+        if entry.data is not None:
+            loaded = self.runner.write_state(slot.seq_id, entry.data)
+        else:
+            assert files is not None and file is not None  # an entry is in RAM or on disk
+            loaded = self.runner.load_file(slot.seq_id, files.state_path(file), len(entry.tokens))
+        if not loaded:
+            self.runner.apply(self.pool.clear(slot))
+            self.cache.discard(entry, "llama.cpp could not load it")
+            return
+        slot.tokens = list(entry.tokens)
+        self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
+        self.cache.restored(entry)
+
+    def persist(self, seq: Sequence) -> None:
+        """Save a just-prefilled prompt to disk unless a saved entry already covers it."""
+        if not self.cache.wants_persist(seq.prompt):
+            return
+        assert seq.slot is not None  # just prefilled: it holds its slot
+        seq_id = seq.slot.seq_id
+        self.cache.persist(
+            seq.prompt,
+            self.runner.state_size(seq_id),
+            lambda path: self.runner.save_file(seq_id, path, seq.prompt),
+        )
+
+    def spill(self, slot: Slot) -> None:
+        """Copy an idle slot about to be evicted to host RAM, if the cache wants it."""
+        if self.cache.wants_spill(len(slot.tokens)):
+            data = self.runner.read_state(slot.seq_id, self.cache.ram_bytes)
+            if data is not None:
+                self.cache.add_ram(slot.tokens, data)
+
+    def clear_the_way(self) -> int:
+        """Move idle cached prefixes that share nothing with the running sequences out of the KV cache
+        (to host RAM, or nowhere when disk holds them) before new prompts take cells: llama.cpp attends
+        over every used cell, so they would slow each decode step (`SlotPool.in_the_way`). A later hit
+        restores them; one the cache can keep nowhere stays resident. Returns how many moved out."""
+        moved = 0
+        for slot in self.pool.in_the_way(self.cache.min_tokens):
+            if self._keep_elsewhere(slot):
+                self.runner.apply(self.pool.clear(slot))
+                moved += 1
+        return moved
+
+    def _keep_elsewhere(self, slot: Slot) -> bool:
+        if self.cache.wants_spill(len(slot.tokens)):
+            data = self.runner.read_state(slot.seq_id, self.cache.ram_bytes)
+            if data is not None:
+                self.cache.add_ram(slot.tokens, data)
+                return True
+        return self.cache.on_disk(slot.tokens)
+
+    def promote(self, prompt: list[int]) -> None:
+        """Bring a host-RAM entry back into an empty slot when chunk reuse could take more of `prompt`
+        from it than from any resident slot, so that a prefix `clear_the_way` moved out stays a source
+        of cached runs (chunk reuse plans over resident slots only)."""
+        min_run = self.chunk_reuse_min
+        idle = [s for s in self.pool.slots if not s.busy]
+        empty = [s for s in idle if not s.tokens]
+        if min_run <= 0 or len(idle) < 2 or not empty or not self.cache.ram:
+            return
+        _, resident = best_plan(self.pool, prompt, min_run)
+        beat = max(resident.reused if resident else 0, self.pool.best_prefix(prompt)[1]) + min_run
+        best, best_reused = None, beat - 1
+        for entry in self.cache.ram:
+            plan = plan_reuse(entry.tokens, prompt, min_run)
+            if plan.runs and plan.reused > best_reused:
+                best, best_reused = entry, plan.reused
+        if best is None or best.data is None:
+            return
+        slot = empty[0]
+        if self.runner.write_state(slot.seq_id, best.data):
+            slot.tokens = list(best.tokens)
+            self.cache.restored(best)
+        else:
+            self.runner.apply(self.pool.clear(slot))
+            self.cache.discard(best, "llama.cpp could not load it")

@@ -1,0 +1,33 @@
+"""Facts about the worker processes the server starts: how to start one, how it ended, what it holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def worker_argv(*args: str) -> list[str]:
+    """The command line of a worker process (`python -m lmdock.engine.worker ARGS`): the model's
+    engine, or the CPU self-check's probe (`--probe ...`)."""
+    return [sys.executable, "-m", "lmdock.engine.worker", *args]
+
+
+def describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with status {rc}"
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of a process (Linux), for /health and `lmdock ps`."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
