@@ -23,7 +23,9 @@ from lmdock.models.default_model import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = default_model_path(default_models_dir())
-LMDOCK = [sys.executable, "-m", "lmdock.cli.main"]  # this checkout's CLI, through the test's Python
+# this checkout's CLI, through the test's Python (`-P`: like the `lmdock` script, nothing of the current
+# directory on the import path)
+LMDOCK = [sys.executable, "-P", "-m", "lmdock.cli.main"]
 
 
 def free_port() -> int:
@@ -100,10 +102,11 @@ def start_server(
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
     port: int | None = None,
     new_session: bool = False,
+    cwd: Path | None = None,
 ) -> Server:
     """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
     `ready(health)` (the default model is loaded). `new_session`: in a process group of its own, like a
-    command in a terminal (so a test can send Ctrl-C to the whole group)."""
+    command in a terminal (so a test can send Ctrl-C to the whole group). `cwd`: the directory it starts in."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -119,7 +122,12 @@ def start_server(
     if "--ctx-size" not in args:
         cmd += ["--ctx-size", "8192"]
     proc = subprocess.Popen(
-        cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=full_env, start_new_session=new_session
+        cmd,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        start_new_session=new_session,
+        cwd=cwd,
     )
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
     deadline = (

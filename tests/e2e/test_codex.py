@@ -42,15 +42,8 @@ stream_idle_timeout_ms = 1500000
 """
 
 
-def test_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
-    if not CODEX.exists():
-        pytest.fail("Codex CLI is not installed: run `make clients`")
-    home, work = tmp_path / "codex-home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    (home / "config.toml").write_text(_config(codex_server))
-    target = work / "hello.txt"
-    out = tmp_path / "codex.jsonl"
+def _exec(home: Path, work: Path, out: Path, target: Path) -> list[dict]:
+    """One `codex exec` run; stops Codex once the file exists. Returns its JSON events."""
     with out.open("w") as stdout:
         proc = subprocess.Popen(
             [
@@ -58,6 +51,9 @@ def test_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
                 "exec",
                 "--skip-git-repo-check",
                 "--json",
+                # Codex's goal tools (on by default) draw the 0.5B model into create_goal loops
+                "--disable",
+                "goals",
                 "Run this shell command: echo hi > hello.txt",
             ],
             cwd=work,
@@ -80,9 +76,27 @@ def test_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
                 proc.kill()
                 proc.wait()
     lines = out.read_text(errors="replace").splitlines()
-    events = [json.loads(line) for line in lines if line.startswith("{")]
-    failures = [e for e in events if e.get("type") in ("error", "turn.failed")]
-    assert not failures, failures
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_codex_exec_creates_a_file(codex_server: Server, tmp_path: Path):
+    if not CODEX.exists():
+        pytest.fail("Codex CLI is not installed: run `make clients`")
+    home, work = tmp_path / "codex-home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(_config(codex_server))
+    target = work / "hello.txt"
+    # A sampled 0.5B model sometimes asks for `sandbox_permissions: require_escalated`, which Codex
+    # itself rejects under approval policy "never" and then ends the turn: one more try, on a warm cache.
+    for attempt in range(2):
+        out = tmp_path / f"codex-{attempt}.jsonl"
+        events = _exec(home, work, out, target)
+        failures = [e for e in events if e.get("type") in ("error", "turn.failed")]
+        assert not failures, failures
+        if target.exists():
+            break
+    lines = out.read_text(errors="replace").splitlines()
     commands = [e["item"] for e in events if e.get("item", {}).get("type") == "command_execution"]
     assert target.exists(), lines[-20:]
     assert target.read_text().strip() == "hi" and commands, lines[-20:]

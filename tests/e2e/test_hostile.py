@@ -57,8 +57,23 @@ def store(tmp_path_factory) -> Path:
     return models
 
 
+TRAP = (
+    "import pathlib; pathlib.Path(__file__).with_name('IMPORTED').write_text(__name__); raise SystemExit(3)\n"
+)
+
+
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory, store: Path) -> Server:
+def trap(tmp_path_factory) -> Path:
+    """A directory whose modules shadow the ones the worker imports: the server is started in it."""
+    folder = tmp_path_factory.mktemp("trap")
+    (folder / "llama_cpp.py").write_text(TRAP)
+    (folder / "lmdock").mkdir()
+    (folder / "lmdock" / "__init__.py").write_text(TRAP)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory, store: Path, trap: Path) -> Server:
     server = start_server(
         tmp_path_factory.mktemp("hostile"),
         "--cors-origin",
@@ -72,6 +87,7 @@ def srv(tmp_path_factory, store: Path) -> Server:
         "--max-embedding-inputs",
         "4",
         env={"LMDOCK_MODELS_DIR": str(store)},
+        cwd=trap,
     )
     yield server
     server.stop()
@@ -399,3 +415,11 @@ def test_static_routes_answer_long_names_with_404(srv: Server, name: str):
     for method in ("GET", "HEAD"):
         r = httpx.request(method, f"{srv.base_url}/_app/{name}")
         assert r.status_code == 404, r.text
+
+
+def test_the_worker_imports_nothing_from_the_servers_directory(srv: Server, trap: Path):
+    """The model's worker and the CPU self-check's probe ran (the model answers) without importing the
+    `llama_cpp.py` and `lmdock/` lying in the directory the server was started in."""
+    r = _post(srv, "/v1/messages", {"model": "default", "max_tokens": 2, "messages": HI})
+    assert r.status_code == 200, r.text
+    assert not (trap / "IMPORTED").exists() and not (trap / "lmdock" / "IMPORTED").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lmdock.core.config import lmdock_home
 from lmdock.core.kv_cache import KvCacheConfig
-from lmdock.engine.process import describe_exit, worker_argv
+from lmdock.engine.process import WORKER_CWD, describe_exit, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,13 @@ def decide_repack(
 
 
 def _run_probe(model_path: Path, model_key: str, n_threads: int, extra_bufts: bool, kv: KvCacheConfig):
-    cmd = worker_argv("--probe", str(model_path), model_key)
+    cmd = worker_argv("--probe", os.path.abspath(model_path), model_key)
     cmd += [str(n_threads), "on" if extra_bufts else "off", kv.type_k, kv.type_v, kv.flash_attn]
     return subprocess.run(
-        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT
+        cmd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT,
+        cwd=WORKER_CWD,
     )

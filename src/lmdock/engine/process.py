@@ -6,11 +6,16 @@ import os
 import signal
 import sys
 
+# A worker starts in the file system's root, with nothing of the current directory on its import path
+# (`-P`): a `llama_cpp.py` or `lmdock/` lying where `lmdock serve` was started is never imported by it.
+# Every path it is given is absolute.
+WORKER_CWD = os.path.abspath(os.sep)
+
 
 def worker_argv(*args: str) -> list[str]:
-    """The command line of a worker process (`python -m lmdock.engine.worker ARGS`): the model's
-    engine, or the CPU self-check's probe (`--probe ...`)."""
-    return [sys.executable, "-m", "lmdock.engine.worker", *args]
+    """The command line of a worker process (`python -P -m lmdock.engine.worker ARGS`), to be run in
+    WORKER_CWD: the model's engine, or the CPU self-check's probe (`--probe ...`)."""
+    return [sys.executable, "-P", "-m", "lmdock.engine.worker", *args]
 
 
 def describe_exit(rc: int) -> str:

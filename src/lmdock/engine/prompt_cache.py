@@ -170,14 +170,19 @@ class PromptCache:
         return [e for e in entries if len(e.tokens) <= self.max_tokens]
 
     def persist(self, tokens: list[int], size: int, save_state: Callable[[Path], bool]) -> bool:
-        """Save a prompt whose state takes about `size` bytes (`save_state` writes it): room is made
-        within the budget first; a save that would eat the filesystem's headroom, or that fails,
-        pauses saving (logged once) until a retry works."""
+        """Save a prompt whose state takes about `size` bytes (`save_state` writes it). Room is made
+        first: within the budget, then within the filesystem's headroom (older entries go, when that is
+        enough: the cache yields the disk to durable state). A save that still would eat the headroom,
+        or that fails, pauses saving (logged once) until a retry works."""
         assert self.files is not None
         if size > self.disk_bytes:
             return False  # larger than the whole budget: never saved
         self._evict_to(self.disk_bytes - size)
         lacking, free, keep = shortfall(self.files.path, size)
+        if 0 < lacking <= self.disk_used():
+            while lacking and self.disk:
+                self._delete(min(self.disk, key=lambda e: e.last_used))
+                lacking, free, keep = shortfall(self.files.path, size)
         if lacking:
             self.saving.failed(
                 f"the disk is nearly full ({free >> 20} MiB free; a save of {size >> 20} MiB must leave "

@@ -22,7 +22,7 @@ from enum import Enum
 
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelUnavailable
 from lmdock.engine.crash_policy import CrashPolicy
-from lmdock.engine.process import describe_exit, worker_argv
+from lmdock.engine.process import WORKER_CWD, describe_exit, worker_argv
 from lmdock.engine.protocol import (
     Ack,
     Channel,
@@ -187,7 +187,10 @@ class Supervisor:
         parent, child = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                worker_argv(str(child.fileno())), pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL
+                worker_argv(str(child.fileno())),
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                cwd=WORKER_CWD,
             )
         finally:
             child.close()

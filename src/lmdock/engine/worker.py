@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,7 @@ from lmdock.engine.types import EngineEvent, Finished
 from lmdock.engine.warmup import probe
 
 log = logging.getLogger("lmdock.worker")
+STATE_EVERY = 0.5  # seconds between state reports while steps produce no events
 
 
 class Worker:
@@ -52,6 +54,7 @@ class Worker:
     def __init__(self, channel: Channel, init: Init) -> None:
         self.channel = channel
         self._outbox: dict[int, list[EngineEvent]] = {}
+        self._state_sent = 0.0  # when the engine's state last went to the server
         self._seqs: dict[int, Sequence] = {}
         self.local = LocalEngine(init.spec, on_step=self.flush, on_failure=self._engine_failed)
         self.engine = self.local.engine
@@ -75,10 +78,14 @@ class Worker:
         os._exit(70)
 
     def flush(self) -> None:
-        """Send every event since the last flush as one message (called once per engine step)."""
-        if not self._outbox:
+        """Send every event since the last flush as one message (called once per engine step). A step
+        without events (a long prompt being read) still sends the engine's state now and then, so
+        /metrics and /health stay current while nothing is generated."""
+        now = time.monotonic()
+        if not self._outbox and now - self._state_sent < STATE_EVERY:
             return
         events, self._outbox = self._outbox, {}
+        self._state_sent = now
         self.channel.send(Events(events, self.engine.state()))
 
     # --- main thread -------------------------------------------------------------------------------
@@ -138,7 +145,12 @@ def _die_with_engine(args) -> None:
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us
+    # The server owns this process's lifetime: it stops it (Close) or, gone, closes the pipe (EOF). A
+    # Ctrl-C (SIGINT to the terminal's process group) or a service manager's SIGTERM to every process
+    # of the service must not kill it first, or the server would count a crash and restart it while
+    # shutting down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if argv and argv[0] == "--probe":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return probe(argv[1], argv[2], int(argv[3]), argv[4] == "on", KvCacheConfig(*argv[5:8]))

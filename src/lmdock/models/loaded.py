@@ -5,6 +5,7 @@ own `Embedder`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -122,13 +123,13 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
     )
     spec = EngineSpec(
         key=record.key,
-        path=str(record.path),
+        path=os.path.abspath(record.path),  # the worker runs in another directory
         params=params,
         engine=EngineConfig(
             parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
         ),
         cache_ram_bytes=settings.cache_ram << 20,
-        cache_dir=str(settings.cache_dir)
+        cache_dir=os.path.abspath(settings.cache_dir)
         if settings.cache_dir is not None and settings.cache_disk_mib > 0
         else None,
         cache_disk_bytes=settings.cache_disk_mib << 20,

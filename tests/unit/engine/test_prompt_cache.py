@@ -13,7 +13,7 @@ import pytest
 
 from lmdock.engine.cache_files import CacheDir
 from lmdock.engine.prompt_cache import PromptCache
-from tests.small_disk import fill, small_disk
+from tests.small_disk import fill, free_bytes, small_disk
 
 
 def fake_state(payload: bytes):
@@ -245,3 +245,14 @@ def test_the_budget_makes_room_before_a_save_and_counts_other_folders(tmp_path):
     persist(cache, [3] * 10, b"c" * 300)  # no room for three: the oldest goes before it is written
     assert sorted(e.tokens[0] for e in cache.disk) == [2, 3]
     assert not cache.persist([4] * 10, 800, fake_state(b"d" * 800))  # larger than the budget: never
+
+
+def test_on_a_disk_smaller_than_the_budget_old_entries_make_room_for_new_ones(tmp_path):
+    """The disk, not the budget, is the limit: the cache evicts its own oldest files to keep the
+    headroom free, and keeps saving (it does not stop and say the disk is full)."""
+    with small_disk(tmp_path / "disk", 8) as disk:  # headroom: 10% = 0.8 MiB
+        cache = PromptCache(ram_bytes=0, disk_dir=disk / "kv", disk_bytes=1 << 30, min_tokens=4, min_gain=1)
+        for i in range(12):
+            assert cache.persist([i + 1] * 10, 1 << 20, llama_cpp_like(b"s" * (1 << 20)))
+        assert 3 <= len(cache.disk) <= 7 and not cache.saving.failing
+        assert free_bytes(disk) >= 0.8 * (1 << 20)
