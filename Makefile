@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python builds from source (about 4 minutes on 2 cores); pip's wheel cache keeps the build.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: serve test check install model clients web webapp browser lint format bench
+.PHONY: serve test check install model clients web webapp browser lint format bench dist
 
 serve: model webapp
 	$(VENV)/bin/lmdock serve $(ARGS)
@@ -50,6 +50,11 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The release build: the web app, then the sdist and the wheel into dist/ (both carry the web app).
+dist: $(STAMP) web
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+
 # `make serve` builds the web app when npm is there; without it the server runs and / says how to build.
 webapp:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory web; \
@@ -62,14 +67,14 @@ browser:
 # ruff, the import-linter layer contract (pyproject.toml: each layer imports only those below it) and
 # pyright (basic; pinned in package.json).
 lint: $(STAMP) clients
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench build_support
+	$(VENV)/bin/ruff format --check src tests bench build_support
 	$(VENV)/bin/lint-imports
 	node_modules/.bin/pyright
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench build_support
+	$(VENV)/bin/ruff check --fix src tests bench build_support
 
 bench: model
 	$(PY) bench/compare_llama_server.py $(ARGS)

@@ -102,11 +102,13 @@ def start_server(
     ready: Callable[[dict], bool] = lambda health: bool(health["loaded"]),
     port: int | None = None,
     new_session: bool = False,
+    lmdock: list[str] | None = None,
     cwd: Path | None = None,
 ) -> Server:
     """Start `lmdock serve` on a free port (or `port`, to restart on the same address) and wait until
     `ready(health)` (the default model is loaded). `new_session`: in a process group of its own, like a
-    command in a terminal (so a test can send Ctrl-C to the whole group). `cwd`: the directory it starts in."""
+    command in a terminal (so a test can send Ctrl-C to the whole group). `lmdock` is the command that
+    runs lmdock (default: this checkout's, through the test's Python). `cwd`: the directory it starts in."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -116,7 +118,7 @@ def start_server(
         "LMDOCK_PING_INTERVAL": "1",
         **(env or {}),
     }
-    cmd = [*LMDOCK, "serve", "--port", str(port), "--threads", "2", *args]
+    cmd = [*(lmdock or LMDOCK), "serve", "--port", str(port), "--threads", "2", *args]
     if "--cache-dir" not in args:
         cmd += ["--cache-dir", str(tmp / "cache")]
     if "--ctx-size" not in args:

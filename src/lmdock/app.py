@@ -121,7 +121,8 @@ async def _preload(app: FastAPI, manager: ModelManager) -> None:
         await manager.load(manager.default_key)
     except LmdockError as exc:
         app.state.load_error = exc.message
-        log.error("default model not loaded: %s", exc.message)
+        if manager.records():  # with no model at all, `lmdock serve` has said how to get one
+            log.error("default model not loaded: %s", exc.message)
 
 
 async def _reap_idle(manager: ModelManager, every: float = 30.0) -> None:

@@ -61,7 +61,13 @@ def close(client: InProcessClient) -> None:
 
 
 async def generate(engine: InProcessClient, prompt: str, max_tokens: int = 24, **kw) -> tuple[str, Finished]:
-    tokens = engine.vocab.tokenize(prompt)
+    return await complete(engine, engine.vocab.tokenize(prompt), max_tokens, **kw)
+
+
+async def complete(
+    engine: InProcessClient, tokens: list[int], max_tokens: int = 24, **kw
+) -> tuple[str, Finished]:
+    """Greedy text of a token prompt, and its Finished event."""
     request = EngineRequest(
         prompt=tokens, max_tokens=max_tokens, sampling=SamplingParams(temperature=0), **kw
     )

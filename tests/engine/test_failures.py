@@ -9,24 +9,11 @@ import shutil
 import pytest
 
 from lmdock.core.errors import EngineFailed
-from lmdock.core.request import SamplingParams
-from lmdock.engine import EngineRequest, Finished, TextChunk
 from lmdock.engine.engine import INTERNAL_ERROR
-from tests.engine.conftest import chatml, close, make_engine, run
+from tests.engine.conftest import chatml, close, complete, make_engine, run
 
 SYSTEM = "Reference manual. " + " ".join(f"Rule {i}: keep item {i} dry." for i in range(60))
 QUESTION = "Which rule mentions item 7?"
-
-
-async def complete(engine, tokens: list[int], max_tokens: int = 24) -> tuple[str, Finished]:
-    request = EngineRequest(prompt=tokens, max_tokens=max_tokens, sampling=SamplingParams(temperature=0))
-    text: list[str] = []
-    async for event in await engine.submit(request):
-        if isinstance(event, Finished):
-            return "".join(text), event
-        if isinstance(event, TextChunk):
-            text.append(event.text)
-    raise AssertionError("stream ended without Finished")
 
 
 def prompts(engine) -> tuple[list[int], list[int]]:

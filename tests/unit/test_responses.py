@@ -86,6 +86,26 @@ def test_normalized_items_are_valid_response_items():
     assert all(i.id for i in parsed)
 
 
+def test_a_tool_output_named_by_its_tool_needs_no_call_id():
+    """Codex adds its goal context as a function_call_output with name and namespace, answering no call
+    (the SDK's FunctionCallOutput: call_id, name and namespace are all optional)."""
+    goal = {"type": "function_call_output", "name": "goal_objective", "namespace": "agent", "output": "hi"}
+    items = normalize_input([{"role": "user", "content": "create hello.txt"}, goal])
+    (parsed,) = ITEMS.validate_python(items[1:])
+    assert parsed.type == "function_call_output" and parsed.name == "goal_objective"
+    assert parsed.namespace == "agent" and parsed.call_id is None
+    result = _req(input=[{"role": "user", "content": "create hello.txt"}, goal]).messages[-1]
+    assert (result.role, result.content, result.name, result.tool_call_id) == (
+        "tool",
+        "hi",
+        "goal_objective",
+        None,
+    )
+    with pytest.raises(InvalidRequest) as err:  # neither a call_id nor a name: what does it answer?
+        normalize_input([{"type": "function_call_output", "output": "x"}])
+    assert err.value.param == "input.0.call_id"
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -219,6 +239,15 @@ def test_tool_call_and_incomplete():
     types = [e.type for e in stream]
     assert "response.reasoning_text.delta" in types and types[-1] == "response.incomplete"
     assert types.count("response.function_call_arguments.delta") == 2
+    closed = types.index("response.reasoning_text.done")  # the reasoning item ends before the call starts
+    assert types[closed : closed + 4] == [
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+    ]
+    assert stream[closed].text == "hmm" and stream[closed + 1].part.type == "reasoning_text"
+    assert stream[closed + 1].part.text == "hmm" and stream[closed + 1].content_index == 0
     final = enc.response()
     reasoning, call = final.output
     assert reasoning.type == "reasoning" and reasoning.content[0].text == "hmm"

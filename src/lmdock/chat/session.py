@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -38,24 +39,42 @@ _REASONS: dict[str, StopReason] = {
 }
 
 
-@dataclass
-class PreparedChat:
-    """A submitted request: its prompt size is known and its events can be consumed."""
+@dataclass(kw_only=True)
+class PreparedChat(ABC):
+    """A submitted request, whoever generates it (the local engine here, an upstream engine in
+    upstream/session.py): its prompt size is known and its events can be consumed."""
 
     input_tokens: int
     rendered: RenderedPrompt
-    user_stops: list[str]
-    _stream: EventStream | None  # None for a model served by upstream engines (upstream/session.py)
     cached_tokens: int = 0
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
+
+    @abstractmethod
+    async def admitted(self) -> Usage:
+        """The prompt usage once generation can start (call before `events()`, or not at all)."""
+
+    @abstractmethod
+    def events(self) -> AsyncIterator[GenerationEvent]:
+        """Core events, ending with Done."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Stop generating and free what the request holds (idempotent). Routes call it when the client
+        goes away or the response ends, even if `events()` was never iterated."""
+
+
+@dataclass(kw_only=True)
+class EngineChat(PreparedChat):
+    """A request the local engine has admitted to its queue."""
+
+    user_stops: list[str]
+    _stream: EventStream
     _early: EngineEvent | None = None  # what `admitted()` read that was not the admission
     logprobs: bool = False
-    sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
 
     async def admitted(self) -> Usage:
         """Wait until the engine has set up the prompt's KV slot; the prompt usage as known then (with
-        the cache hit), which `Done.usage` repeats. Call before `events()`, or not at all."""
-        if self._stream is None:  # not an engine stream (an upstream model): nothing to wait for
-            return Usage(input_tokens=self.input_tokens, output_tokens=0)
+        the cache hit), which `Done.usage` repeats."""
         event = await anext(self._stream, None)
         if isinstance(event, Admitted):
             self.cached_tokens = event.cached_tokens
@@ -87,17 +106,14 @@ class PreparedChat:
             self.cancel()
 
     def cancel(self) -> None:
-        """End generation and free the engine sequence (idempotent; a no-op once finished). Routes call
-        it when the client goes away or the response ends, even if `events()` was never iterated."""
-        if self._stream is not None:
-            self._stream.cancel()
+        """End generation and free the engine sequence (a no-op once finished)."""
+        self._stream.cancel()
 
     async def _engine_events(self) -> AsyncIterator[EngineEvent]:
         if self._early is not None:
             yield self._early
-        if self._stream is not None:
-            async for event in self._stream:
-                yield event
+        async for event in self._stream:
+            yield event
 
     def _done(self, fin: Finished, tool_calls: int) -> Done:
         if fin.reason in ("error", "cancelled"):
@@ -207,7 +223,7 @@ class ChatSession:
                 priority=req.priority,
             )
         )
-        return PreparedChat(
+        return EngineChat(
             input_tokens=len(tokens),
             rendered=rendered,
             user_stops=req.stop,
@@ -254,7 +270,7 @@ class ChatSession:
         )
         text = prompt if isinstance(prompt, str) else ""
         plain = RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
-        return PreparedChat(
+        return EngineChat(
             input_tokens=len(tokens),
             rendered=plain,
             user_stops=stop,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from lmdock import __version__
 from lmdock.cli.batch_cmd import batch_app
 from lmdock.cli.chat_cmd import chat
 from lmdock.cli.launch_cmd import launch_app
@@ -19,6 +22,33 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from lmdock.engine.build_info import llama_build
+
+        typer.echo(f"lmdock {__version__}")
+        for line in llama_build().lines():
+            typer.echo(line)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print lmdock's version and the llama.cpp build it runs on, then exit.",
+        ),
+    ] = False,
+) -> None:
+    """A local LLM server with an Anthropic-compatible Messages API."""
+
+
 app.command()(serve)
 for command in (status, ls, ps, get, load, unload, chat):
     app.command()(command)

@@ -17,8 +17,9 @@ from rich.markup import escape
 
 from lmdock.cli.progress import byte_progress
 from lmdock.core.config import Option, options, settings_from
-from lmdock.core.errors import InvalidRequest
-from lmdock.models.default_model import ensure_default_model
+from lmdock.core.errors import InvalidRequest, ModelLoadError
+from lmdock.models import store
+from lmdock.models.default_model import HOW_TO_GET_A_MODEL, default_model_available, ensure_default_model
 
 console = Console(stderr=True)
 
@@ -34,7 +35,7 @@ def serve(**flags: Any) -> None:
         console.print(f"[red]{escape(exc.message)}[/red]")
         raise typer.Exit(2) from None
     try:
-        specs_of(settings)  # a bad file or flag stops start-up here, not at the first request
+        upstreams = specs_of(settings)  # a bad file or flag stops start-up here, not at the first request
     except UpstreamConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -44,8 +45,15 @@ def serve(**flags: Any) -> None:
             "Pass --api-key KEY, or --allow-unauthenticated if the network is trusted."
         )
         raise typer.Exit(2)
-    if settings.model is None:
-        ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
+    if settings.model is None and default_model_available(settings.models_dir):
+        try:
+            ensure_default_model(settings.models_dir, progress=byte_progress("Preparing the default model"))
+        except ModelLoadError as exc:  # a damaged part: say so and serve the rest
+            console.print(f"[red]{exc.message}[/red]", highlight=False)
+    elif settings.model is None and not store.scan(settings.models_dir) and not upstreams:
+        console.print(
+            f"[yellow]No model yet[/yellow]: {escape(HOW_TO_GET_A_MODEL)}.", highlight=False, soft_wrap=True
+        )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -21,6 +21,7 @@ from lmdock.engine.types import (
     SlotState,
     TextChunk,
     TokenLogprob,
+    WorkerStatus,
 )
 
 __all__ = [
@@ -42,5 +43,6 @@ __all__ = [
     "TextChunk",
     "TokenLogprob",
     "Tokenizer",
+    "WorkerStatus",
     "make_client",
 ]

@@ -11,6 +11,7 @@ class Batch:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.raw = L.llama_batch_init(capacity, 0, 1)
+        self._freed = False
 
     @property
     def size(self) -> int:
@@ -32,6 +33,6 @@ class Batch:
         return i
 
     def close(self) -> None:
-        if self.raw is not None:
+        if not self._freed:
+            self._freed = True
             L.llama_batch_free(self.raw)
-            self.raw = None

@@ -27,20 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lmdock.engine.reuse import HOLE, ReusePlan, Run, common_prefix_len, plan_reuse
-from lmdock.engine.slots import Claim, CopyPrefix, KvOp, Slot, SlotPool
-
-
-@dataclass(frozen=True)
-class MoveRun:
-    """Move the cells of `src` at [src_pos, src_pos + n) to `dst` at [dst_pos, dst_pos + n) through the
-    empty sequence `scratch` (see the module docstring); `dst` holds exactly `dst_pos` tokens."""
-
-    src: int
-    dst: int
-    scratch: int
-    src_pos: int
-    dst_pos: int
-    n: int
+from lmdock.engine.slots import Claim, CopyPrefix, KvOp, MoveRun, Slot, SlotPool
 
 
 def reuse_blocker(min_run: int, n_seq: int, shift_blocker: Callable[[], str | None]) -> str | None:

@@ -31,7 +31,11 @@ class Embedder:
         self.model = L.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise ModelLoadError(f"failed to load {path.name} for embeddings")
-        self.vocab = L.llama_model_get_vocab(self.model)
+        vocab = L.llama_model_get_vocab(self.model)
+        if not vocab:
+            L.llama_model_free(self.model)
+            raise ModelLoadError(f"failed to load {path.name} for embeddings: it has no vocabulary")
+        self.vocab = vocab
         self.n_embd = L.llama_model_n_embd(self.model)
         self.n_ctx = min(n_ctx, L.llama_model_n_ctx_train(self.model) or n_ctx)
         cparams = L.llama_context_default_params()
@@ -76,7 +80,9 @@ class Embedder:
         with self._lock:
             if self.ctx is None:
                 raise ModelLoadError("the embeddings context was closed")
-            L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+            memory = L.llama_get_memory(self.ctx)
+            if memory:  # an encoder-only model keeps no KV memory
+                L.llama_memory_clear(memory, True)
             self._batch.clear()
             for pos, token in enumerate(tokens):
                 self._batch.add(token, pos, 0, True)

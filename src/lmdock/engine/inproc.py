@@ -20,7 +20,14 @@ from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.local import LocalEngine
 from lmdock.engine.observe import snapshot
 from lmdock.engine.spec import EngineSpec
-from lmdock.engine.types import EngineEvent, EngineInfo, EngineRequest, EngineSnapshot, EngineState
+from lmdock.engine.types import (
+    EngineEvent,
+    EngineInfo,
+    EngineRequest,
+    EngineSnapshot,
+    EngineState,
+    WorkerStatus,
+)
 
 
 class InProcessClient(EngineClient):
@@ -121,8 +128,14 @@ class InProcessClient(EngineClient):
     def report(self) -> dict:
         state = self.state
         failure = self.failure
+        if failure is not None:
+            status = WorkerStatus.FAILED
+        elif self._closed:
+            status = WorkerStatus.CLOSED
+        else:
+            status = WorkerStatus.READY if self.local is not None else WorkerStatus.STARTING
         return {
-            "status": "failed" if failure else ("ready" if self.local and not self._closed else "closed"),
+            "status": status.value,
             "pid": self.pid,
             "in_flight": self.in_flight,
             "active": state.active_count,

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import llama_cpp as L
 from llama_cpp import _logger as llama_cpp_logger
@@ -131,6 +132,12 @@ def control_texts(vocab) -> list[str]:
     return out
 
 
+def token_id(token: object) -> int:
+    """A token id a binding returned. llama-cpp-python types these as ctypes.c_int32; ctypes hands
+    back a plain int."""
+    return cast(int, token)
+
+
 def token_text(vocab, token: int) -> str:
     """A special token's text (e.g. BOS/EOS) as a chat template expects it; "" for no token."""
     if token < 0:
@@ -152,13 +159,18 @@ def chat_template(model) -> str | None:
 def model_meta(model, key: str) -> str | None:
     """A GGUF metadata value as a string, or None if the key is absent."""
     buf = ctypes.create_string_buffer(1 << 16)
-    n = L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    n = _meta_val_str(model, key, buf)
     if n < 0:
         return None
     if n >= len(buf):
         buf = ctypes.create_string_buffer(n + 1)
-        L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+        _meta_val_str(model, key, buf)
     return buf.value.decode("utf-8", errors="replace")
+
+
+def _meta_val_str(model, key: str, buf: ctypes.Array[ctypes.c_char]) -> int:
+    # the binding's stub says `bytes`, but llama.cpp writes into the buffer: it must be a mutable one
+    return L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))  # type: ignore[arg-type]
 
 
 class LlamaModel:
@@ -170,12 +182,16 @@ class LlamaModel:
         self.params = params
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
-        self.model, self.buffer_types = load_model_file(self.path, use_extra_bufts=params.use_extra_bufts)
-        if not self.model:
+        model, self.buffer_types = load_model_file(self.path, use_extra_bufts=params.use_extra_bufts)
+        if not model:
             raise ModelLoadError(f"failed to load model {self.path.name}: not a valid GGUF file")
-        self.vocab = L.llama_model_get_vocab(self.model)
-        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx_train = L.llama_model_n_ctx_train(self.model)
+        vocab = L.llama_model_get_vocab(model)
+        if not vocab:
+            L.llama_model_free(model)
+            raise ModelLoadError(f"failed to load model {self.path.name}: it has no vocabulary")
+        self.model, self.vocab = model, vocab
+        self.n_vocab = L.llama_vocab_n_tokens(vocab)
+        self.n_ctx_train = L.llama_model_n_ctx_train(model)
         cparams = L.llama_context_default_params()
         # 0 means the model's trained context, capped: a 128k default would reserve gigabytes of KV
         cparams.n_ctx = params.n_ctx or min(self.n_ctx_train, default_ctx_cap)
@@ -197,23 +213,27 @@ class LlamaModel:
             "auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO,
         }[params.kv.flash_attn]
         with _capture_log() as lines:
-            self.ctx = L.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            L.llama_model_free(self.model)
+            ctx = L.llama_init_from_model(model, cparams)
+        memory = L.llama_get_memory(ctx) if ctx else None
+        if not ctx or not memory:
+            if ctx:
+                L.llama_free(ctx)
+            L.llama_model_free(model)
             why = [line.strip() for level, line in lines if level == 4 and line.strip()]
             raise ModelLoadError(
                 f"failed to create a context of {cparams.n_ctx} tokens for {self.path.name}"
                 + (f": {why[-1]}" if why else "")
             )
+        self.ctx, self.memory = ctx, memory
+        self._closed = False
         self.flash_attn = flash_attn_in_effect(params.kv.flash_attn, lines)
         # MiB per buffer kind ("KV", "compute", "output"), summed over devices
         self.context_buffers = {
             kind: round(sum(buffer_sizes(lines, kind).values()), 2) for kind in ("KV", "compute", "output")
         }
-        self.n_ctx = L.llama_n_ctx(self.ctx)
-        self.memory = L.llama_get_memory(self.ctx)
-        self.bos_id = L.llama_vocab_bos(self.vocab)
-        self.eos_id = L.llama_vocab_eos(self.vocab)
+        self.n_ctx = L.llama_n_ctx(ctx)
+        self.bos_id = token_id(L.llama_vocab_bos(vocab))
+        self.eos_id = token_id(L.llama_vocab_eos(vocab))
         self._piece_buf = ctypes.create_string_buffer(256)
 
     # --- tokenizer ---------------------------------------------------------------------------------
@@ -262,9 +282,7 @@ class LlamaModel:
         return int(L.llama_model_n_params(self.model))
 
     def close(self) -> None:
-        if self.ctx:
+        if not self._closed:
+            self._closed = True
             L.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
             L.llama_model_free(self.model)
-            self.model = None

@@ -200,9 +200,13 @@ class PromptCache:
 
     def add_disk(self, f: CacheFile) -> None:
         """Record a saved file; entries it extends go, then the least recently used while over budget."""
-        for old in [e for e in self.disk if e.file.name != f.name and is_prefix(e.tokens, f.tokens)]:
+
+        def other(e: CacheEntry) -> bool:  # not this file (a re-save of the same file replaces its entry)
+            return e.file is None or e.file.name != f.name
+
+        for old in [e for e in self.disk if other(e) and is_prefix(e.tokens, f.tokens)]:
             self._delete(old)
-        self.disk = [e for e in self.disk if e.file.name != f.name]
+        self.disk = [e for e in self.disk if other(e)]
         self.disk.append(CacheEntry(tokens=f.tokens, file=f, last_used=self._clock()))
         self._touch(self.disk[-1])
         while len(self.disk) > 1 and self.disk_used() > self.disk_bytes:

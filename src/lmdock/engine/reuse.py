@@ -17,12 +17,16 @@ no prompt token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 HOLE = -1
 _ANCHOR = 8  # tokens hashed to find match candidates; runs shorter than the anchor cannot be found
 _MAX_CANDIDATES = 16  # candidate positions tried per anchor (bounds the work on repetitive text)
+
+# (prompt position, first cached position allowed) -> the cached positions where a run may start
+Candidates = Callable[[int, int], Iterable[int]]
 
 
 @dataclass(frozen=True)
@@ -105,42 +109,28 @@ def plan_reuse(
     plan = ReusePlan(prefix=prefix)
     if not allow_runs or min_run <= 0 or limit - prefix < min_run or len(cached) - prefix < min_run:
         return plan
-    if min_run < _ANCHOR:  # a tiny min_run: scan without the index
-        return _plan_small(cached, prompt, min_run, plan, limit)
-    index = _index(cached, prefix)
-    src_floor = prefix  # runs keep cached order, so each one starts after the previous one
-    dst = prefix
-    while dst + min_run <= limit:
-        best_len, best_src, tried = 0, -1, 0
-        for src in index.get(tuple(prompt[dst : dst + _ANCHOR]), ()):
-            if src < src_floor:
-                continue
-            n = _match_len(cached, src, prompt, dst, min(len(cached) - src, limit - dst))
-            if n > best_len:
-                best_len, best_src = n, src
-            tried += 1
-            if tried >= _MAX_CANDIDATES:
-                break
-        if best_len >= min_run:
-            plan.runs.append(Run(src=best_src, dst=dst, length=best_len))
-            dst += best_len
-            src_floor = best_src + best_len
-        else:
-            dst += 1
-    return plan
+    if min_run < _ANCHOR:  # a tiny min_run: try every cached position holding the prompt's token
+        candidates = _every_position(cached, prompt, min_run)
+    else:
+        candidates = _indexed(cached, prompt, prefix)
+    return _greedy(cached, prompt, min_run, plan, limit, candidates)
 
 
-def _plan_small(
-    cached: Sequence[int], prompt: Sequence[int], min_run: int, plan: ReusePlan, limit: int
+def _greedy(
+    cached: Sequence[int],
+    prompt: Sequence[int],
+    min_run: int,
+    plan: ReusePlan,
+    limit: int,
+    candidates: Candidates,
 ) -> ReusePlan:
-    """The same greedy scan without an index, for min_run below the anchor length (tests, tiny prompts)."""
-    src_floor = plan.prefix
-    dst = plan.prefix
+    """Walk the prompt after the prefix: at each position take the longest match among the candidates
+    if it reaches `min_run` (and go on after it), else move one token on. Runs keep cached order, so
+    each one starts after the previous one."""
+    src_floor = dst = plan.prefix
     while dst + min_run <= limit:
         best_len, best_src = 0, -1
-        for src in range(src_floor, len(cached) - min_run + 1):
-            if cached[src] != prompt[dst]:
-                continue
+        for src in candidates(dst, src_floor):
             n = _match_len(cached, src, prompt, dst, min(len(cached) - src, limit - dst))
             if n > best_len:
                 best_len, best_src = n, src
@@ -151,6 +141,30 @@ def _plan_small(
         else:
             dst += 1
     return plan
+
+
+def _indexed(cached: Sequence[int], prompt: Sequence[int], start: int) -> Candidates:
+    """Cached positions whose anchor-length window equals the prompt's, at most `_MAX_CANDIDATES`."""
+    index = _index(cached, start)
+
+    def candidates(dst: int, src_floor: int) -> Iterable[int]:
+        found = index.get(tuple(prompt[dst : dst + _ANCHOR]))
+        if found is None:
+            return ()  # the common case on unrelated text: no generator to build
+        return islice((src for src in found if src >= src_floor), _MAX_CANDIDATES)
+
+    return candidates
+
+
+def _every_position(cached: Sequence[int], prompt: Sequence[int], min_run: int) -> Candidates:
+    """Every cached position holding the prompt's token, without an index (a min_run below the anchor
+    length: tests, tiny prompts)."""
+
+    def candidates(dst: int, src_floor: int) -> Iterable[int]:
+        token = prompt[dst]
+        return (src for src in range(src_floor, len(cached) - min_run + 1) if cached[src] == token)
+
+    return candidates
 
 
 def shift_blocker(kv: dict[str, object], array_keys: Iterable[str] = ()) -> str | None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import llama_cpp as L
 
 from lmdock.engine.batch import Batch
-from lmdock.engine.chunk_reuse import MoveRun
 from lmdock.engine.gguf_header import read_gguf_header
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.logprobs import logits_row, token_logprob
@@ -19,7 +18,7 @@ from lmdock.engine.reuse import shift_blocker
 from lmdock.engine.sampling import build_sampler_chain, free_sampler_chain
 from lmdock.engine.scheduler import Step
 from lmdock.engine.sequence import Sequence
-from lmdock.engine.slots import CopyPrefix, KvOp, Truncate
+from lmdock.engine.slots import CopyPrefix, KvOp, MoveRun, Truncate
 from lmdock.engine.types import TokenLogprob
 
 
@@ -92,12 +91,13 @@ class ModelRunner:
         batch = self._batch
         batch.clear()
         for seq in step.decode:
-            seq.batch_index = batch.add(seq.pending, seq.position, seq.slot.seq_id, True)
+            assert seq.pending is not None  # a decoding sequence has its next token
+            seq.batch_index = batch.add(seq.pending, seq.position, seq.held.seq_id, True)
         for plan in step.prefill:
-            seq = plan.seq
+            seq, seq_id = plan.seq, plan.seq.held.seq_id
             last = len(seq.prompt) - 1
             for i in range(seq.cursor, seq.cursor + plan.n_tokens):
-                idx = batch.add(seq.prompt[i], i, seq.slot.seq_id, i == last)
+                idx = batch.add(seq.prompt[i], i, seq_id, i == last)
                 if i == last:
                     seq.batch_index = idx
         started = time.perf_counter()
@@ -111,6 +111,7 @@ class ModelRunner:
 
     def sample(self, seq: Sequence) -> int:
         """Sample the next token at the sequence's batch index, masked by its grammar if it has one."""
+        assert seq.sampler is not None  # start_sampler ran at admission
         if seq.constraint is not None:
             seq.constraint.apply(L.llama_get_logits_ith(self.ctx, seq.batch_index))
         return L.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index)
@@ -132,7 +133,7 @@ class ModelRunner:
 
     def state_size(self, seq_id: int) -> int:
         """Bytes of a sequence's KV state (about what a saved state file takes)."""
-        return int(L.llama_state_seq_get_size(self.ctx, seq_id))
+        return int(L.llama_state_seq_get_size(self.ctx, ctypes.c_int32(seq_id)))
 
     def read_state(self, seq_id: int, max_bytes: int) -> bytes | None:
         """A sequence's KV state as bytes (None if empty, unreadable or larger than `max_bytes`)."""
@@ -140,17 +141,22 @@ class ModelRunner:
         if size <= 0 or size > max_bytes:
             return None
         buf = (ctypes.c_uint8 * size)()
-        written = L.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
+        written = L.llama_state_seq_get_data(self.ctx, buf, size, ctypes.c_int32(seq_id))
         return ctypes.string_at(buf, written) if written > 0 else None
 
     def write_state(self, seq_id: int, data: bytes) -> bool:
         self.kv_version += 1
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        return L.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) > 0
+        return L.llama_state_seq_set_data(self.ctx, buf, len(data), ctypes.c_int32(seq_id)) > 0
 
     def save_file(self, seq_id: int, path: Path, tokens: list[int]) -> bool:
         arr = (L.llama_token * len(tokens))(*tokens)
-        return L.llama_state_seq_save_file(self.ctx, str(path).encode(), seq_id, arr, len(tokens)) > 0
+        return (
+            L.llama_state_seq_save_file(
+                self.ctx, str(path).encode(), ctypes.c_int32(seq_id), arr, len(tokens)
+            )
+            > 0
+        )
 
     def load_file(self, seq_id: int, path: Path, n_tokens: int) -> bool:
         """Load a state file saved with `n_tokens` tokens. The file must have been verified: llama.cpp
@@ -159,7 +165,7 @@ class ModelRunner:
         n_out = ctypes.c_size_t(0)
         tokens = (L.llama_token * n_tokens)()
         ok = L.llama_state_seq_load_file(
-            self.ctx, str(path).encode(), seq_id, tokens, n_tokens, ctypes.byref(n_out)
+            self.ctx, str(path).encode(), ctypes.c_int32(seq_id), tokens, n_tokens, ctypes.pointer(n_out)
         )
         return ok > 0 and n_out.value == n_tokens
 

@@ -181,8 +181,9 @@ class Scheduler:
         done: list[tuple[Sequence, Splice]] = []
         for seq in self.running:
             while seq.runs and seq.phase is Phase.PREFILL and seq.cursor == seq.runs[0].dst:
+                assert seq.source is not None  # cached runs come from a pinned source slot
                 run = seq.runs.pop(0)
-                result = splice(self.pool, seq.slot, seq.source, run, self.config.scratch_seq)
+                result = splice(self.pool, seq.held, seq.source, run, self.config.scratch_seq)
                 seq.cursor += result.moved
                 if result.rest is not None:
                     seq.runs.insert(0, result.rest)
@@ -217,7 +218,7 @@ class Scheduler:
                 break
             victim = max(reversed(lower), key=lambda s: s.priority)  # least urgent class, newest
             self.running.remove(victim)
-            slot = victim.slot
+            slot = victim.held
             victim.suspend()
             self.pool.release(slot, keep_cache=True)
             self.waiting.appendleft(victim)
@@ -242,11 +243,12 @@ class Scheduler:
         """Record a decoded step in the slot data; return the sequences that now need a token sampled
         (every decoding one, and each prefill that reached the end of its prompt)."""
         for seq in step.decode:
-            seq.slot.tokens.append(seq.pending)
+            assert seq.pending is not None  # a decoding sequence has its next token
+            seq.held.tokens.append(seq.pending)
         ready = list(step.decode)
         for plan in step.prefill:
             seq = plan.seq
-            seq.slot.tokens.extend(seq.prompt[seq.cursor : seq.cursor + plan.n_tokens])
+            seq.held.tokens.extend(seq.prompt[seq.cursor : seq.cursor + plan.n_tokens])
             seq.cursor += plan.n_tokens
             if seq.cursor == len(seq.prompt):
                 seq.phase = Phase.DECODE
@@ -272,7 +274,7 @@ class Scheduler:
         """Put a running sequence back at the head of the queue; hold admission until room is made."""
         self.running.remove(seq)
         ops = self._release_source(seq)
-        slot = seq.slot
+        slot = seq.held
         seq.suspend()
         ops += self.pool.release(slot, keep_cache=False)
         self.waiting.appendleft(seq)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from lmdock.engine.constraint import Constraint
 from lmdock.engine.detokenizer import IncrementalDecoder, StopMatcher
@@ -19,6 +20,9 @@ from lmdock.engine.types import (
     TextChunk,
     TokenLogprob,
 )
+
+if TYPE_CHECKING:
+    import llama_cpp as L
 
 _ids = itertools.count(1)
 
@@ -52,11 +56,18 @@ class Sequence:
         self.generated = 0
         self.pending: int | None = None  # last sampled token, decoded in the next step
         self.batch_index = -1
-        self.sampler = None  # llama.cpp sampler chain, owned by the model runner
+        self.sampler: L.llama_sampler_p | None = None  # the sampler chain, owned by the model runner
         self.constraint: Constraint | None = None
         self._decoder = IncrementalDecoder()
         self._stops = StopMatcher(request.stop)
         self._logprobs: list[TokenLogprob] = []  # sampled tokens whose text is not emitted yet
+
+    @property
+    def held(self) -> Slot:
+        """The slot of a running sequence (from admission until it is suspended or ends)."""
+        if self.slot is None:
+            raise RuntimeError(f"sequence {self.id} holds no slot")
+        return self.slot
 
     @property
     def position(self) -> int:

@@ -52,7 +52,20 @@ class CopyPrefix:
     n: int
 
 
-KvOp = Truncate | CopyPrefix
+@dataclass(frozen=True)
+class MoveRun:
+    """Move the cells of `src` at [src_pos, src_pos + n) to `dst` at [dst_pos, dst_pos + n) through the
+    empty sequence `scratch` (engine/chunk_reuse.py); `dst` holds exactly `dst_pos` tokens."""
+
+    src: int
+    dst: int
+    scratch: int
+    src_pos: int
+    dst_pos: int
+    n: int
+
+
+KvOp = Truncate | CopyPrefix | MoveRun
 
 
 @dataclass

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelUnavailable
 from lmdock.engine.crash_policy import CrashPolicy
@@ -37,21 +36,12 @@ from lmdock.engine.protocol import (
     ToWorker,
 )
 from lmdock.engine.spec import EngineSpec
-from lmdock.engine.types import EngineInfo
+from lmdock.engine.types import EngineInfo, WorkerStatus
 
 log = logging.getLogger("lmdock.engine.proxy")  # the logger name the server log has always used
 
 READY_TIMEOUT = 600.0  # a restart that takes longer than this fails the requests waiting for it
 STOP_TIMEOUT = 30.0  # a worker told to close that has not exited by then is killed
-
-
-class WorkerStatus(Enum):
-    STARTING = "starting"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 @dataclass

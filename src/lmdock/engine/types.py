@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Literal
 
 from lmdock.core.events import TokenLogprob
@@ -21,6 +22,7 @@ __all__ = [
     "SlotState",
     "TextChunk",
     "TokenLogprob",
+    "WorkerStatus",
 ]
 
 FinishReason = Literal["eog", "length", "stop", "context", "grammar", "cancelled", "error"]
@@ -156,3 +158,14 @@ class EngineInfo:
     load_seconds: float = 0.0
     flash_attn: bool | None = None  # in effect (llama.cpp resolves `auto`); None: it did not say
     context_buffers: dict[str, float] = field(default_factory=dict)  # MiB: "KV", "compute", "output"
+
+
+class WorkerStatus(Enum):
+    """Where the process running a model's engine is in its life (`EngineClient.report()["status"]`)."""
+
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    CLOSING = "closing"
+    CLOSED = "closed"

@@ -14,7 +14,14 @@ from pathlib import Path
 import llama_cpp as L
 
 from lmdock.core.errors import ModelLoadError, ModelUnavailable
-from lmdock.engine.llama_model import chat_template, control_texts, load_model_file, token_text, tokenize
+from lmdock.engine.llama_model import (
+    chat_template,
+    control_texts,
+    load_model_file,
+    token_id,
+    token_text,
+    tokenize,
+)
 
 
 class Vocab:
@@ -29,18 +36,22 @@ class Vocab:
             raise ModelLoadError(
                 f"failed to load the vocabulary of {path.name}: not a GGUF file llama.cpp can read"
             )
-        self._model = model
-        self._vocab = L.llama_model_get_vocab(model)
-        self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
+        vocab = L.llama_model_get_vocab(model)
+        if not vocab:
+            L.llama_model_free(model)
+            raise ModelLoadError(f"failed to load the vocabulary of {path.name}: it has none")
+        self._model, self._vocab = model, vocab
+        self.n_vocab = int(L.llama_vocab_n_tokens(vocab))
         self.chat_template = chat_template(model)
-        self.bos_text = token_text(self._vocab, L.llama_vocab_bos(self._vocab))
-        self.eos_text = token_text(self._vocab, L.llama_vocab_eos(self._vocab))
+        self.bos_text = token_text(vocab, token_id(L.llama_vocab_bos(vocab)))
+        self.eos_text = token_text(vocab, token_id(L.llama_vocab_eos(vocab)))
         self._users = 0
+        self._closed = False
         self._cv = threading.Condition()
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
         with self._cv:
-            if self._model is None:
+            if self._closed:
                 raise ModelUnavailable(f"model '{self.key}' was unloaded; retry in a moment")
             self._users += 1
         try:
@@ -53,7 +64,7 @@ class Vocab:
     def control_texts(self) -> list[str]:
         """The text of every control token: what message content must not produce (chat/plaintext.py)."""
         with self._cv:
-            if self._model is None:
+            if self._closed:
                 raise ModelUnavailable(f"model '{self.key}' was unloaded; retry in a moment")
             return control_texts(self._vocab)
 
@@ -61,7 +72,6 @@ class Vocab:
         with self._cv:
             while self._users:
                 self._cv.wait()
-            if self._model is not None:
+            if not self._closed:
+                self._closed = True
                 L.llama_model_free(self._model)
-                self._model = None
-                self._vocab = None

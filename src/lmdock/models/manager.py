@@ -15,7 +15,7 @@ from pathlib import Path
 from lmdock.core.config import Settings
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelNotFound
 from lmdock.models import store
-from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
+from lmdock.models.default_model import DEFAULT_MODEL_KEY, HOW_TO_GET_A_MODEL, default_model_path
 from lmdock.models.load_plan import LoadOptions, plan_load
 from lmdock.models.loaded import LoadedModel, load
 from lmdock.models.served import ServedModel
@@ -76,7 +76,7 @@ class ModelManager:
                     return r
         available = (
             ", ".join([u.key for u in self.upstreams] + [r.key for r in records])
-            or "none (download one with `lmdock get`)"
+            or f"none yet: {HOW_TO_GET_A_MODEL}"
         )
         raise ModelNotFound(f"model '{name}' not found; available models: {available}", param="model")
 

@@ -64,4 +64,9 @@ class ServedModel(Protocol):
     @property
     def embedder(self) -> Embedder | None: ...
 
+    @property
+    def crashes(self) -> int:
+        """Times the model's own engine process died (0 for an upstream model)."""
+        ...
+
     def touch(self) -> None: ...

@@ -32,6 +32,11 @@ class UpstreamModel:
         return any(n.outstanding for n in self.upstream.nodes)
 
     @property
+    def crashes(self) -> int:
+        """An upstream node's failures are its own (see `status()`); no local engine crashes."""
+        return 0
+
+    @property
     def embedder(self) -> None:
         """Upstream engines embed nothing here (`/v1/embeddings` says so)."""
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +23,7 @@ from lmdock.chat import ChatFormatter, OutputParser, RenderedPrompt
 from lmdock.chat.parser import ParserSpec
 from lmdock.chat.session import PreparedChat
 from lmdock.core.errors import InvalidRequest, ModelLoadError, ModelUnavailable
-from lmdock.core.events import Done, GenerationEvent
+from lmdock.core.events import Done, GenerationEvent, Usage
 from lmdock.core.request import ChatRequest, SamplingParams
 from lmdock.engine.detokenizer import StopMatcher
 from lmdock.engine.vocab import Vocab
@@ -47,15 +47,18 @@ def _plain(text: str = "") -> RenderedPrompt:
     return RenderedPrompt(text, None, [], False, lambda: OutputParser(ParserSpec()))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UpstreamChat(PreparedChat):
     """A request an upstream node has accepted and started answering."""
 
-    opened: Opened | None = None
-    make_events: Any = None
+    opened: Opened
+    make_events: Callable[[AsyncIterator[dict[str, Any]]], AsyncIterator[GenerationEvent]]
+
+    async def admitted(self) -> Usage:
+        """The upstream has answered already: nothing to wait for."""
+        return Usage(input_tokens=self.input_tokens, output_tokens=0)
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
-        assert self.opened is not None
         opened = self.opened
         chunks = opened.chunks()
         try:
@@ -72,8 +75,7 @@ class UpstreamChat(PreparedChat):
     def cancel(self) -> None:
         """The client went away, maybe before `events()` ran: close the upstream stream now, so the
         upstream stops generating for nobody."""
-        if self.opened is not None:
-            self.opened.release()
+        self.opened.release()
 
 
 def _account(node: Node, done: Done) -> None:
@@ -147,8 +149,6 @@ class UpstreamSession:
         return UpstreamChat(
             input_tokens=await self._counted(counting),
             rendered=_plain(),
-            user_stops=list(req.stop),
-            _stream=None,
             opened=opened,
             make_events=lambda chunks: translate(chunks, translator, opened.clamped),
         )
@@ -278,8 +278,6 @@ class UpstreamSession:
         return UpstreamChat(
             input_tokens=await self._counted(counting),
             rendered=rendered,
-            user_stops=list(req.stop),
-            _stream=None,
             opened=opened,
             make_events=lambda chunks: _text_events(
                 chunks, rendered.new_parser(), stopper, opened.clamped, CallGate(req.tool_choice.parallel)
@@ -328,8 +326,6 @@ class UpstreamSession:
         return UpstreamChat(
             input_tokens=0,
             rendered=_plain(text),
-            user_stops=list(stop),
-            _stream=None,
             opened=opened,
             make_events=lambda chunks: _text_events(
                 chunks, OutputParser(ParserSpec()), stopper, opened.clamped

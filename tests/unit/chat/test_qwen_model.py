@@ -7,56 +7,28 @@ import warnings
 import pytest
 
 from lmdock.chat import ChatFormatter
-from lmdock.core.config import default_models_dir
 from lmdock.core.request import ChatRequest, Message, ToolCall, ToolChoice
 from lmdock.engine.constraint import special_tokens_of
-from lmdock.models.default_model import default_model_path
 
 from .helpers import TOOLS, accepts, feed, summary
-
-MODEL = default_model_path(default_models_dir())
-pytestmark = pytest.mark.skipif(not MODEL.exists(), reason=f"default model not installed at {MODEL}")
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
 @pytest.fixture(scope="module")
-def model():
-    """The default model loaded without weights (its GGUF metadata through gguf.GGUFReader takes ~11 s)."""
-    llama = pytest.importorskip("llama_cpp")
-    llama.llama_backend_init()
-    params = llama.llama_model_default_params()
-    params.vocab_only = True
-    handle = llama.llama_model_load_from_file(str(MODEL).encode(), params)
-    assert handle
-    yield llama, handle
-    llama.llama_model_free(handle)
+def template(real_vocab) -> str:
+    return real_vocab.template
 
 
 @pytest.fixture(scope="module")
-def template(model) -> str:
-    llama, handle = model
-    return llama.llama_model_chat_template(handle, None).decode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def vocab(model):
+def vocab(real_vocab):
     """(tokenize, llguidance tokenizer) of the real vocabulary."""
     from llguidance.llamacpp import lltokenizer_from_vocab
 
-    llama, handle = model
-    vocab = llama.llama_model_get_vocab(handle)
-
-    def tokenize(text: str) -> list[int]:
-        data = text.encode()
-        buf = (llama.llama_token * (len(data) + 8))()
-        n = llama.llama_tokenize(vocab, data, len(data), buf, len(buf), False, True)
-        return list(buf[:n])
-
     with warnings.catch_warnings():  # llguidance calls a binding deprecated in 0.3.36, once per token
         warnings.simplefilter("ignore", DeprecationWarning)
-        tok = lltokenizer_from_vocab(vocab)
-    return tokenize, tok
+        tok = lltokenizer_from_vocab(real_vocab.vocab)
+    return real_vocab.tokenize, tok
 
 
 def req(mode: str = "auto", **kw) -> ChatRequest:

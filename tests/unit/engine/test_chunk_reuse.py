@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
-from lmdock.engine.chunk_reuse import MoveRun, claim_with_runs, release_source, splice
+from lmdock.engine.chunk_reuse import claim_with_runs, release_source, splice
 from lmdock.engine.reuse import HOLE
 from lmdock.engine.runner import ModelRunner
 from lmdock.engine.scheduler import Scheduler, SchedulerConfig
 from lmdock.engine.sequence import Sequence
-from lmdock.engine.slots import CopyPrefix, SlotPool, Truncate
+from lmdock.engine.slots import CopyPrefix, MoveRun, SlotPool, Truncate
 from lmdock.engine.types import EngineRequest
 
 

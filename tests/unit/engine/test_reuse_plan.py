@@ -107,6 +107,17 @@ def test_runs_keep_cached_order():
     assert len(plan.runs) == 1
 
 
+@pytest.mark.parametrize("min_run", [4, 32])  # the scan without an index, and the indexed one
+def test_a_block_repeated_in_the_prompt_is_reused_once(min_run: int):
+    """Each cached token moves to at most one place: the next run starts after the previous one ends."""
+    a, b = _rand(100, 27), _rand(100, 28)
+    cached = a + b
+    prompt = [6] * 20 + a + a + b + [8]
+    plan = plan_reuse(cached, prompt, min_run)
+    _check(plan, cached, prompt, min_run)
+    assert plan.runs == [Run(src=0, dst=20, length=100), Run(src=100, dst=220, length=100)]
+
+
 @pytest.mark.parametrize("min_run", [1, 4, 8, 16, 100])
 def test_random_edits_are_consistent(min_run: int):
     rng = random.Random(min_run)

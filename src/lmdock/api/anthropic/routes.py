@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -19,20 +20,28 @@ from lmdock.api.services import manager_of
 from lmdock.api.validation import read_json
 from lmdock.chat.session import PreparedChat
 from lmdock.core.config import ping_interval
+from lmdock.core.request import ChatRequest
 from lmdock.http.errors import stream_error_event
 from lmdock.http.streaming import SSEResponse, unless_disconnected, with_pings
+from lmdock.models.served import ServedModel
 from lmdock.upstream.listing import upstream_model_info
 
 router = APIRouter()
 log = logging.getLogger(__name__)
+P = TypeVar("P", bound=CountTokensParams)
+
+
+async def _checked(request: Request, schema: type[P]) -> tuple[P, ChatRequest, ServedModel]:
+    """The body parsed and converted, within the request limits, and the model it names (loaded)."""
+    params = parse(schema, await read_json(request))
+    chat = to_chat_request(params)
+    check_chat(chat, limits_of(request), n_messages=len(params.messages))
+    return params, chat, await manager_of(request).get(params.model)
 
 
 @router.post("/v1/messages")
 async def create_message(request: Request):
-    params = parse(MessageCreateParams, await read_json(request))
-    chat = to_chat_request(params)
-    check_chat(chat, limits_of(request), n_messages=len(params.messages))
-    model = await manager_of(request).get(params.model)
+    params, chat, model = await _checked(request, MessageCreateParams)
     note_usage(request, model.key)
     prepared = await model.session.prepare(chat)
     note_sampling(request, prepared.sampling)
@@ -79,10 +88,7 @@ async def _stream(
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request):
-    params = parse(CountTokensParams, await read_json(request))
-    chat = to_chat_request(params)
-    check_chat(chat, limits_of(request), n_messages=len(params.messages))
-    model = await manager_of(request).get(params.model)
+    _, chat, model = await _checked(request, CountTokensParams)
     n = await model.session.count_tokens(chat)
     return {"input_tokens": n}
 

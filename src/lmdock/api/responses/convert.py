@@ -85,20 +85,7 @@ def _item(item: Any, where: str) -> Item:
             "status": "completed",
         }
     if kind == "function_call_output":
-        call_id, output = item.get("call_id"), item.get("output")
-        if not isinstance(call_id, str) or not call_id:
-            raise _bad(f"{where}.call_id", "a function_call_output needs the call_id it answers")
-        if not isinstance(output, str | list):
-            raise _bad(f"{where}.output", "must be a string or a list of content parts")
-        if isinstance(output, list):
-            _parts_text(output, f"{where}.output")
-        return {
-            "type": "function_call_output",
-            "id": _id_of(item, kind),
-            "call_id": call_id,
-            "output": output,
-            "status": "completed",
-        }
+        return _output_item(item, where)
     if kind == "reasoning":
         summary = [
             {"type": "summary_text", "text": str(p.get("text", ""))}
@@ -125,6 +112,25 @@ def _item(item: Any, where: str) -> Item:
         f"unsupported input item type {kind!r}: lmdock accepts message, function_call, "
         "function_call_output and reasoning items",
     )
+
+
+def _output_item(item: Item, where: str) -> Item:
+    """A tool's output: the answer to a call (`call_id`), or output a client adds on its own, named by
+    the tool that produced it (`name`, `namespace`; Codex's goal context arrives so)."""
+    call_id, name, output = item.get("call_id"), item.get("name"), item.get("output")
+    if not (isinstance(call_id, str) and call_id) and not (isinstance(name, str) and name):
+        raise _bad(
+            f"{where}.call_id", "a function_call_output needs the call_id it answers (or the tool's name)"
+        )
+    if not isinstance(output, str | list):
+        raise _bad(f"{where}.output", "must be a string or a list of content parts")
+    if isinstance(output, list):
+        _parts_text(output, f"{where}.output")
+    out: Item = {"type": "function_call_output", "id": _id_of(item, "function_call_output")}
+    for key in ("call_id", "name", "namespace"):
+        if isinstance(item.get(key), str) and item[key]:
+            out[key] = item[key]
+    return {**out, "output": output, "status": "completed"}
 
 
 def _list_of(value: Any, where: str) -> list[Any]:
@@ -253,8 +259,9 @@ def to_messages(items: list[Item]) -> list[Message]:
         elif kind == "function_call_output":
             output = item["output"]
             text = output if isinstance(output, str) else _parts_text(output, "output")
-            call_id = item["call_id"]
-            out.append(Message("tool", text, tool_call_id=call_id, name=names.get(call_id)))
+            call_id = item.get("call_id")
+            name = names.get(call_id) if call_id else item.get("name")
+            out.append(Message("tool", text, tool_call_id=call_id, name=name))
     return out
 
 

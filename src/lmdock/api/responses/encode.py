@@ -126,6 +126,12 @@ class ResponseEncoder:
         self._seq += 1
         return event
 
+    def _part_event(
+        self, cls: type[BaseModel], kind: str, item: _Item, index: int, **fields: Any
+    ) -> BaseModel:
+        """An event about an item's one content part (every message and reasoning item has one, index 0)."""
+        return self._event(cls, type=kind, item_id=item.id, output_index=index, content_index=0, **fields)
+
     def start_events(self) -> list[BaseModel]:
         snapshot = self.response("in_progress")
         return [
@@ -206,12 +212,11 @@ class ResponseEncoder:
         current.text.append(event.text)
         current.logprobs.extend(entries)
         out.append(
-            self._event(
+            self._part_event(
                 ResponseTextDeltaEvent,
-                type="response.output_text.delta",
-                item_id=current.id,
-                output_index=len(self.items) - 1,
-                content_index=0,
+                "response.output_text.delta",
+                current,
+                len(self.items) - 1,
                 delta=event.text,
                 logprobs=_delta_logprobs(entries),
             )
@@ -226,12 +231,11 @@ class ResponseEncoder:
             current = self._open(out, _Item("reasoning", new_id("rs_")), part)
         current.text.append(event.text)
         out.append(
-            self._event(
+            self._part_event(
                 ResponseReasoningTextDeltaEvent,
-                type="response.reasoning_text.delta",
-                item_id=current.id,
-                output_index=len(self.items) - 1,
-                content_index=0,
+                "response.reasoning_text.delta",
+                current,
+                len(self.items) - 1,
                 delta=event.text,
             )
         )
@@ -243,12 +247,11 @@ class ResponseEncoder:
         self.items.append(item)
         out.append(self._added(item, self._wire(item, "in_progress")))
         out.append(
-            self._event(
+            self._part_event(
                 ResponseContentPartAddedEvent,
-                type="response.content_part.added",
-                item_id=item.id,
-                output_index=len(self.items) - 1,
-                content_index=0,
+                "response.content_part.added",
+                item,
+                len(self.items) - 1,
                 part=part,
             )
         )
@@ -270,49 +273,36 @@ class ResponseEncoder:
         item.done = True
         status = self._item_status
         out: list[BaseModel] = []
-        if item.kind == "message":
+        if item.kind in ("message", "reasoning"):
             text = "".join(item.text)
-            out.append(
-                self._event(
+            part: BaseModel
+            if item.kind == "message":
+                text_event = self._part_event(
                     ResponseTextDoneEvent,
-                    type="response.output_text.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
+                    "response.output_text.done",
+                    item,
+                    index,
                     text=text,
                     logprobs=_delta_logprobs(item.logprobs, text_done),
                 )
-            )
-            out.append(
-                self._event(
-                    ResponseContentPartDoneEvent,
-                    type="response.content_part.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    part=self._output_text(item),
-                )
-            )
-        elif item.kind == "reasoning":
-            text = "".join(item.text)
-            out.append(
-                self._event(
+                part = self._output_text(item)
+            else:
+                text_event = self._part_event(
                     ResponseReasoningTextDoneEvent,
-                    type="response.reasoning_text.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
+                    "response.reasoning_text.done",
+                    item,
+                    index,
                     text=text,
                 )
-            )
+                part = DonePartReasoningText(type="reasoning_text", text=text)
+            out.append(text_event)
             out.append(
-                self._event(
+                self._part_event(
                     ResponseContentPartDoneEvent,
-                    type="response.content_part.done",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    part=DonePartReasoningText(type="reasoning_text", text=text),
+                    "response.content_part.done",
+                    item,
+                    index,
+                    part=part,
                 )
             )
         else:

@@ -195,7 +195,7 @@ class BatchRunner:
             params, chat = parse_params(safejson.loads(req.params, what="params"), self.limits)
             chat.priority = PRIORITY_BATCH
             model = await self.manager.get(params.model)
-            crashes = _crashes(model)
+            crashes = model.crashes
             try:
                 prepared = await model.session.prepare(chat)
                 encoder = MessageEncoder(params.model)
@@ -206,7 +206,7 @@ class BatchRunner:
                     for _ in encoder.feed(event):
                         pass
             except LmdockError as exc:
-                if _crashes(model) != crashes:
+                if model.crashes != crashes:
                     raise _Interrupted from exc
                 raise
         except (Overloaded, ModelUnavailable, _Interrupted):
@@ -217,12 +217,6 @@ class BatchRunner:
             log.exception("batch request %s/%s failed", req.batch_id, req.custom_id)
             return "errored", {"type": "errored", "error": error_body(LmdockError("Internal server error"))}
         return "succeeded", {"type": "succeeded", "message": encoder.message().model_dump(mode="json")}
-
-
-def _crashes(model) -> int:
-    """How often the model's local engine has crashed (an upstream model has none of its own)."""
-    engine = getattr(model, "engine", None)
-    return getattr(engine, "crashes", 0)
 
 
 def _interrupted(times: int) -> dict:
