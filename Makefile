@@ -33,8 +33,11 @@ model: $(STAMP)
 
 clients: node_modules/.package-lock.json
 
+# `npm install`, not `npm ci`: opencode-ai lists a binary package per platform as optional, and registries
+# that mirror only this platform's cannot put the others in the lock, which `npm ci` then refuses. The
+# versions stay the lock's (package.json pins every client exactly; the lock is left unchanged).
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The web app at / (web/, built into the package at src/lmdock/http/webapp; not committed).

@@ -4,15 +4,19 @@
 
 Starts its own server on the default model with LMDOCK_HOME (database and prompt cache) on a small tmpfs
 (root: `mount -t tmpfs`; without it the disk-full phases are skipped and the summary says so), then for
-`--minutes` runs concurrent clients over every route (Messages JSON, streams, tools, count_tokens,
-abandoned streams, OpenAI chat, Responses chains with store on and off, retrieve and delete), one Message
-Batch, a worker SIGKILL or SIGSEGV every `--kill-every` seconds, and a full disk for `--fill-for` seconds
-every `--fill-every` seconds. Then it lets the batch finish and checks:
+`--minutes` runs concurrent clients over every route, and over every surface that stores bytes: Messages
+(JSON, streams, tools, count_tokens, abandoned streams, prompts long enough for the prompt cache to save
+them to disk), OpenAI chat (JSON with tools, streams) and completions, Responses chains with store on and
+off (JSON and streamed, some with an image stored as a blob; retrieve, input_items, delete), small Message
+Batches created, read twice and deleted while the load runs, and one long Message Batch; meanwhile a
+worker SIGKILL or SIGSEGV every `--kill-every` seconds, and a full disk for `--fill-for` seconds every
+`--fill-every` seconds. Then it lets the batch finish and checks:
 
 - no hang (every request ends within its timeout), no malformed response or error (each is the
   protocol's envelope; successful bodies validate against the SDKs' types), no unexplained 5xx (only a
   full disk, a worker crash or restart, or overload explain one);
-- the batch intact: each custom_id exactly once, every result succeeded, identical when fetched twice;
+- the batches intact: each custom_id exactly once, every result succeeded, identical when fetched twice,
+  gone once deleted; a stored image read back byte for byte;
 - the server pid unchanged, the engine idle at the end, RSS and open fds flat.
 
 It prints a summary table (markdown, for the README) and exits 1 if a check failed. Not part of `make test`.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import errno
 import json
@@ -40,9 +45,10 @@ from pathlib import Path
 
 import httpx
 from anthropic.types import Message, MessageTokensCount
+from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from openai.types import Completion, CreateEmbeddingResponse
-from openai.types.chat import ChatCompletionChunk
-from openai.types.responses import Response
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response, ResponseItemList
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 EXPLAINED = ("is full", "crashed", "restarting", "unloaded", "overloaded", "interrupted", "quota")
@@ -51,6 +57,20 @@ WEATHER = {
     "description": "Current weather for a city.",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
+WEATHER_FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": WEATHER["name"],
+        "description": WEATHER["description"],
+        "parameters": WEATHER["input_schema"],
+    },
+}
+# Three 6 KiB "images" (the model has no vision: the server stores them, once per content, and omits them
+# from the prompt); clients reuse them, so the blob store deduplicates.
+IMAGES = [
+    "data:image/png;base64," + base64.b64encode(random.Random(n).randbytes(6 << 10)).decode()
+    for n in range(3)
+]
 TOPICS = ["sailing", "bread", "volcanoes", "chess", "bees", "rivers", "clocks", "glass", "tea", "owls"]
 
 
@@ -108,9 +128,23 @@ class Clients:
         self.tally = tally
         self.deadline = deadline
         self.http = httpx.AsyncClient(base_url=base, timeout=timeout)
+        self.images: dict[str, str] = {}  # stored response id -> the image its input carried
+        self.small_batches: list[tuple[str, list[str]]] = []  # (batch id, its custom_ids), oldest first
 
     async def run(self, n: int) -> None:
         await asyncio.gather(*(self._client(i) for i in range(n)))
+
+    async def finish_small_batches(self, wait_s: float) -> None:
+        """After the load: check (and delete) every small batch once it has ended."""
+        deadline = time.monotonic() + wait_s
+        while self.small_batches and time.monotonic() < deadline:
+            try:
+                await self._check_small_batch(*self.small_batches.pop(0))
+            except (httpx.HTTPError, ValueError) as exc:
+                self.tally.problem("batches (results, delete)", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(1)
+        for batch_id, _ in self.small_batches:
+            self.tally.problem("batches (results, delete)", f"{batch_id} did not end after the load stopped")
         await self.http.aclose()
 
     async def _client(self, i: int) -> None:
@@ -123,6 +157,7 @@ class Clients:
             self.count_tokens,
             self.abandoned_stream,
             self.chat_stream,
+            self.chat_json,
             self.completions,
             self.embeddings,
             self.long_prompt,
@@ -132,7 +167,7 @@ class Clients:
             if rng.random() < 0.3:
                 chain = await self.responses(rng, chain)
                 continue
-            route = rng.choice(routes)
+            route = self.small_batch if rng.random() < 0.05 else rng.choice(routes)
             try:
                 await route(rng)
             except httpx.TimeoutException:
@@ -244,6 +279,67 @@ class Clients:
             return
         self.tally.ok[route] += 1
 
+    async def chat_json(self, rng: random.Random) -> None:
+        ask = self._ask(rng)
+        body = {"model": MODEL, "messages": ask["messages"], "max_tokens": 16}
+        route = "chat.completions"
+        if rng.random() < 0.3:
+            body |= {"tools": [WEATHER_FUNCTION], "tool_choice": "required", "max_tokens": 48}
+            route = "chat.completions+tools"
+        await self._json(route, "/v1/chat/completions", body, ChatCompletion, True)
+
+    async def small_batch(self, rng: random.Random) -> None:
+        """A small Message Batch beside the long one: create one, or check and delete one created
+        earlier once it has ended."""
+        if self.small_batches and rng.random() < 0.6:
+            await self._check_small_batch(*self.small_batches.pop(0))
+            return
+        route = "batches (create)"
+        ids = [f"small-{rng.randrange(10**9)}-{i}" for i in range(2)]
+        body = {"requests": [{"custom_id": c, "params": self._ask(rng, 8)} for c in ids]}
+        got = await self._json(route, "/v1/messages/batches", body, MessageBatch)
+        if got is not None:
+            self.small_batches.append((got["id"], ids))
+
+    async def _check_small_batch(self, batch_id: str, ids: list[str]) -> None:
+        route = "batches (results, delete)"
+        r = await self.http.get(f"/v1/messages/batches/{batch_id}")
+        if r.status_code != 200:
+            _check_error(self.tally, route, r, False)
+            self.small_batches.append((batch_id, ids))
+            return
+        if r.json()["processing_status"] != "ended":
+            self.small_batches.append((batch_id, ids))  # later
+            return
+        first = await self.http.get(f"/v1/messages/batches/{batch_id}/results")
+        second = await self.http.get(f"/v1/messages/batches/{batch_id}/results")
+        if first.status_code != 200 or second.status_code != 200:
+            _check_error(self.tally, route, first if first.status_code != 200 else second, False)
+            return
+        try:
+            results = [MessageBatchIndividualResponse.model_validate_json(x) for x in first.text.splitlines()]
+        except Exception as exc:  # noqa: BLE001
+            self.tally.problem(route, f"malformed results: {exc}"[:300])
+            return
+        if first.text != second.text:
+            self.tally.problem(route, f"{batch_id}: results differ between two fetches")
+        if sorted(x.custom_id for x in results) != sorted(ids):
+            self.tally.problem(route, f"{batch_id}: custom_ids {[x.custom_id for x in results]}, sent {ids}")
+        if any(x.result.type != "succeeded" for x in results):
+            self.tally.problem(route, f"{batch_id}: {[x.result.type for x in results]}")
+        listed = await self.http.get("/v1/messages/batches", params={"limit": 5})
+        if listed.status_code != 200 or not isinstance(listed.json().get("data"), list):
+            _check_error(self.tally, "batches (list)", listed, False)
+        r = await self.http.delete(f"/v1/messages/batches/{batch_id}")
+        if r.status_code != 200:
+            _check_error(self.tally, route, r, False)
+            return
+        gone = await self.http.get(f"/v1/messages/batches/{batch_id}")
+        if gone.status_code != 404:
+            self.tally.problem(route, f"{batch_id}: {gone.status_code} after delete")
+        else:
+            self.tally.ok[route] += 1
+
     async def completions(self, rng: random.Random) -> None:
         body = {"model": MODEL, "prompt": f"A fact about {rng.choice(TOPICS)}:", "max_tokens": 12}
         await self._json("completions", "/v1/completions", body, Completion, True)
@@ -260,42 +356,101 @@ class Clients:
             _check_error(self.tally, "models", r, False)
 
     async def responses(self, rng: random.Random, chain: str | None) -> str | None:
-        """A Responses turn: continue this client's chain (store: true) or a one-off; sometimes read back
-        or delete. Returns the chain's new head."""
+        """A Responses turn: continue this client's chain (store: true; JSON or streamed, sometimes with an
+        image) or a one-off; sometimes read back (the response, its input items) or delete. Returns the
+        chain's new head."""
         route = "responses"
         try:
             if chain is not None and rng.random() < 0.15:
-                r = await self.http.get(f"/v1/responses/{chain}")
-                if r.status_code == 200:
-                    self.tally.ok["responses (retrieve)"] += 1
-                else:
-                    _check_error(self.tally, "responses (retrieve)", r, True)
-                if rng.random() < 0.3:
-                    r = await self.http.delete(f"/v1/responses/{chain}")
-                    if r.status_code == 200:
-                        self.tally.ok["responses (delete)"] += 1
-                        return None
-                    _check_error(self.tally, "responses (delete)", r, True)
-                return chain
+                return await self._read_back(rng, chain)
             store = rng.random() < 0.8
+            content: str | list = self._ask(rng)["messages"][0]["content"]
+            image = rng.choice(IMAGES) if store and rng.random() < 0.25 else None
+            if image is not None:
+                content = [
+                    {"type": "input_text", "text": content},
+                    {"type": "input_image", "image_url": image, "detail": "auto"},
+                ]
             body = {
                 "model": MODEL,
-                "input": self._ask(rng)["messages"][0]["content"],
+                "input": [{"role": "user", "content": content}],
                 "max_output_tokens": 16,
+                "store": store,
             }
-            body["store"] = store
             if store and chain is not None:
                 body["previous_response_id"] = chain
-            got = await self._json(
-                route if store else "responses (store: false)", "/v1/responses", body, Response, True
-            )
-            if got is None:
+            if store and rng.random() < 0.3:
+                got = await self._responses_stream(body)
+            else:
+                got = await self._json(
+                    route if store else "responses (store: false)", "/v1/responses", body, Response, True
+                )
+            if got is None or not store:
                 return chain
-            return got["id"] if store else chain
+            if image is not None:
+                self.images[got["id"]] = image
+            return got["id"]
         except httpx.TimeoutException:
             self.tally.problem(route, "no answer within the timeout (a hang)")
         except (httpx.HTTPError, ValueError) as exc:
             self.tally.problem(route, f"{type(exc).__name__}: {exc}")
+        return chain
+
+    async def _responses_stream(self, body: dict) -> dict | None:
+        """A streamed, stored Responses turn: the final response, or None after an error."""
+        route = "responses (stream)"
+        events = await self._stream(route, "/v1/responses", {**body, "stream": True}, True)
+        if events is None:
+            return None
+        kinds = [e.get("type") for _, e in events]
+        if "error" in kinds:
+            message = events[kinds.index("error")][1].get("message", "")
+            if _explained(message):
+                self.tally.explained[route] += 1
+            else:
+                self.tally.problem(route, f"error event: {message[:200]}")
+            return None
+        if not kinds or kinds[-1] not in ("response.completed", "response.incomplete"):
+            self.tally.problem(route, f"malformed stream: {kinds[:3]}...{kinds[-3:]}")
+            return None
+        try:
+            final = Response.model_validate(events[-1][1]["response"])
+        except Exception as exc:  # noqa: BLE001
+            self.tally.problem(route, f"malformed final response: {exc}"[:300])
+            return None
+        self.tally.ok[route] += 1
+        return final.model_dump(mode="json")
+
+    async def _read_back(self, rng: random.Random, chain: str) -> str | None:
+        """Retrieve a stored response and its input items (an image comes back byte for byte); sometimes
+        delete it. Returns the chain's head (None once deleted)."""
+        r = await self.http.get(f"/v1/responses/{chain}")
+        if r.status_code == 200:
+            self.tally.ok["responses (retrieve)"] += 1
+        else:
+            _check_error(self.tally, "responses (retrieve)", r, True)
+        route = "responses (input_items)"
+        r = await self.http.get(f"/v1/responses/{chain}/input_items", params={"limit": 100, "order": "asc"})
+        if r.status_code != 200:
+            _check_error(self.tally, route, r, True)
+        else:
+            try:
+                ResponseItemList.model_validate(r.json())
+            except Exception as exc:  # noqa: BLE001
+                self.tally.problem(route, f"malformed list: {exc}"[:300])
+            else:
+                image = self.images.get(chain)
+                if image is not None and image not in r.text:
+                    self.tally.problem(route, f"{chain}: the stored image did not come back intact")
+                else:
+                    self.tally.ok[route] += 1
+        if rng.random() < 0.3:
+            r = await self.http.delete(f"/v1/responses/{chain}")
+            if r.status_code == 200:
+                self.tally.ok["responses (delete)"] += 1
+                self.images.pop(chain, None)
+                return None
+            _check_error(self.tally, "responses (delete)", r, True)
         return chain
 
 
@@ -519,12 +674,14 @@ async def _run(
     deadline = time.monotonic() + args.minutes * 60
     samples: list[tuple[float, float, int]] = []
     print(f"soak: {args.minutes} min, {args.clients} clients, batch {batch_id}", file=sys.stderr, flush=True)
+    clients = Clients(base, tally, deadline, args.timeout)
     await asyncio.gather(
-        Clients(base, tally, deadline, args.timeout).run(args.clients),
+        clients.run(args.clients),
         _faults(base, tally, deadline, args.kill_every, disk, args.fill_every, args.fill_for),
         _sample(pid, deadline, samples),
     )
     batch = await _finish_batch(base, batch_id, requests, tally, args.batch_wait)
+    await clients.finish_small_batches(args.batch_wait)
     await asyncio.sleep(10)
     health = await _health(base)
     busy = {k: (w["in_flight"], w["active"], w["queued"]) for k, w in health["workers"].items()}
@@ -592,7 +749,7 @@ def _print_summary(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
