@@ -16,6 +16,7 @@ from lmdock.engine import (
     EngineRequest,
     EngineSpec,
     Finished,
+    SpecConfig,
     TextChunk,
     make_client,
 )
@@ -36,6 +37,7 @@ def make_engine(
     n_ctx: int = 8192,
     ram_bytes: int = 256 << 20,
     kv: KvCacheConfig | None = None,
+    speculation: SpecConfig | None = None,
 ) -> InProcessClient:
     """A started in-process client; its prompt-cache files go to a subfolder of `cache_dir`."""
     spec = EngineSpec(
@@ -44,7 +46,7 @@ def make_engine(
         params=ContextParams(
             n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2, kv=kv or KvCacheConfig()
         ),
-        engine=EngineConfig(parallel=parallel, max_queue=64),
+        engine=EngineConfig(parallel=parallel, max_queue=64, speculation=speculation or SpecConfig()),
         cache_ram_bytes=ram_bytes,
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         max_ctx=MAX_DEFAULT_CTX,

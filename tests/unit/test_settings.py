@@ -15,6 +15,7 @@ import typer.main
 
 from lmdock.cli.main import app
 from lmdock.core.config import RequestLimits, Settings, options, settings_from
+from lmdock.core.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +49,7 @@ def _sample(opt) -> tuple[list[str], object]:
         return ["2.5"], 2.5
     if base is Path:
         return ["/tmp/somewhere"], Path("/tmp/somewhere")
-    choices = {"cache_type_k": "q8_0", "cache_type_v": "q4_0", "flash_attn": "on"}  # checked values
+    choices = {"cache_type_k": "q8_0", "cache_type_v": "q4_0", "flash_attn": "on", "spec_type": "ngram"}
     if opt.field in choices:
         return [choices[opt.field]], choices[opt.field]
     return [
@@ -149,3 +150,13 @@ def test_lmdock_variables_are_read_only_in_config():
             ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(["--spec-type", "ngram-map-k"], "spec_type"), (["--spec-draft-max", "-1"], "spec_draft_max")],
+)
+def test_a_bad_speculation_flag_is_refused_naming_it(serve, args, field):
+    with pytest.raises(InvalidRequest) as err:
+        _parse(serve, args)
+    assert err.value.param == field and field in err.value.message

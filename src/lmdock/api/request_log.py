@@ -99,6 +99,8 @@ def _entry(scope: Scope, status: int, seconds: float) -> dict[str, Any]:
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "cached_tokens": usage.cached_tokens if usage else None,
+        "spec_proposed_tokens": usage.spec_proposed_tokens if usage else None,
+        "spec_accepted_tokens": usage.spec_accepted_tokens if usage else None,
         "duration_ms": round(seconds * 1000, 1),
         "sampling": state.get("log_sampling"),
     }

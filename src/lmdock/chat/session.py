@@ -128,6 +128,8 @@ class EngineChat(PreparedChat):
             input_tokens=fin.prompt_tokens,
             output_tokens=fin.generated_tokens,
             cached_tokens=fin.cached_tokens,
+            spec_proposed_tokens=fin.spec_proposed,
+            spec_accepted_tokens=fin.spec_accepted,
         )
         return Done(stop_reason=reason, usage=usage, stop_sequence=stop_sequence)
 

@@ -22,9 +22,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lmdock.core.errors import InvalidRequest
 from lmdock.core.kv_cache import KV_CACHE_TYPES, KvCacheConfig
 
 MAX_DEFAULT_CTX = 32768  # the default context of a model whose trained length or the free memory is unknown
+SPEC_TYPES = ("ngram", "none")  # --spec-type: draftless (prompt lookup) speculation, or none
 ENV_PREFIX = "LMDOCK_"
 
 
@@ -113,6 +115,13 @@ class Settings:
     chunk_reuse_min: int = setting(
         256, help="Shortest cached run of tokens reused at a new position after a prompt differs (0: off)."
     )
+    spec_type: str = setting(
+        "none",
+        help="Speculative decoding: ngram (draft tokens looked up in the sequence's own prompt and output, "
+        "verified in the batch by the sequence's own sampler) or none.",
+    )
+    spec_draft_max: int = setting(16, help="Most draft tokens one sequence verifies per step (0: off).")
+    spec_ngram_min: int = setting(3, help="Tokens of the n-gram looked up to propose a draft.")
     cache_dir: Path = setting(
         factory=_default_cache_dir,
         help="Prompt-cache folder that survives restarts (default ~/.lmdock/cache).",
@@ -167,10 +176,22 @@ class Settings:
             self.threads = max(1, os.cpu_count() or 1)
         kv = self.kv_cache.checked()  # an impossible combination stops `serve` before any load
         self.cache_type_k, self.cache_type_v, self.flash_attn = kv.type_k, kv.type_v, kv.flash_attn
+        self._check_speculation()
 
     @property
     def kv_cache(self) -> KvCacheConfig:
         return KvCacheConfig(self.cache_type_k, self.cache_type_v, self.flash_attn)
+
+    def _check_speculation(self) -> None:
+        """A bad speculation flag stops `serve` before anything loads."""
+        if self.spec_type not in SPEC_TYPES:
+            raise InvalidRequest(
+                f"spec_type: '{self.spec_type}' is not one of {', '.join(SPEC_TYPES)}", param="spec_type"
+            )
+        if self.spec_draft_max < 0:
+            raise InvalidRequest("spec_draft_max: must be 0 or more", param="spec_draft_max")
+        if self.spec_ngram_min < 1:
+            raise InvalidRequest("spec_ngram_min: must be 1 or more", param="spec_ngram_min")
 
     @property
     def is_loopback(self) -> bool:

@@ -6,7 +6,7 @@ Text, thinking and each tool call arrive as contiguous runs, never interleaved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "context_window"]
@@ -19,6 +19,13 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    spec_proposed_tokens: int = 0  # speculative decoding: draft tokens verified (no protocol reports it)
+    spec_accepted_tokens: int = 0  # of those, the ones emitted (counted in output_tokens)
+
+    def add(self, other: Usage) -> None:
+        """Add another generation's counts (several prompts in one response)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass

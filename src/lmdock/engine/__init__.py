@@ -7,7 +7,7 @@ engine runs in a supervised worker process per model; tests and benchmarks may r
 """
 
 from lmdock.engine.client import EngineClient, EventStream, Tokenizer, make_client
-from lmdock.engine.spec import ContextParams, EngineConfig, EngineSpec
+from lmdock.engine.spec import ContextParams, EngineConfig, EngineSpec, SpecConfig
 from lmdock.engine.types import (
     Admitted,
     EngineEvent,
@@ -40,6 +40,7 @@ __all__ = [
     "Finished",
     "FinishReason",
     "SlotState",
+    "SpecConfig",
     "TextChunk",
     "TokenLogprob",
     "Tokenizer",

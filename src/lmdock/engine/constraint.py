@@ -55,6 +55,10 @@ class Constraint:
         """Advance the grammar; False if the token was not allowed (the matcher is then in error)."""
         return self.matcher.consume_token(token)
 
+    def valid_prefix(self, tokens: list[int]) -> int:
+        """How many leading `tokens` the grammar would accept from its current state (none consumed)."""
+        return self.matcher.validate_tokens(tokens)
+
     @property
     def done(self) -> bool:
         return self.matcher.is_stopped()

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from lmdock.core.errors import EngineFailed, PromptTooLong
 from lmdock.engine.cache_mover import CacheMover
@@ -26,12 +27,19 @@ from lmdock.engine.scheduler import Evict, Preempt, Scheduler, SchedulerConfig, 
 from lmdock.engine.sequence import Phase, Sequence
 from lmdock.engine.slots import Claim, Slot, SlotPool
 from lmdock.engine.spec import EngineConfig
+from lmdock.engine.speculator import Speculator
 from lmdock.engine.types import EngineEvent, EngineRequest, EngineState, EngineStats, FinishReason
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal error while generating (see the server log)"
 _MAX_LOOP_FAILURES = 3  # in a row: then the engine stops and says so instead of failing forever
+
+
+class _Ending(NamedTuple):
+    reason: FinishReason
+    stop: str | None = None
+    error: str | None = None
 
 
 class Engine:
@@ -76,6 +84,7 @@ class Engine:
                 scratch_seq=n_seq,
             ),
         )
+        self.speculator = Speculator(config.speculation, model.params.n_batch, self.stats)
         self._cv = threading.Condition()  # guards the scheduler's waiting queue (shared with submit)
         self._stopping = False
         self.failure: str | None = None  # set if the engine thread stopped on its own
@@ -170,6 +179,7 @@ class Engine:
         self._splice()
         step = self.scheduler.schedule()
         if step:
+            self.speculator.plan(step)
             self._step(step)
         if self.on_step is not None:
             self.on_step()
@@ -215,10 +225,12 @@ class Engine:
             return
         self.stats.decode_seconds = self.runner.decode_seconds
         if not decoded:
-            self._make_room(step)
+            if not self.speculator.retract(step):
+                self._make_room(step)
             return
         if step.decode:  # this step's n_kv: the cells the slots held before it, and its own tokens
             self.stats.decoded_step(self.pool.kv_span(self.runner.kv_version) + step.n_tokens)
+        self.speculator.timed(step, self.runner.last_seconds)
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens
@@ -229,16 +241,36 @@ class Engine:
                 self._isolated(seq, self._sample, seq)
 
     def _sample(self, seq: Sequence) -> None:
+        """Sample the next token, then each draft position while the draft holds (every position with
+        the sequence's own sampler chain and grammar, so the output is what one token per step gives);
+        roll the KV back past the positions not sampled from; end the sequence or leave its last token
+        pending."""
         if seq.max_tokens <= 0:
             self._end(seq, seq.limit_reason, keep_cache=True)
             return
-        token = self.runner.sample(seq)
+        draft, seq.draft = seq.draft, []
+        sampled: list[int] = []
+        ending: _Ending | None = None
+        for i in range(len(draft) + 1):
+            token = self.runner.sample(seq)
+            sampled.append(token)
+            ending = self._take(seq, token)
+            if ending is not None or i == len(draft) or token != draft[i]:
+                break
+            seq.batch_index += 1  # the draft token was right: its row predicts the next position
+        rejected = len(draft) + 1 - len(sampled)
+        if rejected and seq.slot is not None:
+            self.runner.apply(self.pool.truncate(seq.slot, len(seq.slot.tokens) - rejected))
+        self.speculator.settle(seq, draft, sampled)
+        if ending is not None:
+            self._end(seq, ending.reason, keep_cache=True, stop=ending.stop, error=ending.error)
+
+    def _take(self, seq: Sequence, token: int) -> _Ending | None:
+        """Emit one sampled token (grammar, text, stops, logprobs); why the sequence ends with it."""
         if seq.constraint is not None and not seq.constraint.consume(token):
-            self._end(seq, "error", keep_cache=True, error=f"constraint violated: {seq.constraint.error}")
-            return
+            return _Ending("error", error=f"constraint violated: {seq.constraint.error}")
         if self.model.is_eog(token):
-            self._end(seq, "eog", keep_cache=True)
-            return
+            return _Ending("eog")
         self.stats.generated_tokens += 1
         logprob = None
         if seq.request.logprobs is not None:
@@ -246,11 +278,12 @@ class Engine:
         stop = seq.push_piece(self.model.token_piece(token), logprob)
         seq.pending = token
         if stop is not None:
-            self._end(seq, "stop", keep_cache=True, stop=stop)
-        elif seq.constraint is not None and seq.constraint.done:
-            self._end(seq, "grammar", keep_cache=True)
-        elif seq.generated >= seq.max_tokens:
-            self._end(seq, seq.limit_reason, keep_cache=True)
+            return _Ending("stop", stop=stop)
+        if seq.constraint is not None and seq.constraint.done:
+            return _Ending("grammar")
+        if seq.generated >= seq.max_tokens:
+            return _Ending(seq.limit_reason)
+        return None
 
     def _make_room(self, step: Step) -> None:
         """The KV cache is full: let the scheduler pick what gives way, and do it."""

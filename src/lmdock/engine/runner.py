@@ -32,6 +32,7 @@ class ModelRunner:
         self.n_batch = model.params.n_batch
         self._batch = Batch(self.n_batch)
         self.decode_seconds = 0.0
+        self.last_seconds = 0.0  # the last decode's
         self.kv_version = 0  # counts KV operations and state loads (what cells sequences share may change)
 
     # --- KV memory ---------------------------------------------------------------------------------
@@ -87,12 +88,16 @@ class ModelRunner:
     def decode(self, step: Step) -> bool:
         """Evaluate a step's tokens; False if the KV cache had no room (nothing was decoded).
 
-        Sets `batch_index` on every sequence that gets logits to sample from."""
+        Sets `batch_index` on every sequence that gets logits to sample from (a decoding sequence's
+        draft tokens get the rows after it)."""
         batch = self._batch
         batch.clear()
         for seq in step.decode:
             assert seq.pending is not None  # a decoding sequence has its next token
-            seq.batch_index = batch.add(seq.pending, seq.position, seq.held.seq_id, True)
+            pos, seq_id = seq.position, seq.held.seq_id
+            seq.batch_index = batch.add(seq.pending, pos, seq_id, True)
+            for i, token in enumerate(seq.draft, 1):  # verified in the same batch: logits for each
+                batch.add(token, pos + i, seq_id, True)
         for plan in step.prefill:
             seq, seq_id = plan.seq, plan.seq.held.seq_id
             last = len(seq.prompt) - 1
@@ -102,7 +107,8 @@ class ModelRunner:
                     seq.batch_index = idx
         started = time.perf_counter()
         rc = L.llama_decode(self.ctx, batch.raw)
-        self.decode_seconds += time.perf_counter() - started
+        self.last_seconds = time.perf_counter() - started
+        self.decode_seconds += self.last_seconds
         if rc == 1:
             return False
         if rc != 0:

@@ -15,7 +15,7 @@ Why a request waits (read top to bottom):
 3. `schedule`: an admitted prompt is prefilled in chunks. Each step first takes one token from every
    decoding sequence, then gives what is left of the `n_batch` token budget to prefills, oldest first;
    while anything decodes, prefill gets at most `prefill_chunk_while_decoding` tokens per step so a
-   long prompt cannot freeze running streams.
+   long prompt cannot freeze running streams. Draft tokens (engine/speculator.py) take what is left.
 4. `on_kv_full`: llama.cpp found no room for the batch -> evict the least recently used idle cached
    slot; with none left, send the newest running sequence of a less urgent class than the step's most
    urgent one (else the newest prefilling sequence) back to the head of the queue (preempt);
@@ -63,7 +63,8 @@ class Step:
 
     @property
     def n_tokens(self) -> int:
-        return len(self.decode) + sum(p.n_tokens for p in self.prefill)
+        """Tokens in the batch: each decoding sequence's pending token and draft, and prefill chunks."""
+        return sum(1 + len(s.draft) for s in self.decode) + sum(p.n_tokens for p in self.prefill)
 
 
 @dataclass
@@ -245,6 +246,7 @@ class Scheduler:
         for seq in step.decode:
             assert seq.pending is not None  # a decoding sequence has its next token
             seq.held.tokens.append(seq.pending)
+            seq.held.tokens.extend(seq.draft)  # the engine truncates the rejected ones after sampling
         ready = list(step.decode)
         for plan in step.prefill:
             seq = plan.seq

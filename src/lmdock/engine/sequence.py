@@ -11,6 +11,7 @@ from lmdock.engine.constraint import Constraint
 from lmdock.engine.detokenizer import IncrementalDecoder, StopMatcher
 from lmdock.engine.reuse import Run
 from lmdock.engine.slots import Slot
+from lmdock.engine.speculation import DraftState
 from lmdock.engine.types import (
     Admitted,
     EngineEvent,
@@ -55,7 +56,9 @@ class Sequence:
         self.cached: int | None = None  # prompt tokens found in the cache at the first admission
         self.generated = 0
         self.pending: int | None = None  # last sampled token, decoded in the next step
-        self.batch_index = -1
+        self.draft: list[int] = []  # proposed tokens verified after `pending` in the step under way
+        self.spec: DraftState | None = None  # speculation state (None: speculation off)
+        self.batch_index = -1  # the logits row to sample next (a draft's rows follow the pending token's)
         self.sampler: L.llama_sampler_p | None = None  # the sampler chain, owned by the model runner
         self.constraint: Constraint | None = None
         self._decoder = IncrementalDecoder()
@@ -142,6 +145,8 @@ class Sequence:
                 prompt_tokens=self.prompt_tokens,
                 cached_tokens=self.cached or 0,
                 generated_tokens=self.generated,
+                spec_proposed=self.spec.proposed if self.spec is not None else 0,
+                spec_accepted=self.spec.accepted if self.spec is not None else 0,
                 stop_sequence=stop,
                 error=error,
             )

@@ -26,6 +26,19 @@ class ContextParams:
     use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
 
 
+@dataclass(frozen=True)
+class SpecConfig:
+    """Draftless speculative decoding (`--spec-type`, `--spec-draft-max`, `--spec-ngram-min`)."""
+
+    type: str = "none"  # core.config.SPEC_TYPES: "ngram" or "none" (off by default: see README)
+    draft_max: int = 16  # most draft tokens one sequence verifies in one step
+    ngram_min: int = 3  # tokens of the n-gram looked up in the history (a longer match is preferred)
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "none" and self.draft_max > 0
+
+
 @dataclass
 class EngineConfig:
     """Scheduling settings (from `lmdock.core.config.Settings`; the tuning knob has its own default)."""
@@ -34,6 +47,7 @@ class EngineConfig:
     max_queue: int
     prefill_chunk_while_decoding: int = 128
     chunk_reuse_min: int = 256  # --chunk-reuse-min: shortest cached run moved to a new position; 0: off
+    speculation: SpecConfig = field(default_factory=SpecConfig)  # --spec-type, --spec-draft-max, ...
 
 
 @dataclass

@@ -77,6 +77,8 @@ class Finished:
     prompt_tokens: int
     cached_tokens: int
     generated_tokens: int
+    spec_proposed: int = 0  # draft tokens verified (speculative decoding)
+    spec_accepted: int = 0  # of those, the ones emitted
     stop_sequence: str | None = None
     error: str | None = None
 
@@ -100,6 +102,8 @@ class EngineStats:
     decode_steps: int = 0  # llama_decode calls that evaluated a batch
     kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (n_kv)
     demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
+    spec_proposed_tokens: int = 0  # draft tokens verified
+    spec_accepted_tokens: int = 0  # draft tokens emitted
 
     def decoded_step(self, kv_cells: int) -> None:
         """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""

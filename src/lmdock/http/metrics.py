@@ -28,6 +28,14 @@ class _EngineCollector:
                 "Running sequences sent back to wait (KV full, or priority)",
             ),
             "requests": ("lmdock_requests", "Generation requests admitted to an engine"),
+            "spec_proposed_tokens": (
+                "lmdock_spec_proposed_tokens",
+                "Draft tokens verified by speculative decoding",
+            ),
+            "spec_accepted_tokens": (
+                "lmdock_spec_accepted_tokens",
+                "Draft tokens accepted (emitted) by speculative decoding",
+            ),
             "decode_steps": ("lmdock_decode_steps", "Engine steps that decoded generating sequences"),
             "kv_cells": (
                 "lmdock_kv_cells",

@@ -14,7 +14,15 @@ from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
 from lmdock.core.config import MAX_DEFAULT_CTX, Settings
 from lmdock.core.kv_cache import KvCacheConfig
-from lmdock.engine import ContextParams, EngineClient, EngineConfig, EngineSpec, Tokenizer, make_client
+from lmdock.engine import (
+    ContextParams,
+    EngineClient,
+    EngineConfig,
+    EngineSpec,
+    SpecConfig,
+    Tokenizer,
+    make_client,
+)
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
 from lmdock.models.load_plan import LoadOptions, LoadPlan
 from lmdock.models.sampling_defaults import sampling_defaults
@@ -130,7 +138,10 @@ async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedMode
         path=os.path.abspath(record.path),  # the worker runs in another directory
         params=params,
         engine=EngineConfig(
-            parallel=parallel, max_queue=settings.max_queue, chunk_reuse_min=settings.chunk_reuse_min
+            parallel=parallel,
+            max_queue=settings.max_queue,
+            chunk_reuse_min=settings.chunk_reuse_min,
+            speculation=SpecConfig(settings.spec_type, settings.spec_draft_max, settings.spec_ngram_min),
         ),
         cache_ram_bytes=settings.cache_ram << 20,
         cache_dir=os.path.abspath(settings.cache_dir)

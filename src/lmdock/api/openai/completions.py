@@ -82,8 +82,7 @@ class _Encoder:
             self.texts[index].append(event.text)
             out.append(self._chunk(index, event.text, logprobs=self._logprobs(index, event)))
         elif isinstance(event, ev.Done):
-            for name in ("input_tokens", "output_tokens", "cached_tokens"):
-                setattr(self.usage, name, getattr(self.usage, name) + getattr(event.usage, name))
+            self.usage.add(event.usage)
             self.finish.append(FINISH_REASONS[event.stop_reason])
             out.append(self._chunk(index, "", self.finish[-1]))
             if len(self.finish) == len(self.texts) and self.include_usage:
