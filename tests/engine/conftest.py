@@ -30,7 +30,7 @@ def chatml(user: str, system: str = "You are a helpful assistant.") -> str:
     )
 
 
-def make_engine(
+def engine_spec(
     cache_dir=None,
     *,
     parallel: int = 4,
@@ -38,9 +38,9 @@ def make_engine(
     ram_bytes: int = 256 << 20,
     kv: KvCacheConfig | None = None,
     speculation: SpecConfig | None = None,
-) -> InProcessClient:
-    """A started in-process client; its prompt-cache files go to a subfolder of `cache_dir`."""
-    spec = EngineSpec(
+) -> EngineSpec:
+    """The default model's spec for the engine tests; prompt-cache files go to a subfolder of `cache_dir`."""
+    return EngineSpec(
         key="default",
         path=str(DEFAULT_MODEL),
         params=ContextParams(
@@ -51,6 +51,20 @@ def make_engine(
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         max_ctx=MAX_DEFAULT_CTX,
         cache_min_tokens=64,
+    )
+
+
+def make_engine(
+    cache_dir=None,
+    *,
+    parallel: int = 4,
+    n_ctx: int = 8192,
+    ram_bytes: int = 256 << 20,
+    speculation: SpecConfig | None = None,
+) -> InProcessClient:
+    """A started in-process client (see `engine_spec`)."""
+    spec = engine_spec(
+        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, speculation=speculation
     )
     client = make_client(spec, in_process=True)
     assert isinstance(client, InProcessClient)

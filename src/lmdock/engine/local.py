@@ -18,6 +18,7 @@ from lmdock.engine.constraint import ConstraintFactory, special_tokens_of
 from lmdock.engine.embeddings import Embedder
 from lmdock.engine.engine import Engine
 from lmdock.engine.llama_model import LlamaModel
+from lmdock.engine.omp import on_own_thread
 from lmdock.engine.prompt_cache import PromptCache, model_fingerprint
 from lmdock.engine.spec import EngineSpec
 from lmdock.engine.types import EngineInfo
@@ -66,7 +67,7 @@ class LocalEngine:
             builder.start()
             try:
                 crash_if_asked("first_decode", spec.key)
-                warm_up(llama, 4, 1)
+                on_own_thread(lambda: warm_up(llama, 4, 1), "warm-up")  # no OpenMP pool stays (omp.py)
             finally:
                 builder.join()
             self.engine = Engine(
@@ -111,7 +112,11 @@ class LocalEngine:
         )
 
     def embed(self, inputs: list[list[int]]) -> tuple[list, int]:
-        """Pooled, normalised embeddings of token lists, and the number of tokens embedded."""
+        """Pooled, normalised embeddings of token lists, and the number of tokens embedded (on a thread of
+        its own, so the caller's thread keeps no OpenMP pool: engine/omp.py)."""
+        return on_own_thread(lambda: self._embed(inputs), "embed")
+
+    def _embed(self, inputs: list[list[int]]) -> tuple[list, int]:
         with self._embedder_lock:
             if self._embedder is None:
                 self._embedder = Embedder(Path(self.spec.path), n_threads=self.spec.params.n_threads)
