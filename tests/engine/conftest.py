@@ -60,11 +60,12 @@ def make_engine(
     parallel: int = 4,
     n_ctx: int = 8192,
     ram_bytes: int = 256 << 20,
+    kv: KvCacheConfig | None = None,
     speculation: SpecConfig | None = None,
 ) -> InProcessClient:
     """A started in-process client (see `engine_spec`)."""
     spec = engine_spec(
-        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, speculation=speculation
+        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, kv=kv, speculation=speculation
     )
     client = make_client(spec, in_process=True)
     assert isinstance(client, InProcessClient)
