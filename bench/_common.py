@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from lmdock.cli.client import Server as ClientServer
-from lmdock.cli.launch_cmd import claude_env as launch_claude_env
+from lmdock.cli.launch_cmd import Target, claude_settings
 from lmdock.core.config import default_models_dir
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
 
@@ -286,7 +286,7 @@ def lmdock_server(home: Path, log: Path, ctx: int = 32768) -> Server:
 def claude_env(base_url: str, context_length: int = 32768) -> dict[str, str]:
     """What `lmdock launch claude` sets (lmdock.cli.launch_cmd) for the default model at `base_url`."""
     url = httpx.URL(base_url)
-    return launch_claude_env(ClientServer(url.host, url.port or 80), MODEL, context_length)
+    return claude_settings(Target(ClientServer(url.host, url.port or 80), MODEL, context_length)).env
 
 
 def message_events(

@@ -36,7 +36,7 @@ PROMPTS = {
 }
 SERVERS = {
     "lmdock none": ServerSpec("lmdock", ctx=8192, extra=("--spec-type", "none")),
-    "lmdock ngram": ServerSpec("lmdock", ctx=8192),
+    "lmdock ngram": ServerSpec("lmdock", ctx=8192, extra=("--spec-type", "ngram")),
     "llama-server none": ServerSpec("llama-server", ctx=8192),
     "llama-server ngram-map-k": ServerSpec("llama-server", ctx=8192, extra=("--spec-type", "ngram-map-k")),
 }

@@ -97,7 +97,14 @@ def test_list_shows_every_model_with_metadata_and_state(mgmt: Server):
     assert (
         estimate["kv_bytes_per_token"] == 24 * 2 * (64 + 64) * 2
     )  # qwen2 0.5B: layers x kv heads x dims x f16
-    assert estimate["total_bytes"] == second["size_bytes"] + 2048 * estimate["kv_bytes_per_token"]
+    assert estimate["kv_cache_bytes"] == 2048 * estimate["kv_bytes_per_token"]
+    assert estimate["total_bytes"] == (
+        second["size_bytes"]
+        + estimate["kv_cache_bytes"]
+        + estimate["compute_bytes"]
+        + estimate["process_bytes"]
+    )
+    assert second["memory_estimates"]["q8_0"]["kv_bytes_per_token"] == 24 * 2 * (64 + 64) * 34 // 32
     assert "truncated" in models["broken"]["error"]
 
 
@@ -118,7 +125,7 @@ def test_request_ttl_unloads_an_idle_jit_model(mgmt: Server, oai: openai.OpenAI)
 def test_load_reload_and_unload_from_the_cli(mgmt: Server):
     done = mgmt.cli("load", SECOND, "--context-length", "1024", "--parallel", "2")
     assert done.returncode == 0, done.stderr
-    assert "Loaded second-model (context 1024, parallel 2)" in done.stdout
+    assert "Loaded second-model (context 1024, parallel 2, KV f16, flash attention on)" in done.stdout
     ps = mgmt.cli("ps")
     assert SECOND in ps.stdout and "1024" in ps.stdout
     r = httpx.post(

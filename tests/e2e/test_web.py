@@ -378,6 +378,10 @@ def test_models_page_loads_and_unloads(page: Page, web: Server):
     expect(row).to_contain_text("Q4_K_M")
     expect(row).to_contain_text("MB")
     expect(row).to_contain_text("at 4,096 context")
+    estimate = row.get_by_test_id("memory-estimate")  # f16 and q8_0 K/V at that context
+    expect(estimate).to_contain_text("f16")
+    expect(estimate).to_contain_text("q8_0")
+    expect(estimate).to_contain_text("available")
     expect(row.locator(".badge", has_text="tools")).to_be_visible()
 
     row.get_by_role("button", name=f"Unload {QWEN}", exact=True).click()
@@ -387,6 +391,7 @@ def test_models_page_loads_and_unloads(page: Page, web: Server):
     row.get_by_label(f"Context length for {QWEN}").fill("2048")
     row.get_by_label(f"Parallel sequences for {QWEN}").fill("2")
     row.get_by_label(f"TTL seconds for {QWEN}").fill("900")
+    row.get_by_label(f"KV cache type for {QWEN}").select_option("q8_0")
     row.get_by_role("button", name=f"Load {QWEN}", exact=True).click()
     expect(state).to_have_text("loaded", timeout=GENERATION_S * 1000)
     expect(page.get_by_role("status")).to_contain_text(f"Loaded {QWEN}")
@@ -397,8 +402,10 @@ def test_models_page_loads_and_unloads(page: Page, web: Server):
         "context_length": 2048,
         "parallel": 2,
         "ttl_seconds": 900,
+        "cache_type_k": "q8_0",
+        "cache_type_v": "q8_0",
     }
-    expect(row).to_contain_text("ctx 2048 · parallel 2 · ttl 900s")
+    expect(row).to_contain_text("ctx 2048 · parallel 2 · KV q8_0 · FA on · ttl 900s")
 
 
 def test_download_shows_live_progress(page: Page, web: Server):

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from lmdock.core.config import MAX_DEFAULT_CTX
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.core.request import SamplingParams
 from lmdock.engine import (
     ContextParams,
@@ -35,13 +36,16 @@ def engine_spec(
     parallel: int = 4,
     n_ctx: int = 8192,
     ram_bytes: int = 256 << 20,
+    kv: KvCacheConfig | None = None,
     speculation: SpecConfig | None = None,
 ) -> EngineSpec:
     """The default model's spec for the engine tests; prompt-cache files go to a subfolder of `cache_dir`."""
     return EngineSpec(
         key="default",
         path=str(DEFAULT_MODEL),
-        params=ContextParams(n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2),
+        params=ContextParams(
+            n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2, kv=kv or KvCacheConfig()
+        ),
         engine=EngineConfig(parallel=parallel, max_queue=64, speculation=speculation or SpecConfig()),
         cache_ram_bytes=ram_bytes,
         cache_dir=str(cache_dir) if cache_dir is not None else None,
@@ -56,11 +60,12 @@ def make_engine(
     parallel: int = 4,
     n_ctx: int = 8192,
     ram_bytes: int = 256 << 20,
+    kv: KvCacheConfig | None = None,
     speculation: SpecConfig | None = None,
 ) -> InProcessClient:
     """A started in-process client (see `engine_spec`)."""
     spec = engine_spec(
-        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, speculation=speculation
+        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, kv=kv, speculation=speculation
     )
     client = make_client(spec, in_process=True)
     assert isinstance(client, InProcessClient)

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmdock.api.native.catalog import default_context
 from lmdock.cli.launch_cmd import CLAUDE_MIN_AUTO_COMPACT_WINDOW, claude_window_env
-from lmdock.core.config import MAX_DEFAULT_CTX, Settings
-from lmdock.models.store import GGUFMetadata, ModelRecord
 from lmdock.upstream.transport import _entry_of
 
 BUNDLE = Path(__file__).resolve().parents[2] / "node_modules/@anthropic-ai/claude-code/bin/claude.exe"
@@ -47,18 +44,6 @@ def test_the_installed_claude_code_reads_these_variables_and_this_minimum():
         minimum = re.match(rb"=(\w+)[,;]", bundle[at + len(below.group(1)) + 1 : at + 20])
         assert at != -1 and minimum is not None
         assert float(minimum.group(1)) == CLAUDE_MIN_AUTO_COMPACT_WINDOW
-
-
-def _record(trained: int) -> ModelRecord:
-    record = ModelRecord(key="m", path=Path("/nonexistent/m.gguf"))
-    record.__dict__["metadata"] = GGUFMetadata(context_length=trained)  # cached_property, no file read
-    return record
-
-
-def test_listed_window_is_the_one_a_load_gives_not_the_trained_one():
-    assert default_context(_record(131072), Settings()) == MAX_DEFAULT_CTX
-    assert default_context(_record(4096), Settings()) == 4096
-    assert default_context(_record(131072), Settings(ctx_size=24576)) == 24576
 
 
 def test_an_upstreams_window_is_read_from_the_entry_of_the_model_it_serves():

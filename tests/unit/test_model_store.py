@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from lmdock.core.errors import InvalidRequest, ModelLoadError
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine.gguf_header import GGUFFormatError, read_gguf_header
 from lmdock.models.capabilities import capabilities, model_type
 from lmdock.models.estimate import estimate_memory
@@ -57,14 +58,16 @@ def test_scan_skips_projectors_and_reads_metadata(store: Path):
     assert model_type(record) == "llm"
 
 
-def test_memory_estimate_is_weights_plus_kv(store: Path):
+def test_memory_estimate_is_weights_plus_kv_plus_buffers(store: Path):
     (record,) = scan(store)
-    est = estimate_memory(record, 1000)
+    est = estimate_memory(record, 1000, KvCacheConfig())
     assert est.kv_bytes_per_token == 2 * 2 * (16 + 16) * 2  # layers x kv heads x (k + v) x f16
-    assert est.total_bytes == record.size_bytes + 1000 * est.kv_bytes_per_token
-    assert estimate_memory(record, 1000, "q8_0").kv_cache_bytes < est.kv_cache_bytes
-    with pytest.raises(InvalidRequest):
-        estimate_memory(record, 1000, "int3")
+    assert est.kv_cache_bytes == 1000 * est.kv_bytes_per_token
+    assert est.total_bytes == (record.size_bytes + est.kv_cache_bytes + est.compute_bytes + est.process_bytes)
+    q8 = estimate_memory(record, 1000, KvCacheConfig("q8_0", "q8_0"))
+    assert q8.kv_bytes_per_token == 2 * 2 * (16 + 16) * 34 // 32  # 32 values in 34 bytes
+    with pytest.raises(InvalidRequest, match="cache_type_k"):
+        KvCacheConfig("int3", "f16").checked()
 
 
 def test_split_model_parts_share_one_key(tmp_path: Path):

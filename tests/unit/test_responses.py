@@ -86,6 +86,15 @@ def test_normalized_items_are_valid_response_items():
     assert all(i.id for i in parsed)
 
 
+def test_an_image_without_detail_comes_back_as_the_sdk_reads_it():
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    items = normalize_input([{"role": "user", "content": [{"type": "input_text", "text": "what?"}, image]}])
+    (message,) = ITEMS.validate_python(items)
+    assert message.content[1].detail == "auto"
+    kept = normalize_input([{"role": "user", "content": [{**image, "detail": "low"}]}])
+    assert kept[0]["content"][0]["detail"] == "low"
+
+
 def test_a_tool_output_named_by_its_tool_needs_no_call_id():
     """Codex adds its goal context as a function_call_output with name and namespace, answering no call
     (the SDK's FunctionCallOutput: call_id, name and namespace are all optional)."""

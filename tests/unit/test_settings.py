@@ -49,7 +49,7 @@ def _sample(opt) -> tuple[list[str], object]:
         return ["2.5"], 2.5
     if base is Path:
         return ["/tmp/somewhere"], Path("/tmp/somewhere")
-    choices = {"spec_type": "ngram"}  # checked values
+    choices = {"cache_type_k": "q8_0", "cache_type_v": "q4_0", "flash_attn": "on", "spec_type": "ngram"}
     if opt.field in choices:
         return [choices[opt.field]], choices[opt.field]
     return [

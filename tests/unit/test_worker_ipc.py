@@ -13,6 +13,7 @@ import pytest
 
 import lmdock
 from lmdock.core import errors
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.core.request import SamplingParams
 from lmdock.engine import cpu_check, protocol
 from lmdock.engine.process import describe_exit
@@ -34,7 +35,9 @@ from lmdock.engine.types import (
 SPEC = EngineSpec(
     key="m",
     path="/models/m.gguf",
-    params=ContextParams(n_ctx=4096, n_batch=512, n_seq_max=6, n_threads=2, flash_attn=True),
+    params=ContextParams(
+        n_ctx=4096, n_batch=512, n_seq_max=6, n_threads=2, kv=KvCacheConfig("q8_0", "q8_0", "on")
+    ),
     engine=EngineConfig(parallel=4, max_queue=64),
     cache_ram_bytes=1 << 30,
     cache_dir="/cache",
@@ -204,7 +207,7 @@ def test_exit_descriptions_name_the_signal():
 def _fake_probes(monkeypatch, outcomes: dict[bool, int]) -> list[bool]:
     calls: list[bool] = []
 
-    def run(path, key, n_threads, extra_bufts):
+    def run(path, key, n_threads, extra_bufts, kv):
         calls.append(extra_bufts)
         return subprocess.CompletedProcess([], outcomes[extra_bufts], "", "")
 
@@ -223,6 +226,9 @@ def test_a_probe_crash_turns_extra_buffers_off_and_is_remembered(monkeypatch, tm
     assert (again.repack, again.source) == (False, "remembered") and calls == [True, False]
     other = cpu_check.decide_repack(tmp_path / "m.gguf", "m", "F16", 2)  # another weight type: probed
     assert other.source == "probe" and calls == [True, False, True, False]
+    q8 = KvCacheConfig("q8_0", "q8_0", "auto")  # another KV cache runs other attention kernels: probed
+    assert cpu_check.decide_repack(tmp_path / "m.gguf", "m", "Q4_K_M", 2, kv=q8).source == "probe"
+    assert cpu_check.decide_repack(tmp_path / "m.gguf", "m", "Q4_K_M", 2, kv=q8).source == "remembered"
 
 
 def test_a_file_that_crashes_either_way_decides_nothing(monkeypatch, tmp_path):

@@ -147,10 +147,23 @@ export interface ModelEntry {
   max_context_length: number | null;
   capabilities: Record<string, boolean>;
   state: "loaded" | "loading" | "not-loaded" | "unavailable";
-  loaded_instances: { id: string; config: Record<string, number | boolean | null>; loaded_at: number }[];
+  loaded_instances: { id: string; config: Record<string, number | string | boolean | null>; loaded_at: number }[];
   aliases: string[];
-  memory_estimate?: { context_length: number; total_bytes: number; weights_bytes: number; kv_cache_bytes: number };
+  memory_estimate?: MemoryEstimate;
+  memory_estimates?: Record<string, MemoryEstimate>; // f16 and q8_0 K/V at the same context
+  memory_available_bytes?: number | null;
   error?: string;
+}
+
+export interface MemoryEstimate {
+  context_length: number;
+  cache_type_k: string;
+  cache_type_v: string;
+  total_bytes: number;
+  weights_bytes: number;
+  kv_cache_bytes: number;
+  compute_bytes: number;
+  process_bytes: number;
 }
 
 export async function listModels(signal?: AbortSignal): Promise<ModelEntry[]> {

@@ -96,10 +96,46 @@ export function ModelsPage({ models, error, refresh }: Props) {
   );
 }
 
+const KV_TYPES = ["f16", "bf16", "q8_0", "q5_1", "q4_0"];
+
+function kvLabel(k: unknown, v: unknown): string {
+  return k === v ? String(k) : `${String(k)}/${String(v)}`;
+}
+
+/** The memory a load would take at the context it would get, with f16 and with q8_0 K/V, and whether
+ * each fits what the machine has available now. */
+function MemoryCell({ model: m }: { model: ModelEntry }) {
+  const est = m.memory_estimate;
+  if (!est) return <>–</>;
+  const available = m.memory_available_bytes;
+  const rows = Object.entries(m.memory_estimates ?? { [kvLabel(est.cache_type_k, est.cache_type_v)]: est });
+  return (
+    <div class="memory-estimate" data-testid="memory-estimate">
+      {rows.map(([type, e]) => {
+        const tooBig = available != null && e.total_bytes > available;
+        return (
+          <div
+            key={type}
+            class={tooBig ? "error" : undefined}
+            title={`weights ${formatBytes(e.weights_bytes)} + KV cache ${formatBytes(e.kv_cache_bytes)} + buffers and process ${formatBytes(e.compute_bytes + e.process_bytes)}`}
+          >
+            <span class="muted">{type}</span> {formatBytes(e.total_bytes)}
+            {tooBig ? " (does not fit)" : ""}
+          </div>
+        );
+      })}
+      <div class="muted small-text">
+        at {est.context_length.toLocaleString()} context
+        {available != null ? ` · ${formatBytes(available)} available` : ""}
+      </div>
+    </div>
+  );
+}
+
 interface RowProps {
   model: ModelEntry;
   busy?: string;
-  onLoad: (config: Record<string, number>) => void;
+  onLoad: (config: Record<string, number | string>) => void;
   onUnload: () => void;
 }
 
@@ -107,6 +143,8 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
   const [ctx, setCtx] = useState("");
   const [parallel, setParallel] = useState("");
   const [ttl, setTtl] = useState("");
+  const [kvType, setKvType] = useState("");
+  const [flash, setFlash] = useState("");
   const instance = m.loaded_instances[0];
   const caps = Object.entries(m.capabilities)
     .filter(([, on]) => on)
@@ -131,14 +169,7 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
         {caps.length ? caps.map((c) => <span key={c} class="badge">{c}</span>) : <span class="muted">–</span>}
       </td>
       <td>
-        {m.memory_estimate ? (
-          <span title={`weights ${formatBytes(m.memory_estimate.weights_bytes)} + KV cache ${formatBytes(m.memory_estimate.kv_cache_bytes)}`}>
-            {formatBytes(m.memory_estimate.total_bytes)}
-            <div class="muted small-text">at {m.memory_estimate.context_length.toLocaleString()} context</div>
-          </span>
-        ) : (
-            "–"
-        )}
+        <MemoryCell model={m} />
       </td>
       <td>
         <span class={`state state-${m.state}`} data-testid="state">
@@ -147,6 +178,8 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
         {instance && (
           <div class="muted small-text">
             ctx {String(instance.config.context_length)} · parallel {String(instance.config.parallel)}
+            {instance.config.cache_type_k ? ` · KV ${kvLabel(instance.config.cache_type_k, instance.config.cache_type_v)}` : ""}
+            {instance.config.flash_attention != null ? ` · FA ${instance.config.flash_attention ? "on" : "off"}` : ""}
             {instance.config.ttl_seconds ? ` · ttl ${instance.config.ttl_seconds}s` : ""}
           </div>
         )}
@@ -160,16 +193,32 @@ function ModelRow({ model: m, busy, onLoad, onUnload }: RowProps) {
             aria-label={`Load ${m.key}`}
             onSubmit={(e) => {
               e.preventDefault();
-              const config: Record<string, number> = {};
+              const config: Record<string, number | string> = {};
               if (ctx) config.context_length = Number(ctx);
               if (parallel) config.parallel = Number(parallel);
               if (ttl) config.ttl = Number(ttl);
+              if (kvType) config.kv_cache_type = kvType;
+              if (flash) config.flash_attn = flash;
               onLoad(config);
             }}
           >
             <input aria-label={`Context length for ${m.key}`} placeholder="context" inputMode="numeric" value={ctx} onInput={(e) => setCtx((e.target as HTMLInputElement).value)} />
             <input aria-label={`Parallel sequences for ${m.key}`} placeholder="parallel" inputMode="numeric" value={parallel} onInput={(e) => setParallel((e.target as HTMLInputElement).value)} />
             <input aria-label={`TTL seconds for ${m.key}`} placeholder="TTL s" inputMode="numeric" value={ttl} onInput={(e) => setTtl((e.target as HTMLInputElement).value)} />
+            <select aria-label={`KV cache type for ${m.key}`} value={kvType} onChange={(e) => setKvType((e.target as HTMLSelectElement).value)}>
+              <option value="">KV: server's</option>
+              {KV_TYPES.map((t) => (
+                <option key={t} value={t}>
+                  KV {t}
+                </option>
+              ))}
+            </select>
+            <select aria-label={`Flash attention for ${m.key}`} value={flash} onChange={(e) => setFlash((e.target as HTMLSelectElement).value)}>
+              <option value="">FA: server's</option>
+              <option value="auto">FA auto</option>
+              <option value="on">FA on</option>
+              <option value="off">FA off</option>
+            </select>
             <button type="submit" class="primary small" disabled={!!busy || !!m.error} aria-label={`Load ${m.key}`}>
               {m.state === "loaded" ? "Reload" : "Load"}
             </button>

@@ -31,7 +31,7 @@ def serve(**flags: Any) -> None:
 
     try:
         settings = settings_from(flags)
-    except InvalidRequest as exc:  # a bad value (e.g. --spec-type): refused before any load
+    except InvalidRequest as exc:  # a bad value (an impossible KV cache combination, --spec-type)
         console.print(f"[red]{escape(exc.message)}[/red]")
         raise typer.Exit(2) from None
     try:

@@ -59,7 +59,7 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
         return
     table = Table(box=None)
     table.add_column("MODEL", no_wrap=True, min_width=max(len(m["key"]) for m in active))
-    for name in ("STATE", "CONTEXT", "PARALLEL", "TTL", "SIZE", "CRASHES", "LAST CRASH"):
+    for name in ("STATE", "CONTEXT", "KV", "FA", "PARALLEL", "TTL", "SIZE", "CRASHES", "LAST CRASH"):
         table.add_column(name, no_wrap=name != "LAST CRASH")
     for m in active:
         instance = m["loaded_instances"][0] if m["loaded_instances"] else {}
@@ -75,6 +75,8 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
             m["key"],
             state,
             str(config.get("context_length", "-")),
+            _kv_label(config),
+            {True: "on", False: "off"}.get(config.get("flash_attention"), "-"),
             str(config.get("parallel", "-")),
             f"{ttl}s" if ttl else "-",
             human_bytes(m["size_bytes"]) if m.get("size_bytes") else "-",
@@ -84,6 +86,37 @@ def ps(host: HostOption = "127.0.0.1", port: PortOption = 1234, as_json: JsonOpt
     console.print(table)
 
 
+def _kv_label(config: dict) -> str:
+    """`q8_0`, or `q8_0/f16` when K and V differ; `-` for a model without a KV cache of its own."""
+    k, v = config.get("cache_type_k"), config.get("cache_type_v")
+    if not k:
+        return "-"
+    return k if k == v else f"{k}/{v}"
+
+
+def _estimate_line(est: dict) -> str:
+    return (
+        f"about {human_bytes(est['total_bytes'])} (weights {human_bytes(est['weights_bytes'])}, "
+        f"KV cache {human_bytes(est['kv_cache_bytes'])}, buffers and process "
+        f"{human_bytes(est['compute_bytes'] + est['process_bytes'])})"
+    )
+
+
+def _print_estimate(result: dict) -> None:
+    est = result["estimate"]
+    console.print(
+        f"{result['model']} at {est['context_length']} tokens of context, {_kv_label(est)} KV cache: "
+        + _estimate_line(est),
+        highlight=False,
+    )
+    for name, other in result.get("estimates", {}).items():
+        console.print(f"  with {name} K/V: {_estimate_line(other)}", highlight=False)
+    available = result.get("available_bytes")
+    if available is not None:
+        verdict = "fits" if result.get("fits") else "does NOT fit"
+        console.print(f"Available for a load: {human_bytes(available)}; this {verdict}", highlight=False)
+
+
 def load(
     model: ModelArgument,
     context_length: Annotated[
@@ -91,7 +124,20 @@ def load(
     ] = None,
     parallel: Annotated[int | None, typer.Option(help="Sequences decoded together.")] = None,
     ttl: Annotated[int | None, typer.Option(help="Unload after this many idle seconds.")] = None,
-    flash_attention: Annotated[bool | None, typer.Option("--flash-attention/--no-flash-attention")] = None,
+    cache_type_k: Annotated[
+        str | None,
+        typer.Option("--cache-type-k", "-ctk", help="KV cache type of K: f16, bf16, q8_0, q5_1, q4_0, ..."),
+    ] = None,
+    cache_type_v: Annotated[
+        str | None,
+        typer.Option("--cache-type-v", "-ctv", help="KV cache type of V (quantized needs flash attention)."),
+    ] = None,
+    flash_attn: Annotated[
+        str | None, typer.Option("--flash-attn", "-fa", help="Flash attention: on, off or auto.")
+    ] = None,
+    flash_attention: Annotated[
+        bool | None, typer.Option("--flash-attention/--no-flash-attention", help="LM Studio's spelling.")
+    ] = None,
     estimate_only: Annotated[
         bool, typer.Option("--estimate-only", help="Print the memory estimate only.")
     ] = False,
@@ -105,6 +151,9 @@ def load(
         "context_length": context_length,
         "parallel": parallel,
         "ttl": ttl,
+        "cache_type_k": cache_type_k,
+        "cache_type_v": cache_type_v,
+        "flash_attn": flash_attn,
         "flash_attention": flash_attention,
         "estimate_only": estimate_only,
     }
@@ -114,18 +163,14 @@ def load(
     if as_json:
         console.print_json(json.dumps(result))
     elif estimate_only:
-        est = result["estimate"]
-        console.print(
-            f"{result['model']} at {est['context_length']} tokens of context: about "
-            f"{human_bytes(est['total_bytes'])} (weights {human_bytes(est['weights_bytes'])}, "
-            f"KV cache {human_bytes(est['kv_cache_bytes'])})",
-            highlight=False,
-        )
+        _print_estimate(result)
     else:
         config = result["config"]
+        fa = {True: "on", False: "off"}.get(config.get("flash_attention"), "?")
         console.print(
             f"Loaded {result['model_instance_id']} (context {config['context_length']}, "
-            f"parallel {config['parallel']}) in {result['load_time_seconds']:.1f}s",
+            f"parallel {config['parallel']}, KV {_kv_label(config)}, flash attention {fa}) in "
+            f"{result['load_time_seconds']:.1f}s",
             highlight=False,
         )
 

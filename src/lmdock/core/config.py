@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from lmdock.core.errors import InvalidRequest
+from lmdock.core.kv_cache import KV_CACHE_TYPES, KvCacheConfig
 
-MAX_DEFAULT_CTX = 32768  # ctx_size 0 takes the model's trained context, at most this (KV memory)
+MAX_DEFAULT_CTX = 32768  # the default context of a model whose trained length or the free memory is unknown
 SPEC_TYPES = ("ngram", "none")  # --spec-type: draftless (prompt lookup) speculation, or none
 ENV_PREFIX = "LMDOCK_"
 
@@ -85,7 +86,22 @@ class Settings:
     port: int = setting(1234, help="Port to listen on.")
     model: str | None = setting(None, help="Model key or path to a .gguf file.")
     models_dir: Path = setting(factory=default_models_dir, help="Model store (default ~/.lmdock/models).")
-    ctx_size: int = setting(0, help=f"Context tokens (0: the model's, at most {MAX_DEFAULT_CTX}).")
+    ctx_size: int = setting(
+        0,
+        help="Context tokens (0: the largest that fits the free memory, up to the model's trained context).",
+    )
+    cache_type_k: str = setting(
+        "f16", help=f"KV cache type of K (llama.cpp's -ctk): {', '.join(KV_CACHE_TYPES)}."
+    )
+    cache_type_v: str = setting(
+        "f16", help="KV cache type of V (-ctv); a quantized one needs flash attention."
+    )
+    flash_attn: str = setting(
+        "auto", help="Flash attention: on, off or auto (llama.cpp decides; on for a CPU)."
+    )
+    memory_budget: int = setting(
+        0, help="MiB a model load may plan for (0: what the machine has available, less a margin)."
+    )
     threads: int = setting(0, help="CPU threads (0: all cores).")
     parallel: int = setting(4, help="Sequences decoded together.")
     cached_slots: int = setting(4, help="Idle sequences kept as prefix cache beside the running ones.")
@@ -158,7 +174,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.threads <= 0:
             self.threads = max(1, os.cpu_count() or 1)
+        kv = self.kv_cache.checked()  # an impossible combination stops `serve` before any load
+        self.cache_type_k, self.cache_type_v, self.flash_attn = kv.type_k, kv.type_v, kv.flash_attn
         self._check_speculation()
+
+    @property
+    def kv_cache(self) -> KvCacheConfig:
+        return KvCacheConfig(self.cache_type_k, self.cache_type_v, self.flash_attn)
 
     def _check_speculation(self) -> None:
         """A bad speculation flag stops `serve` before anything loads."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.core.config import lmdock_home
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine.process import WORKER_CWD, describe_exit, worker_argv
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,12 @@ def cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_key(weight_type: str | None) -> str:
+def machine_key(weight_type: str | None, kv: KvCacheConfig) -> str:
     import llama_cpp
 
     build = llama_cpp.llama_print_system_info().decode(errors="replace")
     raw = f"{cpu_flags()}|llama-cpp-python {llama_cpp.__version__}|{build}|{weight_type or '?'}"
+    raw += f"|k={kv.type_k}|v={kv.type_v}|fa={kv.flash_attn}"
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -84,19 +86,26 @@ def _write(path: Path, key: str, entry: dict) -> None:
 
 
 def decide_repack(
-    model_path: Path, model_key: str, weight_type: str | None, n_threads: int, flag: bool | None = None
+    model_path: Path,
+    model_key: str,
+    weight_type: str | None,
+    n_threads: int,
+    flag: bool | None = None,
+    kv: KvCacheConfig | None = None,
 ) -> RepackVerdict:
-    """Whether to load with extra buffer types; probes in a throwaway process the first time (blocking)."""
+    """Whether to load with extra buffer types; probes in a throwaway process the first time (blocking).
+    The probe decodes with the KV cache the load will use (`kv`): the attention kernels differ per type."""
     if flag is not None:
         return RepackVerdict(flag, "forced", "set by --repack/--no-repack or LMDOCK_REPACK")
-    key = machine_key(weight_type)
+    kv = kv or KvCacheConfig()
+    key = machine_key(weight_type, kv)
     path = verdict_file()
     known = _read(path).get(key)
     if known is not None:
         return RepackVerdict(bool(known["repack"]), "remembered", known.get("reason", ""))
     started = time.monotonic()
     try:
-        proc = _run_probe(model_path, model_key, n_threads, True)
+        proc = _run_probe(model_path, model_key, n_threads, True, kv)
     except subprocess.TimeoutExpired:
         log.warning("CPU self-check for %s timed out; loading with extra buffer types", model_key)
         return RepackVerdict(True, "unprobed", "the probe timed out")
@@ -105,7 +114,7 @@ def decide_repack(
         # a crash counts against extra buffer types only if the same probe without them survives
         # (a damaged file that crashes either way says nothing about this CPU)
         try:
-            plain = _run_probe(model_path, model_key, n_threads, False)
+            plain = _run_probe(model_path, model_key, n_threads, False, kv)
         except subprocess.TimeoutExpired:
             plain = None
         if plain is None or plain.returncode != 0:
@@ -133,9 +142,9 @@ def decide_repack(
     return RepackVerdict(True, "unprobed", f"the probe exited with status {proc.returncode}: {tail[0]}")
 
 
-def _run_probe(model_path: Path, model_key: str, n_threads: int, extra_bufts: bool):
+def _run_probe(model_path: Path, model_key: str, n_threads: int, extra_bufts: bool, kv: KvCacheConfig):
     cmd = worker_argv("--probe", os.path.abspath(model_path), model_key)
-    cmd += [str(n_threads), "on" if extra_bufts else "off"]
+    cmd += [str(n_threads), "on" if extra_bufts else "off", kv.type_k, kv.type_v, kv.flash_attn]
     return subprocess.run(
         cmd,
         stdin=subprocess.DEVNULL,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -17,24 +19,25 @@ from llama_cpp import _logger as llama_cpp_logger
 
 from lmdock.core.config import MAX_DEFAULT_CTX
 from lmdock.core.errors import ModelLoadError
+from lmdock.core.kv_cache import ggml_type
 from lmdock.engine.bindings import check_bindings
 from lmdock.engine.spec import ContextParams
 
 _backend_lock = threading.Lock()
 _backend_ready = False
-_buffer_lines: list[str] | None = None  # llama.cpp's "<type> model buffer size" lines of the load in progress
+_captured: list[tuple[int, str]] | None = None  # llama.cpp's log lines of the load in progress
 _last_level = 0
 
 
 @L.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data) -> None:
-    """llama.cpp's log: errors go to stderr, the load's buffer-type lines are kept, the rest is dropped."""
+    """llama.cpp's log: errors go to stderr, a load's lines are kept while one runs, the rest is dropped."""
     global _last_level
     if level != 5:  # 5 continues the previous message
         _last_level = level
     msg = text.decode("utf-8", errors="replace")
-    if _buffer_lines is not None and "model buffer size" in msg:
-        _buffer_lines.append(msg)
+    if _captured is not None:
+        _captured.append((_last_level, msg))
     if _last_level == 3:
         sys.stderr.write(msg)
 
@@ -51,29 +54,58 @@ def init_backend() -> None:
             _backend_ready = True
 
 
+@contextmanager
+def _capture_log() -> Iterator[list[tuple[int, str]]]:
+    """Keep llama.cpp's log lines (level, text) while the block runs; one capture at a time per process,
+    so the lines are this call's."""
+    global _captured
+    with _backend_lock:
+        lines = _captured = []
+        try:
+            yield lines
+        finally:
+            _captured = None
+
+
+def buffer_sizes(lines: list[tuple[int, str]], kind: str) -> dict[str, float]:
+    """`<name> <kind> buffer size = X MiB` lines summed by name, in MiB (kind "model": {"CPU_Mapped":
+    468.0, "CPU_REPACK": 120.4}, AMX shows as "AMX"; kind "KV"/"compute"/"output": {"CPU": ...})."""
+    sizes: dict[str, float] = {}
+    for _, line in lines:
+        head, found, size = line.partition(f" {kind} buffer size")
+        if not found:
+            continue
+        name = head.split()[-1] if head.split() else "?"
+        try:
+            sizes[name] = sizes.get(name, 0.0) + float(size.strip(" =\n").split()[0])
+        except (ValueError, IndexError):
+            sizes[name] = sizes.get(name, 0.0)
+    return sizes
+
+
 def load_model_file(path: Path, *, use_extra_bufts: bool = True, vocab_only: bool = False):
     """`llama_model_load_from_file` that also returns the weight buffer types llama.cpp chose and their
-    sizes in MiB (e.g. {"CPU_Mapped": 468.0, "CPU_REPACK": 120.4}; AMX shows as "AMX")."""
-    global _buffer_lines
+    sizes in MiB (see `buffer_sizes`)."""
     init_backend()
     mparams = L.llama_model_default_params()
     mparams.use_extra_bufts = use_extra_bufts
     mparams.vocab_only = vocab_only
-    with _backend_lock:  # one load at a time per process, so the captured lines are this load's
-        lines = _buffer_lines = []
-        try:
-            model = L.llama_model_load_from_file(str(path).encode(), mparams)
-        finally:
-            _buffer_lines = None
-    buffers: dict[str, float] = {}
-    for line in lines:
-        head, _, size = line.partition("model buffer size")
-        name = head.split()[-1] if head.split() else "?"
-        try:
-            buffers[name] = buffers.get(name, 0.0) + float(size.strip(" =\n").split()[0])
-        except (ValueError, IndexError):
-            buffers[name] = buffers.get(name, 0.0)
-    return model, buffers
+    with _capture_log() as lines:
+        model = L.llama_model_load_from_file(str(path).encode(), mparams)
+    return model, buffer_sizes(lines, "model")
+
+
+def flash_attn_in_effect(setting: str, lines: list[tuple[int, str]]) -> bool | None:
+    """Whether a context runs flash attention: its setting, or for `auto` what llama.cpp's log of the
+    context creation says it resolved to (None if it did not say)."""
+    if setting != "auto":
+        return setting == "on"
+    for _, line in lines:
+        if "enabling flash_attn" in line or "Flash Attention enabled" in line:
+            return True
+        if "Flash Attention not supported" in line:
+            return False
+    return None
 
 
 def tokenize(vocab, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
@@ -173,19 +205,32 @@ class LlamaModel:
         # its cost, attention over every used cell, is kept down by Engine._clear_the_way
         cparams.kv_unified = True
         cparams.no_perf = True
-        if params.flash_attn is not None:
-            cparams.flash_attn_type = (
-                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if params.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
-        ctx = L.llama_init_from_model(model, cparams)
+        cparams.type_k = ggml_type(params.kv.type_k).value
+        cparams.type_v = ggml_type(params.kv.type_v).value
+        cparams.flash_attn_type = {
+            "on": L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            "auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO,
+        }[params.kv.flash_attn]
+        with _capture_log() as lines:
+            ctx = L.llama_init_from_model(model, cparams)
         memory = L.llama_get_memory(ctx) if ctx else None
         if not ctx or not memory:
             if ctx:
                 L.llama_free(ctx)
             L.llama_model_free(model)
-            raise ModelLoadError(f"failed to create a context of {params.n_ctx} tokens for {self.path.name}")
+            why = [line.strip() for level, line in lines if level == 4 and line.strip()]
+            raise ModelLoadError(
+                f"failed to create a context of {cparams.n_ctx} tokens for {self.path.name}"
+                + (f": {why[-1]}" if why else "")
+            )
         self.ctx, self.memory = ctx, memory
         self._closed = False
+        self.flash_attn = flash_attn_in_effect(params.kv.flash_attn, lines)
+        # MiB per buffer kind ("KV", "compute", "output"), summed over devices
+        self.context_buffers = {
+            kind: round(sum(buffer_sizes(lines, kind).values()), 2) for kind in ("KV", "compute", "output")
+        }
         self.n_ctx = L.llama_n_ctx(ctx)
         self.bos_id = token_id(L.llama_vocab_bos(vocab))
         self.eos_id = token_id(L.llama_vocab_eos(vocab))

@@ -34,6 +34,18 @@ def _build_tokenizer(constraints: ConstraintFactory) -> None:
         log.exception("building the llguidance tokenizer failed; it is retried on first use")
 
 
+def cache_layout(llama: LlamaModel) -> str:
+    """Everything besides the model file that decides whether a saved KV state can be loaded into this
+    context: the K and V element types, and whether flash attention runs (without it V is stored
+    transposed); llama.cpp also rotates quantized K/V unless LLAMA_ATTN_ROT_DISABLE is set. States saved
+    under another layout live in another folder, so they are misses, never loaded. The context size is
+    not part of it: a state loads into any context with room for it (PromptCache skips longer ones), so
+    a context chosen from the free memory may change without losing the cache."""
+    kv = llama.params.kv
+    rot = os.environ.get("LLAMA_ATTN_ROT_DISABLE", "")
+    return f"k={kv.type_k}|v={kv.type_v}|fa={llama.flash_attn}|rot={rot}"
+
+
 class LocalEngine:
     """One model's engine in this process; `close()` frees everything it holds."""
 
@@ -80,6 +92,8 @@ class LocalEngine:
             special_tokens=special_tokens_of(constraints.tokenizer),
             buffer_types=dict(llama.buffer_types),
             load_seconds=time.monotonic() - started,
+            flash_attn=llama.flash_attn,
+            context_buffers=dict(llama.context_buffers),
         )
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
@@ -88,14 +102,13 @@ class LocalEngine:
         spec = self.spec
         cache_dir = None
         if spec.cache_dir is not None:
-            params = spec.params
-            key = model_fingerprint(llama.path, f"ctx={llama.n_ctx}|fa={params.flash_attn}|kv=f16")
-            cache_dir = Path(spec.cache_dir) / key
+            cache_dir = Path(spec.cache_dir) / model_fingerprint(llama.path, cache_layout(llama))
         return PromptCache(
             ram_bytes=spec.cache_ram_bytes,
             disk_dir=cache_dir,
             disk_bytes=spec.cache_disk_bytes,
             min_tokens=spec.cache_min_tokens,
+            max_tokens=llama.n_ctx,
         )
 
     def embed(self, inputs: list[list[int]]) -> tuple[list, int]:

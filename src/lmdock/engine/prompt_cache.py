@@ -78,9 +78,13 @@ class PromptCache:
         disk_bytes: int = CACHE_DISK_BYTES,
         min_tokens: int = CACHE_MIN_TOKENS,
         min_gain: int = 32,
+        max_tokens: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ram_bytes = ram_bytes
+        # a saved state loads into a context of any size with room for it: entries longer than this
+        # context (saved by a larger one) are left alone, for the context that can use them
+        self.max_tokens = max_tokens
         self.disk_bytes = disk_bytes
         self.min_tokens = min_tokens
         self.min_gain = min_gain
@@ -103,7 +107,7 @@ class PromptCache:
         limit = len(prompt) - 1
         best: CacheEntry | None = None
         best_len = have + self.min_gain
-        for entry in self.ram + self.disk:
+        for entry in self.ram + self._fitting(self.disk):
             n = min(common_prefix_len(entry.tokens, prompt), limit)
             if n > best_len:
                 best, best_len = entry, n
@@ -157,11 +161,16 @@ class PromptCache:
         counts as used)."""
         if self.files is None or len(prompt) < self.min_tokens or not self.saving.ready():
             return False
-        for entry in self.disk:
+        for entry in self._fitting(self.disk):
             if common_prefix_len(entry.tokens, prompt) >= len(prompt) - self.min_gain:
                 self._touch(entry)
                 return False
         return True
+
+    def _fitting(self, entries: list[CacheEntry]) -> list[CacheEntry]:
+        if self.max_tokens is None:
+            return entries
+        return [e for e in entries if len(e.tokens) <= self.max_tokens]
 
     def persist(self, tokens: list[int], size: int, save_state: Callable[[Path], bool]) -> bool:
         """Save a prompt whose state takes about `size` bytes (`save_state` writes it). Room is made

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmdock.core.kv_cache import KvCacheConfig
+
 CACHE_DISK_BYTES = 4 << 30  # the prompt-cache folder's budget when none is set
 CACHE_MIN_TOKENS = 256  # shorter prompts are not worth a RAM or disk copy
 
@@ -20,7 +22,7 @@ class ContextParams:
     n_seq_max: int
     n_threads: int
     n_ubatch: int | None = None  # None: n_batch
-    flash_attn: bool | None = None  # None: llama.cpp decides (on for CPU, as llama-server's `-fa auto`)
+    kv: KvCacheConfig = field(default_factory=KvCacheConfig)  # cache types and flash attention
     use_extra_bufts: bool = True  # llama.cpp's extra weight buffer types (CPU repacking, AMX)
 
 
@@ -57,7 +59,7 @@ class EngineSpec:
     params: ContextParams
     engine: EngineConfig
     cache_ram_bytes: int
-    cache_dir: str | None  # prompt-cache files go to a subfolder keyed by the model and context
+    cache_dir: str | None  # prompt-cache files go to a subfolder keyed by the model and KV layout
     max_ctx: int  # the cap on a context of 0 (the model's trained context)
     log_level: str = "INFO"
     cache_disk_bytes: int = CACHE_DISK_BYTES  # the whole cache folder's budget (other models' included)

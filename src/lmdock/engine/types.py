@@ -224,6 +224,8 @@ class EngineInfo:
     special_tokens: dict[str, int] = field(default_factory=dict)
     buffer_types: dict[str, float] = field(default_factory=dict)
     load_seconds: float = 0.0
+    flash_attn: bool | None = None  # in effect (llama.cpp resolves `auto`); None: it did not say
+    context_buffers: dict[str, float] = field(default_factory=dict)  # MiB: "KV", "compute", "output"
 
 
 class WorkerStatus(Enum):

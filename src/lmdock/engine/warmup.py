@@ -15,6 +15,7 @@ import llama_cpp as L
 
 from lmdock.core.config import test_crash_switch
 from lmdock.core.errors import LmdockError
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine.batch import Batch
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.spec import ContextParams
@@ -53,14 +54,18 @@ def warm_up(llama: LlamaModel, n_prefill: int, n_decode: int) -> None:
         L.llama_memory_clear(llama.memory, True)
 
 
-def probe(path: str, key: str, n_threads: int, extra_bufts: bool) -> int:
-    """Load with (or without) extra buffer types and decode a few tokens; exit status 0 when that worked."""
-    params = ContextParams(n_ctx=512, n_batch=64, n_ubatch=64, n_seq_max=1, n_threads=n_threads)
+def probe(path: str, key: str, n_threads: int, extra_bufts: bool, kv: KvCacheConfig) -> int:
+    """Load with (or without) extra buffer types and decode a few tokens with the KV cache `kv`; exit
+    status 0 when that worked."""
+    params = ContextParams(n_ctx=512, n_batch=64, n_ubatch=64, n_seq_max=1, n_threads=n_threads, kv=kv)
     params.use_extra_bufts = extra_bufts
     llama = LlamaModel(Path(path), params)
     if extra_bufts:
         crash_if_asked("probe", key)
     warm_up(llama, 32, 4)
-    print(f"probe ok: buffers {llama.buffer_types}", file=sys.stderr)
+    print(
+        f"probe ok: buffers {llama.buffer_types}, KV {kv.label}, flash attention {llama.flash_attn}",
+        file=sys.stderr,
+    )
     llama.close()
     return 0

@@ -6,7 +6,7 @@ the server. The server's supervisor (engine/supervisor.py) sends `Init`, then re
 routes them (engine/protocol.py) and, from the engine thread, sends one `Events` message per step
 carrying the new events of every request.
 
-`--probe PATH KEY THREADS on|off` is the CPU self-check instead (engine/warmup.py).
+`--probe PATH KEY THREADS on|off TYPE_K TYPE_V FLASH_ATTN` is the CPU self-check instead (engine/warmup.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from lmdock.core.errors import LmdockError
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine.local import LocalEngine
 from lmdock.engine.observe import snapshot
 from lmdock.engine.protocol import (
@@ -152,7 +153,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if argv and argv[0] == "--probe":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return probe(argv[1], argv[2], int(argv[3]), argv[4] == "on")
+        return probe(argv[1], argv[2], int(argv[3]), argv[4] == "on", KvCacheConfig(*argv[5:8]))
     channel = Channel(int(argv[0]))
     init = channel.recv()
     if not isinstance(init, Init):

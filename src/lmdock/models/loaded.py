@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from lmdock.chat import ChatFormatter
 from lmdock.chat.session import ChatSession
 from lmdock.core.config import MAX_DEFAULT_CTX, Settings
+from lmdock.core.kv_cache import KvCacheConfig
 from lmdock.engine import (
     ContextParams,
     EngineClient,
@@ -23,18 +24,9 @@ from lmdock.engine import (
     make_client,
 )
 from lmdock.engine.cpu_check import RepackVerdict, decide_repack
+from lmdock.models.load_plan import LoadOptions, LoadPlan
 from lmdock.models.sampling_defaults import sampling_defaults
 from lmdock.models.store import ModelRecord
-
-
-@dataclass
-class LoadOptions:
-    """Per-load settings (the management API and CLI can override the server defaults)."""
-
-    ctx_size: int | None = None
-    parallel: int | None = None
-    ttl_seconds: int | None = None
-    flash_attn: bool | None = None  # None: llama.cpp's automatic choice
 
 
 @dataclass
@@ -43,6 +35,7 @@ class LoadedModel:
     engine: EngineClient
     session: ChatSession
     options: LoadOptions
+    kv_cache: KvCacheConfig
     repack: RepackVerdict
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
@@ -54,6 +47,12 @@ class LoadedModel:
     @property
     def n_ctx(self) -> int:
         return self.engine.n_ctx
+
+    @property
+    def flash_attention(self) -> bool | None:
+        """Whether flash attention runs (llama.cpp resolves `auto` when it makes the context)."""
+        info = self.engine.info
+        return info.flash_attn if info else None
 
     @property
     def vocab(self) -> Tokenizer:
@@ -101,6 +100,7 @@ class LoadedModel:
         info = self.engine.info
         return {
             "buffer_types": dict(info.buffer_types) if info else {},
+            "context_buffers": dict(info.context_buffers) if info else {},
             "extra_buffer_types": self.repack.repack,
             "repack_decision": self.repack.as_dict(),
         }
@@ -110,10 +110,10 @@ class LoadedModel:
         await self.engine.close(grace)
 
 
-async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on_failed=None) -> LoadedModel:
-    """Start a worker process for a model file and wait until it has loaded and warmed up."""
+async def load(plan: LoadPlan, settings: Settings, on_failed=None) -> LoadedModel:
+    """Start a worker process for a checked plan and wait until it has loaded and warmed up."""
+    record, options, kv_cache = plan.record, plan.options, plan.kv_cache
     parallel = options.parallel or settings.parallel
-    requested_ctx = options.ctx_size or settings.ctx_size
     repack = await asyncio.to_thread(
         decide_repack,
         record.path,
@@ -121,15 +121,16 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         record.metadata.quantization,
         settings.threads,
         settings.repack,
+        kv_cache,
     )
     params = ContextParams(
-        n_ctx=requested_ctx or 0,
+        n_ctx=plan.context_length,
         n_batch=settings.batch_size,
         n_seq_max=parallel
         + settings.cached_slots
         + 1,  # + the scratch sequence chunk reuse moves runs through
         n_threads=settings.threads,
-        flash_attn=options.flash_attn,
+        kv=kv_cache,
         use_extra_bufts=repack.repack,
     )
     spec = EngineSpec(
@@ -163,5 +164,6 @@ async def load(record: ModelRecord, settings: Settings, options: LoadOptions, on
         engine=engine,
         session=ChatSession(engine, formatter, lambda: sampling_defaults(record).params),
         options=options,
+        kv_cache=kv_cache,
         repack=repack,
     )

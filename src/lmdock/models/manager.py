@@ -16,7 +16,8 @@ from lmdock.core.config import Settings
 from lmdock.core.errors import LmdockError, ModelFailed, ModelLoadError, ModelNotFound
 from lmdock.models import store
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, HOW_TO_GET_A_MODEL, default_model_path
-from lmdock.models.loaded import LoadedModel, LoadOptions, load
+from lmdock.models.load_plan import LoadOptions, plan_load
+from lmdock.models.loaded import LoadedModel, load
 from lmdock.models.served import ServedModel
 from lmdock.upstream import UpstreamModel, UpstreamRegistry, specs_of
 
@@ -104,14 +105,20 @@ class ModelManager:
         async with self._lock:
             if record.key in self.loaded:
                 return self.loaded[record.key]
-            while len(self.loaded) >= max(1, self.settings.max_loaded):
-                lru = min(self.loaded.values(), key=lambda m: m.last_used)
+            evict = sorted(self.loaded.values(), key=lambda m: m.last_used)
+            evict = evict[: max(0, len(evict) - max(1, self.settings.max_loaded) + 1)]
+            # checked before anything is unloaded: a load that cannot work leaves the others serving
+            plan = await asyncio.to_thread(
+                plan_load, record, self.settings, options or LoadOptions(), self.resident_bytes(evict)
+            )
+            plan.check()
+            for lru in evict:
                 await self._unload(lru.key)
             self.loading.add(record.key)
             self.failed.pop(record.key, None)
             try:
                 started = time.monotonic()
-                model = await load(record, self.settings, options or LoadOptions(), self._on_failed)
+                model = await load(plan, self.settings, self._on_failed)
             except ModelFailed as exc:
                 self.failed[record.key] = exc.message
                 raise
@@ -138,6 +145,10 @@ class ModelManager:
         record = self.resolve(name)
         current = self.loaded.get(record.key)
         if current is not None and self._differs(current, options):
+            plan = await asyncio.to_thread(
+                plan_load, record, self.settings, options, self.resident_bytes([current])
+            )
+            plan.check()  # before the loaded model goes
             await self.unload(record.key)
         elif current is not None and options.ttl_seconds is not None:
             current.options.ttl_seconds = options.ttl_seconds
@@ -150,8 +161,13 @@ class ModelManager:
                 want.parallel is not None
                 and want.parallel != (model.options.parallel or self.settings.parallel)
             )
-            or (want.flash_attn is not None and want.flash_attn != model.options.flash_attn)
+            or want.kv_cache(model.kv_cache) != model.kv_cache
         )
+
+    @staticmethod
+    def resident_bytes(models: list[LoadedModel]) -> int:
+        """The memory the workers of `models` hold now (what unloading them gives back)."""
+        return sum(m.engine.report().get("rss_bytes") or 0 for m in models)
 
     async def unload(self, name: str) -> bool:
         record = self.resolve(name)

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from anthropic.types import ModelInfo
 
-from lmdock.api.native.catalog import default_context
 from lmdock.core.errors import InvalidRequest
+from lmdock.models.load_plan import LoadOptions, plan_load
 from lmdock.models.manager import ModelManager
 from lmdock.models.store import ModelRecord
 from lmdock.upstream.listing import upstream_model_info
@@ -17,7 +17,12 @@ def model_info(manager: ModelManager, record: ModelRecord) -> dict:
     mtime = int(record.path.stat().st_mtime)
     loaded = manager.loaded.get(record.key)
     # the served window: the loaded context, or the one a load would give (not the trained one)
-    context = loaded.n_ctx if loaded else default_context(record, manager.settings)
+    if loaded is not None:
+        context: int | None = loaded.n_ctx
+    elif record.metadata.error:
+        context = None  # listed, but not loadable
+    else:
+        context = plan_load(record, manager.settings, LoadOptions()).context_length
     info = ModelInfo(
         type="model",
         id=record.key,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmdock.core.config import MAX_DEFAULT_CTX, Settings
+from lmdock.core.config import Settings
 from lmdock.models.capabilities import capabilities, model_type
-from lmdock.models.estimate import estimate_memory
+from lmdock.models.load_plan import LoadOptions, plan_load
 from lmdock.models.loaded import LoadedModel
 from lmdock.models.manager import ModelManager
 from lmdock.models.sampling_defaults import sampling_defaults
@@ -24,19 +24,37 @@ def params_string(n_params: int | None) -> str | None:
     return str(n_params)
 
 
-def default_context(record: ModelRecord, settings: Settings) -> int:
-    """The context a load without options gets (as models/loaded.py chooses it)."""
-    trained = record.metadata.context_length or MAX_DEFAULT_CTX
-    return settings.ctx_size or min(trained, MAX_DEFAULT_CTX)
-
-
 def instance_config(model: LoadedModel, settings: Settings) -> dict[str, Any]:
+    kv = model.kv_cache
     return {
         "context_length": model.n_ctx,
         "parallel": model.options.parallel or settings.parallel,
         "eval_batch_size": settings.batch_size,
-        "flash_attention": model.options.flash_attn,
+        "flash_attention": model.flash_attention,  # in effect (LM Studio's bool)
+        "flash_attn": kv.flash_attn,  # the setting (llama.cpp's on|off|auto)
+        "kv_cache_type": kv.lm_studio_type,
+        "cache_type_k": kv.type_k,
+        "cache_type_v": kv.type_v,
         "ttl_seconds": model.options.ttl_seconds,
+    }
+
+
+def memory_estimates(
+    manager: ModelManager, record: ModelRecord, loaded: LoadedModel | None
+) -> dict[str, Any]:
+    """The estimate for the context a load would get (a loaded model: the one it has), for the
+    configured KV cache and for f16 and q8_0, and whether it fits the memory available now."""
+    options = LoadOptions()
+    if loaded is not None:
+        kv = loaded.kv_cache
+        options = LoadOptions(
+            ctx_size=loaded.n_ctx, cache_type_k=kv.type_k, cache_type_v=kv.type_v, flash_attn=kv.flash_attn
+        )
+    plan = plan_load(record, manager.settings, options)
+    return {
+        "memory_estimate": plan.estimate.as_dict(),
+        "memory_estimates": plan.estimates(),
+        "memory_available_bytes": plan.budget.available,
     }
 
 
@@ -79,7 +97,5 @@ def model_entry(manager: ModelManager, record: ModelRecord) -> dict[str, Any]:
     elif state == "failed":
         entry["error"] = manager.failed[record.key]
     else:
-        entry["memory_estimate"] = estimate_memory(
-            record, default_context(record, manager.settings)
-        ).as_dict()
+        entry |= memory_estimates(manager, record, loaded)
     return entry

@@ -11,14 +11,14 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmdock.api.native.catalog import default_context, instance_config, model_entry
+from lmdock.api.native.catalog import instance_config, model_entry
 from lmdock.api.request_log import note_usage
 from lmdock.api.services import download_jobs_of, manager_of
 from lmdock.api.validation import read_json, validate_body
 from lmdock.core.errors import InvalidRequest, ModelNotFound
+from lmdock.core.kv_cache import check_cache_type, flash_attn_value
 from lmdock.models.downloads import parse_spec, plan_download
-from lmdock.models.estimate import estimate_memory, kv_element_bytes
-from lmdock.models.loaded import LoadOptions
+from lmdock.models.load_plan import LoadOptions, plan_load
 from lmdock.models.manager import ModelManager
 from lmdock.upstream.listing import upstream_entry
 
@@ -34,9 +34,32 @@ class _Body(BaseModel):
 class LoadConfig(_Body):
     context_length: int | None = Field(default=None, ge=256)
     parallel: int | None = Field(default=None, ge=1, le=64)
-    flash_attention: bool | None = None
-    kv_cache_type: str | None = None
+    flash_attention: bool | None = None  # LM Studio's
+    kv_cache_type: str | None = None  # LM Studio's: K and V
+    cache_type_k: str | None = None  # llama.cpp's names, beside LM Studio's
+    cache_type_v: str | None = None
+    flash_attn: str | None = None  # on | off | auto
     ttl: int | None = Field(default=None, ge=1)
+
+    def kv_options(self) -> tuple[str | None, str | None, str | None]:
+        """(cache_type_k, cache_type_v, flash_attn) from either vocabulary; both given and different is
+        a 400 naming the pair."""
+        fa = None if self.flash_attention is None else flash_attn_value(self.flash_attention)
+        return (
+            _one_of(self.cache_type_k, "cache_type_k", self.kv_cache_type, "kv_cache_type", check_cache_type),
+            _one_of(self.cache_type_v, "cache_type_v", self.kv_cache_type, "kv_cache_type", check_cache_type),
+            _one_of(self.flash_attn, "flash_attn", fa, "flash_attention", flash_attn_value),
+        )
+
+
+def _one_of(value, name: str, alias, alias_name: str, normalise) -> str | None:
+    value = None if value is None else normalise(value, name)
+    alias = None if alias is None else normalise(alias, alias_name)
+    if value is not None and alias is not None and value != alias:
+        raise InvalidRequest(
+            f"{name}: '{value}' disagrees with {alias_name} '{alias}'; give one of them", param=name
+        )
+    return value if value is not None else alias
 
 
 class LoadBody(LoadConfig):
@@ -102,22 +125,22 @@ async def load_model(request: Request):
     manager = manager_of(request)
     record = manager.resolve(_check_name(body.model, manager))
     want = body.settings()
-    kv_type = want.kv_cache_type or "f16"
-    kv_element_bytes(kv_type)  # validates the name
-    if body.estimate_only:
-        context = want.context_length or default_context(record, manager.settings)
-        return {"model": record.key, "estimate": estimate_memory(record, context, kv_type).as_dict()}
-    if kv_type != "f16":
-        raise InvalidRequest("kv_cache_type: only f16 is supported so far", param="kv_cache_type")
-    note_usage(request, record.key)
-    record.check_loadable()
-    started = time.monotonic()
+    type_k, type_v, flash_attn = want.kv_options()
     options = LoadOptions(
         ctx_size=want.context_length,
         parallel=want.parallel,
         ttl_seconds=want.ttl,
-        flash_attn=want.flash_attention,
+        cache_type_k=type_k,
+        cache_type_v=type_v,
+        flash_attn=flash_attn,
     )
+    if body.estimate_only:  # an impossible KV cache combination is a 400 here too
+        plan = await asyncio.to_thread(plan_load, record, manager.settings, options)
+        return {"model": record.key, **plan.as_dict()}
+    options.kv_cache(manager.settings.kv_cache)  # a 400 before anything is unloaded or started
+    note_usage(request, record.key)
+    record.check_loadable()
+    started = time.monotonic()
     model = await manager.load_as_asked(record.key, options)
     return {
         "model_instance_id": model.key,

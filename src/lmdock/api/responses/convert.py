@@ -193,6 +193,9 @@ def _part(part: Any, role: str, where: str) -> Item:
         return {"type": "input_text", "text": text}
     if kind == "refusal":
         return {"type": "refusal", "refusal": str(part.get("refusal", ""))}
+    if kind == "input_image" and part.get("detail") is None:
+        # OpenAI fills in "auto"; the SDK's ResponseInputImage cannot read an input_items answer without it
+        return {**part, "detail": "auto"}
     if kind in _PLACEHOLDERS:
         return dict(part)
     raise _bad(f"{where}.type", f"unsupported content part type {kind!r}")
