@@ -116,7 +116,7 @@ class Settings:
         256, help="Shortest cached run of tokens reused at a new position after a prompt differs (0: off)."
     )
     spec_type: str = setting(
-        "none",
+        "ngram",
         help="Speculative decoding: ngram (draft tokens looked up in the sequence's own prompt and output, "
         "verified in the batch by the sequence's own sampler) or none.",
     )

@@ -30,7 +30,7 @@ class ContextParams:
 class SpecConfig:
     """Draftless speculative decoding (`--spec-type`, `--spec-draft-max`, `--spec-ngram-min`)."""
 
-    type: str = "none"  # core.config.SPEC_TYPES: "ngram" or "none" (off by default: see README)
+    type: str = "none"  # core.config.SPEC_TYPES: "ngram" or "none" (the server's default: Settings.spec_type)
     draft_max: int = 16  # most draft tokens one sequence verifies in one step
     ngram_min: int = 3  # tokens of the n-gram looked up in the history (a longer match is preferred)
 
