@@ -66,3 +66,22 @@ def test_a_prefix_moved_out_to_ram_still_gives_its_runs_to_chunk_reuse():
         assert again_text == beta_text
     finally:
         close(client)
+
+
+def test_a_prompt_saved_before_a_restart_gives_its_runs_to_chunk_reuse(tmp_path):
+    """An agent's first request in a new folder after a restart still takes the tool block over: chunk
+    reuse plans over resident slots, so the disk entry is loaded into an idle slot first."""
+    client = make_engine(tmp_path, parallel=2)
+    try:
+        _, cold = run(generate(client, _agent_prompt("beta-service-api"), 8))
+        assert cold.cached_tokens == 0
+    finally:
+        close(client)
+    client = make_engine(tmp_path, parallel=2)
+    try:
+        assert client.engine.cache.disk, "the cold prompt was saved"
+        _, alpha = run(generate(client, _agent_prompt("alpha-notes"), 8))
+        assert client.engine.stats.moved_tokens > 0, "the tool block should move in from the disk entry"
+        assert alpha.cached_tokens > 0.8 * alpha.prompt_tokens, alpha
+    finally:
+        close(client)

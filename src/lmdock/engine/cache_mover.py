@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from lmdock.engine.chunk_reuse import best_plan
 from lmdock.engine.lookup import Nearest, nearer, nearest
-from lmdock.engine.prompt_cache import PromptCache
-from lmdock.engine.reuse import plan_reuse
+from lmdock.engine.prompt_cache import CacheEntry, PromptCache
+from lmdock.engine.reuse import plan_reuse, run_anchors, window_hashes
 from lmdock.engine.runner import ModelRunner
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import Slot, SlotPool
@@ -31,19 +31,26 @@ class CacheMover:
 
     def restore(self, slot: Slot, prompt: list[int]) -> CacheTier | None:
         """Load a cached state into `slot` if it holds a longer prefix of `prompt` than the slot does;
-        the tier it came from, or None.
-
-        A disk file is verified first: a damaged one is deleted and the slot keeps what it had. If
-        llama.cpp then fails to load a state, the slot is left empty (the prompt is computed cold)."""
+        the tier it came from, or None (see `_load` for an entry that cannot be loaded)."""
         hit = self.cache.lookup(prompt, have=len(slot.tokens))
         if hit is None:
             return None
-        entry = hit.entry
-        tier: CacheTier = "ram" if entry.data is not None else "disk"
+        tier: CacheTier = "ram" if hit.entry.data is not None else "disk"
+        if not self._load(slot, hit.entry):
+            return None
+        self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
+        slot.reuses = self.pool.reused_from(slot, hit.n_tokens)
+        self.cache.restored(hit.entry)
+        return tier
+
+    def _load(self, slot: Slot, entry: CacheEntry) -> bool:
+        """Replace what `slot` holds with `entry`'s state. A disk file is verified first: a damaged one is
+        deleted and the slot keeps what it had. If llama.cpp then fails to load the state, the slot is
+        left empty (its prompt is computed cold) and the entry dropped."""
         files, file = self.cache.files, entry.file
         if file is not None and (files is None or not files.verify(file)):
             self.cache.discard(entry, "the file is damaged or cut short")
-            return None
+            return False
         self.runner.apply(self.pool.clear(slot))
         if entry.data is not None:
             loaded = self.runner.write_state(slot.seq_id, entry.data)
@@ -53,12 +60,9 @@ class CacheMover:
         if not loaded:
             self.runner.apply(self.pool.clear(slot))
             self.cache.discard(entry, "llama.cpp could not load it")
-            return None
+            return False
         slot.tokens, slot.reuses = list(entry.tokens), entry.reuses
-        self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
-        slot.reuses = self.pool.reused_from(slot, hit.n_tokens)
-        self.cache.restored(entry)
-        return tier
+        return True
 
     def persist(self, seq: Sequence) -> None:
         """Save a just-prefilled prompt to disk unless a saved entry already covers it."""
@@ -100,27 +104,27 @@ class CacheMover:
         return self.cache.on_disk(slot.tokens)
 
     def promote(self, prompt: list[int]) -> None:
-        """Bring a host-RAM entry back into an empty slot when chunk reuse could take more of `prompt`
-        from it than from any resident slot, so that a prefix `clear_the_way` moved out stays a source
-        of cached runs (chunk reuse plans over resident slots only)."""
+        """Bring a host-RAM or disk entry into an empty slot when chunk reuse could take more of `prompt`
+        from it than from any resident slot, so that a prefix `clear_the_way` moved out, or one saved
+        before a restart (an agent's tool block, first used from another folder), stays a source of
+        cached runs: chunk reuse plans over resident slots only."""
         min_run = self.chunk_reuse_min
         idle = [s for s in self.pool.slots if not s.busy]
         empty = [s for s in idle if not s.tokens]
-        if min_run <= 0 or len(idle) < 2 or not empty or not self.cache.ram:
+        sources = self.cache.sources()
+        if min_run <= 0 or len(idle) < 2 or not empty or not sources:
             return
         _, resident = best_plan(self.pool, prompt, min_run)
         beat = max(resident.reused if resident else 0, self.pool.best_prefix(prompt)[1]) + min_run
         best, best_reused = None, beat - 1
-        for entry in self.cache.ram:
+        windows = window_hashes(prompt)
+        for entry in sources:
+            if entry.anchors is None:
+                entry.anchors = run_anchors(entry.tokens, min_run)
+            if entry.anchors is not None and entry.anchors.isdisjoint(windows):
+                continue  # no run of min_run tokens to take: skip indexing the whole entry
             plan = plan_reuse(entry.tokens, prompt, min_run)
             if plan.runs and plan.reused > best_reused:
                 best, best_reused = entry, plan.reused
-        if best is None or best.data is None:
-            return
-        slot = empty[0]
-        if self.runner.write_state(slot.seq_id, best.data):
-            slot.tokens, slot.reuses = list(best.tokens), best.reuses
+        if best is not None and self._load(empty[0], best):
             self.cache.restored(best)
-        else:
-            self.runner.apply(self.pool.clear(slot))
-            self.cache.discard(best, "llama.cpp could not load it")

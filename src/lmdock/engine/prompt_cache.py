@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmdock.core.backoff import Backoff
@@ -41,6 +41,7 @@ class CacheEntry:
     file: CacheFile | None = None  # disk tier
     last_used: float = 0.0
     reuses: int = 0  # the slot's count (slots.Slot.reuses): later prompts that reused a long prefix of it
+    anchors: frozenset[int] | None = field(default=None, repr=False, compare=False)  # reuse.run_anchors
 
     @property
     def nbytes(self) -> int:
@@ -107,11 +108,15 @@ class PromptCache:
         limit = len(prompt) - 1
         best: CacheEntry | None = None
         best_len = have + self.min_gain
-        for entry in self.ram + self._fitting(self.disk):
+        for entry in self.sources():
             n = min(common_prefix_len(entry.tokens, prompt), limit)
             if n > best_len:
                 best, best_len = entry, n
         return Restore(best, best_len) if best is not None else None
+
+    def sources(self) -> list[CacheEntry]:
+        """The entries a slot can load: every RAM entry, then the disk entries that fit the context."""
+        return self.ram + self._fitting(self.disk)
 
     def restored(self, entry: CacheEntry) -> None:
         """`entry` now lives in a slot. A RAM copy is dropped (the slot spills it again when evicted);

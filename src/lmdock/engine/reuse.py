@@ -83,6 +83,24 @@ def _match_len(cached: Sequence[int], src: int, prompt: Sequence[int], dst: int,
     return n
 
 
+def run_anchors(cached: Sequence[int], min_run: int) -> frozenset[int] | None:
+    """Hashes of `cached`'s anchor windows sampled every `min_run - anchor + 1` tokens, or None when
+    `min_run` is shorter than an anchor. Every run of at least `min_run` tokens contains a sampled
+    window, so a prompt none of whose `window_hashes` is here can take no run from `cached`: a test of a
+    few set lookups before `plan_reuse`, which indexes the whole sequence."""
+    if min_run < _ANCHOR:
+        return None
+    stride = min_run - _ANCHOR + 1
+    return frozenset(
+        hash(tuple(cached[i : i + _ANCHOR])) for i in range(0, len(cached) - _ANCHOR + 1, stride)
+    )
+
+
+def window_hashes(prompt: Sequence[int]) -> frozenset[int]:
+    """Hashes of every anchor window of `prompt` (what `run_anchors` are looked up in)."""
+    return frozenset(hash(tuple(prompt[i : i + _ANCHOR])) for i in range(len(prompt) - _ANCHOR + 1))
+
+
 def _index(cached: Sequence[int], start: int) -> dict[tuple[int, ...], list[int]]:
     """Positions of every anchor-length window of `cached` from `start` on (windows with holes skipped)."""
     index: dict[tuple[int, ...], list[int]] = {}

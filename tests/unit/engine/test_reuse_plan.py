@@ -9,7 +9,7 @@ import pytest
 from gguf import GGUFWriter
 
 from lmdock.engine.gguf_header import read_gguf_header
-from lmdock.engine.reuse import HOLE, ReusePlan, Run, plan_reuse, shift_blocker
+from lmdock.engine.reuse import HOLE, ReusePlan, Run, plan_reuse, run_anchors, shift_blocker, window_hashes
 
 
 def _rand(n: int, seed: int) -> list[int]:
@@ -188,3 +188,23 @@ def test_shift_capability_from_a_tiny_gguf(tmp_path: Path, arch: str, kv: dict, 
         assert reason is None
     else:
         assert blocked in reason
+
+
+@pytest.mark.parametrize("min_run", [8, 9, 64, 256])
+def test_run_anchors_find_every_run_plan_reuse_finds(min_run: int):
+    """The cheap test before planning never hides a run: wherever `plan_reuse` finds one, the sampled
+    anchors of the cached sequence meet the prompt's windows; unrelated text meets none."""
+    rng = random.Random(min_run)
+    for trial in range(40):
+        cached = _rand(rng.randrange(min_run, 3000), trial)
+        start = rng.randrange(0, len(cached) - min_run + 1)
+        length = rng.randrange(min_run, len(cached) - start + 1)
+        prompt = _rand(rng.randrange(1, 50), trial + 500) + cached[start : start + length] + [7]
+        assert plan_reuse(cached, prompt, min_run).reused >= min_run
+        anchors = run_anchors(cached, min_run)
+        assert anchors is not None and not anchors.isdisjoint(window_hashes(prompt)), (trial, start, length)
+        assert anchors.isdisjoint(window_hashes(_rand(2000, trial + 900)))
+
+
+def test_run_anchors_decline_runs_shorter_than_an_anchor():
+    assert run_anchors(_rand(100, 1), 4) is None
