@@ -16,6 +16,8 @@ from tests.conftest import LMDOCK, REPO, Server, start_server
 
 BIN = REPO / "node_modules" / ".bin"
 QWEN = "qwen2.5-coder-0.5b-instruct"
+# Codex features that add tools beside the shell (`codex features list`)
+EXTRA_TOOLS = ("goals", "multi_agent", "image_generation", "view_image", "apps", "plugins", "sleep_tool")
 AGENT_TIMEOUT = 2400  # the first prompt (7-10k tokens) is read on one shared CPU core: minutes
 
 
@@ -41,16 +43,18 @@ def _codex_exec(server: Server, home: Path, work: Path, target: Path, log: Path)
     """One `lmdock launch codex -- exec` run, stopped once `target` exists; returns Codex's JSON events
     (stdout) and leaves what launch printed in `log`."""
     # exec's own flags: no sandbox (this machine may not allow one), JSON events, no retries (an error
-    # must show), no goal tools (the 0.5B model takes the task's "create" for create_goal and calls it
-    # over and over), and the task in the issue's words
+    # must show), only the shell tools (the 0.5B model takes the task's "create" for create_goal, or
+    # spawns a sub-agent with made-up arguments, and calls it over and over), and the task in the
+    # issue's words with the command that does it (left to itself, the 0.5B model mostly runs
+    # `echo 'hi'` and prints the word instead of writing the file)
     command = _launch(
         server,
         "codex",
         *["exec", "--skip-git-repo-check", "--json", "--dangerously-bypass-approvals-and-sandbox"],
-        *["--disable", "goals"],
+        *[arg for feature in EXTRA_TOOLS for arg in ("--disable", feature)],
         *["-c", "model_providers.lmdock.request_max_retries=0"],
         *["-c", "model_providers.lmdock.stream_max_retries=0"],
-        "create hello.txt containing hi",
+        "create hello.txt containing hi by running: echo hi > hello.txt",
     )
     out = log.with_suffix(".jsonl")
     with out.open("w") as stdout, log.open("w") as stderr:
@@ -79,17 +83,33 @@ def _codex_exec(server: Server, home: Path, work: Path, target: Path, log: Path)
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
+def _tool_round_trips(home: Path) -> list[str]:
+    """The names of the tool calls in Codex's session logs whose output went back to the model and got
+    an answer (through lmdock: a later call, message or reasoning item)."""
+    names = []
+    for rollout in sorted((home / "sessions").rglob("*.jsonl")):
+        items = [json.loads(line).get("payload", {}) for line in rollout.read_text().splitlines() if line]
+        kinds = [item.get("type") for item in items]
+        for i, item in enumerate(items):
+            if item.get("type") != "function_call" or "function_call_output" not in kinds[i:]:
+                continue
+            after_output = kinds[kinds.index("function_call_output", i) :]
+            if any(kind in ("function_call", "message", "reasoning") for kind in after_output):
+                names.append(item.get("name", ""))
+    return names
+
+
 def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
     home, work = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     target = work / "hello.txt"
-    # Up to two runs. The sampled 0.5B model sometimes puts `sandbox_permissions: "require_escalated"`
-    # on its shell call; Codex itself refuses that under approval policy "never" ("you cannot ask for
-    # escalated permissions if the approval policy is Never") and the turn ends without the file — no
-    # error event, lmdock answered every request. That is the model's choice, not a fault of lmdock or
-    # launch, so such a run earns one more try (on a warm prompt cache). A failed turn or an error event
-    # is never retried: that is what this test is for.
+    # Up to two runs. The sampled 0.5B model often ends its turn without the file, every request
+    # answered and no error event: it prints "hi" instead of writing it, or puts `sandbox_permissions:
+    # "require_escalated"` on its shell call, which Codex itself refuses under approval policy "never".
+    # That is the model's choice, not a fault of lmdock or launch, so such a run earns one more try (on
+    # a warm prompt cache). A failed turn or an error event is never retried: that is what this test is
+    # for.
     for attempt in (1, 2):
         log = tmp_path / f"launch-{attempt}.err"
         events = _codex_exec(agent_server, home, work, target, log)
@@ -100,10 +120,17 @@ def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
         assert not failures, failures
         if target.exists():
             break
-    assert target.exists(), events[-20:]
-    assert target.read_text().strip() == "hi", target.read_text()
     assert 'POST /v1/responses HTTP/1.1" 200' in agent_server.log()  # through lmdock
     assert not (home / "config.toml").exists()  # launch wrote no configuration
+    if target.exists():
+        assert target.read_text().strip() == "hi", target.read_text()
+    else:
+        # Two runs without the file: the model's choice, as above. What lmdock and launch owe Codex
+        # still holds or fails here: a tool call streamed through the Responses API that Codex
+        # parsed and ran (or refused by its own policy), its output sent back, and an answer to that.
+        round_trips = _tool_round_trips(home)
+        assert round_trips, events[-20:]
+        assert set(round_trips) <= {"exec_command", "shell", "shell_command"}, round_trips
 
 
 def test_launch_opencode_round_trip(agent_server: Server, tmp_path: Path):
