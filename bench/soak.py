@@ -598,7 +598,8 @@ async def _finish_batch(base: str, batch_id: str, requests: list[dict], tally: T
             "batch", f"custom_ids not each exactly once: {ids.most_common(3)}, {len(ids)} of {len(requests)}"
         )
     if states.get("succeeded", 0) != len(requests):
-        tally.problem("batch", f"not every request succeeded: {dict(states)}")
+        errors = Counter(json.dumps(line["result"].get("error"))[:300] for line in lines)
+        tally.problem("batch", f"not every request succeeded: {dict(states)}; errors: {dict(errors)}")
     return {"ended": True, "results": len(lines), "states": dict(states), "identical_twice": first == second}
 
 
