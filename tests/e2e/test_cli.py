@@ -102,7 +102,10 @@ def test_log_stream_prints_each_request(server: Server):
             timeout=120,
         )
         assert r.status_code == 200
+        # this request's entry; one an earlier test left in flight (Claude Code's side calls) may come first
         entry = json.loads(proc.stdout.readline())
+        while entry["request_id"] != r.headers["request-id"]:
+            entry = json.loads(proc.stdout.readline())
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

@@ -50,7 +50,9 @@ def test_body_over_the_limit_is_413(tmp_path):
         r = httpx.post(f"{srv.base_url}/v1/messages", content=chunks())
         _assert_envelope(r, 413, "request_too_large")
         ok = httpx.post(
-            f"{srv.base_url}/v1/messages", json={"model": "default", "max_tokens": 2, "messages": HI}
+            f"{srv.base_url}/v1/messages",
+            json={"model": "default", "max_tokens": 2, "messages": HI},
+            timeout=120,  # the first generation loads the model
         )
         assert ok.status_code == 200
     finally:

@@ -158,22 +158,28 @@ def test_unload_past_the_grace_period_ends_streams_with_an_error_event(tmp_path:
                     text += line + "\n"
                     if "content_block_delta" in line:
                         started[i].set()
-                outcomes.append((r.status_code, text))
+                outcomes.append((r.status_code, text, unloading.is_set()))
                 started[i].set()
 
+        unloading = threading.Event()
         threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
         for ev in started:
             assert ev.wait(300)
+        unloading.set()
         r = httpx.post(f"{srv.base_url}/api/v1/models/unload", json={"model": QWEN}, timeout=120)
         assert r.status_code == 200
         for t in threads:
             t.join(timeout=120)
             assert not t.is_alive()
         assert len(outcomes) == 4
-        for status, text in outcomes:
-            assert status == 200
+        # a sampled story may end before the unload (a one-line answer): only the streams still running
+        # then are cut off, and most of four long stories are
+        cut = [text for status, text, during_unload in outcomes if during_unload]
+        assert len(cut) >= 2, outcomes
+        assert all(status == 200 for status, _, _ in outcomes)
+        for text in cut:
             assert "event: error" in text and "was unloaded before this request finished" in text, text[-500:]
         assert srv.proc.poll() is None
         assert srv.anthropic().messages.create(**GREEDY).content
