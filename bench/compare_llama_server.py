@@ -349,10 +349,18 @@ def sc_decode4(c: Ctx) -> dict[str, Any]:
 
 
 def sc_prefill(c: Ctx) -> dict[str, Any]:
-    body = text_of(c.sizes.prefill_tokens, seed=1)
+    # A new text each run (the same texts on both servers): a nonce in front defeats prefix caching but
+    # not lmdock's chunk reuse, which would move the whole unchanged body into place instead.
     runs = [
-        c.send([user(f"{nonce()}\n{body}\n\nName one function from the reference above.")], 4)
-        for _ in range(c.sizes.repeats)
+        c.send(
+            [
+                user(
+                    f"{nonce()}\n{text_of(c.sizes.prefill_tokens, seed=1 + i)}\n\nName one function from the reference above."
+                )
+            ],
+            4,
+        )
+        for i in range(c.sizes.repeats)
     ]
     return {
         "value": statistics.median(r.input_tokens / r.ttft for r in runs),
