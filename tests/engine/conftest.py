@@ -54,19 +54,9 @@ def engine_spec(
     )
 
 
-def make_engine(
-    cache_dir=None,
-    *,
-    parallel: int = 4,
-    n_ctx: int = 8192,
-    ram_bytes: int = 256 << 20,
-    kv: KvCacheConfig | None = None,
-    speculation: SpecConfig | None = None,
-) -> InProcessClient:
-    """A started in-process client (see `engine_spec`)."""
-    spec = engine_spec(
-        cache_dir, parallel=parallel, n_ctx=n_ctx, ram_bytes=ram_bytes, kv=kv, speculation=speculation
-    )
+def make_engine(cache_dir=None, **spec_args) -> InProcessClient:
+    """A started in-process client; `spec_args` are `engine_spec`'s."""
+    spec = engine_spec(cache_dir, **spec_args)
     client = make_client(spec, in_process=True)
     assert isinstance(client, InProcessClient)
     run(client.start())
