@@ -14,10 +14,11 @@ prefill and the 12k that continues it are together the work of one 20k prefill, 
 prefills 20k tokens once per server instead of twice. Also reported: peak RSS of the process that holds
 the model (lmdock's worker; llama-server itself) and, for lmdock, the bytes per token of the prompt-cache
 file the 20k prompt left on disk. A quantized V cache needs flash attention in llama.cpp, so the rows
-without it quantize K only (V stays f16).
+without it quantize K only (V stays f16). lmdock runs with `--spec-type none`, as llama-server runs
+without speculation: the rows compare the KV cache, not speculation (bench/speculation.py does that).
 
-One configuration takes about 8 minutes on 2 cores; run them one at a time (each through
-/work/tools/modelrun), appending to the same --json file, then print the table with --table.
+One configuration takes about 12 minutes on 2 cores (both servers); run them on a quiet machine, a few at a
+time if need be, appending to the same --json file, then print the table with --table.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ QUESTION = (
 def _flags(server: str, k: str, v: str, fa: str) -> tuple[str, ...]:
     if server == "llama-server":
         return ("-ctk", k, "-ctv", v, "-fa", fa)
-    return ("--cache-type-k", k, "--cache-type-v", v, "--flash-attn", fa)
+    # speculation off: both servers do the same work per token (llama-server runs without it too)
+    return ("--cache-type-k", k, "--cache-type-v", v, "--flash-attn", fa, "--spec-type", "none")
 
 
 def _worker_pid(base: str) -> int | None:

@@ -3,7 +3,9 @@
 Scenarios (greedy, streamed, one request at a time after a warm-up run of the same prompt):
 - edit: a 100-line Python file (bench/data/edit_source.txt) to be given back with every function renamed
   (copy-heavy: most output tokens repeat the prompt);
-- prose: a story (nothing to copy: speculation must not cost).
+- prose: a story (nothing to copy: speculation must not cost);
+- 4 streams: two edit and two prose requests at once; aggregate tok/s is all their output tokens over the
+  time from the first delta of any to the last delta of any (drafts share each step with other sequences).
 
 Servers: lmdock `--spec-type none`, lmdock with its default (ngram), and with `--llama-server` the vendored
 llama-server without speculation and with `--spec-type ngram-map-k`. Decode tok/s is (output tokens - 1)
@@ -20,13 +22,14 @@ import re
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Server, ServerSpec, wait_quiet  # noqa: E402
-from compare_llama_server import cpu_model, model_id, new_client, send, user  # noqa: E402
+from compare_llama_server import Reply, cpu_model, model_id, new_client, send, user  # noqa: E402
 
 SOURCE = (Path(__file__).resolve().parent / "data" / "edit_source.txt").read_text()
 PROMPTS = {
@@ -78,7 +81,31 @@ def measure(server: Server, max_tokens: int, repeats: int) -> dict[str, dict[str
             "accepted": a1 - a0,
         }
         print(f"  {name}: {out[name]}", file=sys.stderr, flush=True)
+    rounds = []
+    for _ in range(repeats):
+        wait_quiet(60)
+        rounds.append(four_streams(base, model, max_tokens))
+    tps, tokens = sorted(rounds)[len(rounds) // 2]
+    out[FOUR] = {"tps": tps, "tokens": tokens, "proposed": 0, "accepted": 0}
+    print(f"  {FOUR}: {out[FOUR]}", file=sys.stderr, flush=True)
     return out
+
+
+FOUR = "4 streams"
+
+
+def four_streams(base: str, model: str, max_tokens: int) -> tuple[float, int]:
+    """Aggregate decode tok/s of two edit and two prose requests sent together, and their tokens."""
+
+    def one(prompt: str) -> Reply:
+        with new_client() as client:
+            return send(client, base, model, [user(prompt)], max_tokens)
+
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(one, [PROMPTS["edit"], PROMPTS["prose"]] * 2))
+    span = max(r.t_last for r in replies) - min(r.t_first for r in replies)
+    tokens = sum(r.output_tokens for r in replies)
+    return tokens / span, tokens
 
 
 def main() -> int:
@@ -106,14 +133,14 @@ def main() -> int:
     print(f"\n{when}, {cpu_model()}, {args.threads} threads, greedy, max_tokens {args.max_tokens}\n")
     print(
         "| server | "
-        + " | ".join(f"{p} tok/s (× lmdock none)" for p in PROMPTS)
+        + " | ".join(f"{p} tok/s (× lmdock none)" for p in [*PROMPTS, FOUR])
         + " | edit accepted/proposed |"
     )
-    print("|---|" + "---|" * (len(PROMPTS) + 1))
+    print("|---|" + "---|" * (len(PROMPTS) + 2))
     for name, r in results.items():
         cells = [
             f"{r[p]['tps']:.1f} ({r[p]['tps'] / base[p]['tps']:.2f}×, {r[p]['tokens']:.0f} tok)"
-            for p in PROMPTS
+            for p in [*PROMPTS, FOUR]
         ]
         edit = r["edit"]
         acc = f"{edit['accepted']:.0f}/{edit['proposed']:.0f}" if edit["proposed"] else "–"

@@ -85,6 +85,7 @@ def test_a_partial_hit_says_where_the_prompt_diverged(one_at_a_time: Server, log
     assert cache["prompt_after"].startswith("3; the working tree")
     assert cache["cached_after"].startswith("2; the working tree")
     assert second["queue_ms"] >= 0 and second["blocked_by"] is None
+    assert 0 < second["ttft_ms"] <= second["duration_ms"]
     metrics = httpx.get(f"{one_at_a_time.base_url}/metrics").text
     assert f'lmdock_cache_lookups_total{{model="{QWEN}",outcome="slot"}}' in metrics
     hits = [line for line in metrics.splitlines() if line.startswith("lmdock_cache_lookups_total")]
@@ -118,6 +119,7 @@ def test_a_queued_request_says_what_it_waited_for(one_at_a_time: Server, log_lin
     second.join(timeout=600)
     waited = [log_lines(i) for i in ids if log_lines(i)["blocked_by"] is not None]
     assert len(waited) == 1 and waited[0]["queue_ms"] > 0
+    assert waited[0]["queue_ms"] < waited[0]["ttft_ms"] <= waited[0]["duration_ms"]  # it waited, then ran
     assert waited[0]["blocked_by"] == "all 1 parallel sequences are running"
     cached = httpx.get(url).json()["cache"]  # the long prompt was saved to the disk tier after prefill
     assert any(e["tier"] == "disk" and e["tokens"] > 1000 for e in cached), cached

@@ -432,15 +432,37 @@ def test_server_page_shows_metrics_log_and_snippets(page: Page, web: Server):
     group = page.locator(f".metric-group[data-model='{QWEN}']")
     expect(group).to_contain_text("tokens/s")
     expect(group).to_contain_text("cache hit rate")
-    r = httpx.post(
-        f"{web.base_url}/v1/messages",
-        json={"model": QWEN, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]},
-        timeout=GENERATION_S,
-    )
-    assert r.status_code == 200
+    charts = group.locator("figure.chart")
+    expect(charts).to_have_count(3)
+    for name in ("tokens", "queue", "hits"):
+        expect(group.locator(f"figure[data-chart='{name}'] canvas")).to_be_visible()
+
+    def ask(text: str) -> None:
+        r = httpx.post(
+            f"{web.base_url}/v1/messages",
+            json={"model": QWEN, "max_tokens": 5, "messages": [{"role": "user", "content": text}]},
+            timeout=GENERATION_S,
+        )
+        assert r.status_code == 200
+
+    ask("Hi")
     row = page.locator("table.log tbody tr", has_text="POST /v1/messages").first
     expect(row).to_contain_text(QWEN)
     expect(row).to_contain_text("200")
+    ask("Hi")  # the same prompt again: its whole prefix comes from the resident slot
+    expect(row.get_by_test_id("cache")).to_contain_text("slot")
+    # The charts follow the polls: tokens were generated and prompt tokens hit the cache in the window.
+    for name in ("tokens", "hits"):
+        page.wait_for_function(
+            f"() => Number(document.querySelector(\"figure[data-chart='{name}']\").dataset.peak) > 0",
+            timeout=30_000,
+        )
+    # A prompt that shares only the start of the cached one says where it left it, and with what text.
+    ask("Tell me about the moon")
+    cache = row.get_by_test_id("cache")
+    expect(cache).to_contain_text("diverged at token")
+    cache.locator("summary").click()
+    expect(cache.locator(".diverged")).to_contain_text("Tell me")
     # The metrics view follows /metrics (polled): the request shows up in the counters.
     expect(group.locator("div", has=page.locator("dt", has_text="requests")).locator("dd")).not_to_have_text(
         "0", timeout=30_000

@@ -73,6 +73,40 @@ def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
         close(second)
 
 
+def _rules(n: int) -> str:
+    return "Reference manual. " + " ".join(
+        f"Rule {i}: keep crate {i} at shelf {i * 7 % 23}." for i in range(n)
+    )
+
+
+def test_a_saved_prompt_longer_than_the_free_cells_restores_once_idle_slots_give_way(tmp_path):
+    """llama.cpp loads a saved state into free KV cells only. A 20k-token prompt saved before a restart,
+    asked again beside a cached 8k one in a 24k context, did not fit: the load failed, the entry was
+    dropped and the prompt computed cold. Idle slots now give way first (spilled as any eviction), and the
+    entry restores in full; the same here at a tenth of the size."""
+    long_prompt, short_prompt = (
+        chatml(f"Which rule names crate 9? {_rules(100)}"),
+        chatml(f"Which rule names crate 9? {_rules(50)}"),
+    )
+    first = make_engine(tmp_path, parallel=1, n_ctx=2048)
+    try:
+        cold_text, cold = run(generate(first, long_prompt, 8))
+        assert 1400 < cold.prompt_tokens < 2000, cold
+    finally:
+        close(first)
+    second = make_engine(tmp_path, parallel=1, n_ctx=2048)
+    try:
+        _, short = run(generate(second, short_prompt, 8))  # half of the saved prompt, from the disk entry
+        assert 2 * short.prompt_tokens > cold.prompt_tokens and short.cached_tokens > 0
+        assert 2048 - second.engine.pool.resident_cells() < cold.prompt_tokens  # no room beside it
+        again_text, again = run(generate(second, long_prompt, 8))
+        assert again.cached_tokens >= cold.prompt_tokens - 1 - 32, again
+        assert again_text == cold_text
+        assert second.engine.stats.hits_disk == 2 and second.engine.cache.disk
+    finally:
+        close(second)
+
+
 def test_cancelled_streams_free_their_sequences_and_kv(engine):
     async def cancel_one(i: int):
         tokens = engine.vocab.tokenize(chatml(f"Write a very long essay about topic number {i}."))

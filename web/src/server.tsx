@@ -1,8 +1,9 @@
-// The server page: /metrics (polled), the live request log (GET /api/v1/logs/stream, SSE) and snippets
+// The server page: /metrics (polled, with live charts of the last minutes), the live request log (GET /api/v1/logs/stream, SSE) and snippets
 // that point Claude Code and the SDKs at this server.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { apiKey, errorText, type ModelEntry, request, sseEvents } from "./api";
 import { CopyButton } from "./chat";
+import { appendSample, emptyHistory, type History, LiveChart } from "./charts";
 
 interface Props {
   models: ModelEntry[];
@@ -35,9 +36,20 @@ export function parseMetrics(text: string): Samples {
   return out;
 }
 
+/** What changed between two polls of one model: generated tokens per second, and the share of the
+ * prompt tokens that arrived in between which came from the prefix cache (null: none arrived). */
+export function intervalRates(before: Record<string, number>, after: Record<string, number>, seconds: number) {
+  const delta = (name: string) => Math.max(0, (after[name] ?? 0) - (before[name] ?? 0));
+  const prompts = delta("prompt_tokens");
+  return {
+    tokensPerSecond: seconds > 0 ? delta("generated_tokens") / seconds : 0,
+    hitRate: prompts > 0 ? Math.min(100, (100 * delta("cache_hit_tokens")) / prompts) : null,
+  };
+}
+
 function Metrics() {
   const [samples, setSamples] = useState<Samples>({});
-  const [rates, setRates] = useState<Record<string, number>>({});
+  const [histories, setHistories] = useState<Record<string, History>>({});
   const [error, setError] = useState<string | null>(null);
   const previous = useRef<{ at: number; samples: Samples } | null>(null);
 
@@ -49,20 +61,24 @@ function Metrics() {
         const now = performance.now();
         const next = parseMetrics(text);
         const prev = previous.current;
+        previous.current = { at: now, samples: next };
+        if (stopped) return;
         if (prev) {
           const seconds = (now - prev.at) / 1000;
-          const r: Record<string, number> = {};
-          for (const [model, values] of Object.entries(next)) {
-            const before = prev.samples[model]?.generated_tokens;
-            if (before !== undefined && seconds > 0) r[model] = Math.max(0, (values.generated_tokens - before) / seconds);
-          }
-          setRates(r);
+          const t = Date.now() / 1000;
+          setHistories((all) => {
+            const out: Record<string, History> = {};
+            for (const [model, values] of Object.entries(next)) {
+              const before = prev.samples[model];
+              if (!before) continue;
+              const rates = intervalRates(before, values, seconds);
+              out[model] = appendSample(all[model] ?? emptyHistory(), t, { ...rates, queueDepth: values.queue_depth ?? 0 });
+            }
+            return out;
+          });
         }
-        previous.current = { at: now, samples: next };
-        if (!stopped) {
-          setSamples(next);
-          setError(null);
-        }
+        setSamples(next);
+        setError(null);
       } catch (exc) {
         if (!stopped) setError(errorText(exc));
       }
@@ -83,15 +99,20 @@ function Metrics() {
       {!entries.length && !error && <p class="muted">No model is loaded: metrics appear once one is.</p>}
       {entries.map(([model, v]) => {
         const hitRate = v.prompt_tokens ? (100 * (v.cache_hit_tokens ?? 0)) / v.prompt_tokens : 0;
+        const h = histories[model] ?? emptyHistory();
         return (
           <div class="metric-group" key={model} data-model={model}>
             <h3>{model}</h3>
+            <div class="charts">
+              <LiveChart name="tokens" label="generated tokens/s" unit="" t={h.t} values={h.tokensPerSecond} />
+              <LiveChart name="queue" label="queue depth" unit="" t={h.t} values={h.queueDepth} />
+              <LiveChart name="hits" label="cache hit rate" unit=" %" t={h.t} values={h.hitRate} max={100} />
+            </div>
             <dl class="metrics">
               <Metric label="tokens/s (engine)" value={(v.tokens_per_second ?? 0).toFixed(1)} />
-              <Metric label="generated/s (now)" value={(rates[model] ?? 0).toFixed(1)} />
               <Metric label="queue depth" value={String(v.queue_depth ?? 0)} />
               <Metric label="active sequences" value={String(v.active_sequences ?? 0)} />
-              <Metric label="cache hit rate" value={`${hitRate.toFixed(1)} %`} />
+              <Metric label="cache hit rate (all)" value={`${hitRate.toFixed(1)} %`} />
               <Metric label="requests" value={String(v.requests ?? 0)} />
               <Metric label="generated tokens" value={String(v.generated_tokens ?? 0)} />
               <Metric label="prompt tokens" value={String(v.prompt_tokens ?? 0)} />
@@ -174,6 +195,59 @@ interface LogEntry {
   output_tokens: number | null;
   cached_tokens: number | null;
   duration_ms: number;
+  cache: CacheLookup | null; // how the engine's cache lookup went (null: not generated locally)
+  queue_ms: number | null;
+  ttft_ms: number | null; // from arrival to the first generated text
+  blocked_by: string | null; // why it waited in the queue, if it did
+}
+
+interface CacheLookup {
+  tier: "slot" | "ram" | "disk" | null; // null: a miss
+  cached_tokens: number;
+  chunk_reused_tokens: number;
+  diverged_at: number | null; // token index where the prompt left the nearest cached entry
+  before: string | null;
+  prompt_after: string | null;
+  cached_after: string | null;
+}
+
+/** A log entry's cache cell: where the prefix came from, what chunk reuse moved in, and on a partial
+ * hit where the prompt left the nearest cached entry, with the text on each side. */
+function CacheCell({ cache }: { cache: CacheLookup | null }) {
+  if (!cache) return null;
+  const moved = cache.chunk_reused_tokens ? ` + ${cache.chunk_reused_tokens} moved` : "";
+  const hit = cache.tier ? `${cache.tier} ${cache.cached_tokens}${moved}` : cache.chunk_reused_tokens ? `miss${moved}` : "miss";
+  if (cache.diverged_at === null) return <span data-testid="cache">{hit}</span>;
+  return (
+    <details data-testid="cache">
+      <summary>
+        {hit} · diverged at token {cache.diverged_at}
+      </summary>
+      <dl class="diverged">
+        <dt>shared</dt>
+        <dd>
+          <code>…{cache.before}</code>
+        </dd>
+        <dt>prompt</dt>
+        <dd>
+          <code>{cache.prompt_after}…</code>
+        </dd>
+        <dt>cached</dt>
+        <dd>
+          <code>{cache.cached_after}…</code>
+        </dd>
+      </dl>
+    </details>
+  );
+}
+
+function millis(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
+}
+
+function queueText(e: LogEntry): string {
+  if (e.queue_ms === null || e.queue_ms === undefined) return "";
+  return e.blocked_by ? `${millis(e.queue_ms)} (${e.blocked_by})` : millis(e.queue_ms);
 }
 
 const QUIET = /^\/(metrics|_app\/|$)|^\/favicon/;
@@ -230,7 +304,9 @@ function RequestLog() {
             <th scope="col">status</th>
             <th scope="col">model</th>
             <th scope="col">in</th>
-            <th scope="col">cached</th>
+            <th scope="col">cache</th>
+            <th scope="col">queued</th>
+            <th scope="col">first token</th>
             <th scope="col">out</th>
             <th scope="col">duration</th>
           </tr>
@@ -247,14 +323,18 @@ function RequestLog() {
               <td>{e.status}</td>
               <td>{e.model ?? ""}</td>
               <td>{e.input_tokens ?? ""}</td>
-              <td>{e.cached_tokens ?? ""}</td>
+              <td>
+                <CacheCell cache={e.cache} />
+              </td>
+              <td>{queueText(e)}</td>
+              <td>{e.ttft_ms === null || e.ttft_ms === undefined ? "" : millis(e.ttft_ms)}</td>
               <td>{e.output_tokens ?? ""}</td>
-              <td>{e.duration_ms >= 1000 ? `${(e.duration_ms / 1000).toFixed(2)} s` : `${e.duration_ms} ms`}</td>
+              <td>{millis(e.duration_ms)}</td>
             </tr>
           ))}
           {!shown.length && (
             <tr>
-              <td colSpan={8} class="muted">
+              <td colSpan={10} class="muted">
                 Requests appear here as they finish.
               </td>
             </tr>

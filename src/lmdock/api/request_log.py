@@ -87,12 +87,15 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            hub_of(scope["app"]).publish(_entry(scope, status, time.perf_counter() - started))
+            hub_of(scope["app"]).publish(_entry(scope, status, started))
 
 
-def _entry(scope: Scope, status: int, seconds: float) -> dict[str, Any]:
+def _entry(scope: Scope, status: int, started: float) -> dict[str, Any]:
+    """The log entry of a request that began at `started` (time.perf_counter()) and ends now."""
     state = scope.get("state", {})
     usage: Usage | None = state.get("log_usage")
+    prepared: PreparedChat | None = state.get("log_prepared")
+    first = prepared.first_output_at if prepared is not None else None
     return {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "request_id": state.get("request_id"),
@@ -105,9 +108,10 @@ def _entry(scope: Scope, status: int, seconds: float) -> dict[str, Any]:
         "cached_tokens": usage.cached_tokens if usage else None,
         "spec_proposed_tokens": usage.spec_proposed_tokens if usage else None,
         "spec_accepted_tokens": usage.spec_accepted_tokens if usage else None,
-        "duration_ms": round(seconds * 1000, 1),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "ttft_ms": round((first - started) * 1000, 1) if first is not None else None,
         "sampling": state.get("log_sampling"),
-        **_admission(state.get("log_prepared")),
+        **_admission(prepared),
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ class PreparedChat(ABC):
     cached_tokens: int = 0
     sampling: SamplingParams = field(default_factory=SamplingParams)  # effective: request + model defaults
     admission: Admitted | None = None  # the local engine's, once seen: cache lookup, time queued and why
+    first_output_at: float | None = None  # time.perf_counter() when the first generated text arrived
+
+    def note_output(self) -> None:
+        """Mark the first output (the request log reports the time to it); later calls keep the first."""
+        if self.first_output_at is None:
+            self.first_output_at = time.perf_counter()
 
     @abstractmethod
     async def admitted(self) -> Usage:
@@ -93,6 +100,7 @@ class EngineChat(PreparedChat):
                     self.cached_tokens, self.admission = event.cached_tokens, event
                     continue
                 if isinstance(event, TextChunk):
+                    self.note_output()
                     if aligner is not None and event.logprobs:
                         aligner.add(event.logprobs)
                     for out in parser.feed(event.text):

@@ -12,16 +12,23 @@ from lmdock.engine.reuse import plan_reuse, run_anchors, window_hashes
 from lmdock.engine.runner import ModelRunner
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import Slot, SlotPool
-from lmdock.engine.types import CacheTier
+from lmdock.engine.types import CacheTier, EngineStats
 
 
 class CacheMover:
     def __init__(
-        self, cache: PromptCache, runner: ModelRunner, pool: SlotPool, chunk_reuse_min: int = 0
+        self,
+        cache: PromptCache,
+        runner: ModelRunner,
+        pool: SlotPool,
+        stats: EngineStats,
+        chunk_reuse_min: int = 0,
     ) -> None:
         self.cache = cache
         self.runner = runner
         self.pool = pool
+        self.stats = stats
+        self.n_ctx = runner.model.n_ctx
         self.chunk_reuse_min = chunk_reuse_min  # shortest run chunk reuse moves (0: off)
 
     def nearest(self, prompt: list[int], resident: Nearest | None) -> Nearest | None:
@@ -36,17 +43,21 @@ class CacheMover:
         if hit is None:
             return None
         tier: CacheTier = "ram" if hit.entry.data is not None else "disk"
-        if not self._load(slot, hit.entry):
+        if not self._load(slot, hit.entry, make_room=True):
             return None
         self.runner.apply(self.pool.truncate(slot, hit.n_tokens))
         slot.reuses = self.pool.reused_from(slot, hit.n_tokens)
         self.cache.restored(hit.entry)
         return tier
 
-    def _load(self, slot: Slot, entry: CacheEntry) -> bool:
-        """Replace what `slot` holds with `entry`'s state. A disk file is verified first: a damaged one is
-        deleted and the slot keeps what it had. If llama.cpp then fails to load the state, the slot is
-        left empty (its prompt is computed cold) and the entry dropped."""
+    def _load(self, slot: Slot, entry: CacheEntry, *, make_room: bool = False) -> bool:
+        """Replace what `slot` holds with `entry`'s state. llama.cpp loads a state into free cells only,
+        so where the other slots leave too few, idle ones give way first (`make_room`), or the slot keeps
+        what it has. A disk file is verified first: a damaged one is deleted and the slot keeps what it
+        had. If llama.cpp then fails to load the state, the slot is left empty (its prompt is computed
+        cold); the entry is dropped the second time (the first may have met cells too scattered)."""
+        if not self._room_for(slot, len(entry.tokens), make_room):
+            return False
         files, file = self.cache.files, entry.file
         if file is not None and (files is None or not files.verify(file)):
             self.cache.discard(entry, "the file is damaged or cut short")
@@ -59,10 +70,28 @@ class CacheMover:
             loaded = self.runner.load_file(slot.seq_id, files.state_path(file), len(entry.tokens))
         if not loaded:
             self.runner.apply(self.pool.clear(slot))
-            self.cache.discard(entry, "llama.cpp could not load it")
+            entry.load_failures += 1
+            if entry.load_failures >= 2:
+                self.cache.discard(entry, "llama.cpp could not load it")
             return False
         slot.tokens, slot.reuses = list(entry.tokens), entry.reuses
         return True
+
+    def _room_for(self, slot: Slot, n_tokens: int, make_room: bool) -> bool:
+        """Whether `n_tokens` cells are free once `slot` is emptied; with `make_room`, idle slots give way
+        (spilled as for any eviction, least costly to lose first) until they are."""
+        while self.n_ctx - self.pool.resident_cells(besides=slot) < n_tokens:
+            others = [s for s in self.pool.evictable() if s is not slot] if make_room else []
+            if not others:
+                return False
+            self.evict(others[0])
+        return True
+
+    def evict(self, slot: Slot) -> None:
+        """Free an idle cached slot, copying its state to host RAM first if the cache wants it."""
+        self.spill(slot)
+        self.runner.apply(self.pool.clear(slot))
+        self.stats.evictions += 1
 
     def persist(self, seq: Sequence) -> None:
         """Save a just-prefilled prompt to disk unless a saved entry already covers it."""

@@ -73,7 +73,9 @@ class Engine:
             log.info("chunk reuse off for %s: %s (prefix reuse only)", model.path.name, self.chunk_reuse_off)
         self.pool = SlotPool(n_seq)
         reuse_min = config.chunk_reuse_min if self.chunk_reuse_off is None else 0
-        self.mover = CacheMover(cache, self.runner, self.pool, reuse_min) if cache is not None else None
+        self.mover = (
+            CacheMover(cache, self.runner, self.pool, self.stats, reuse_min) if cache is not None else None
+        )
         self.scheduler = Scheduler(
             self.pool,
             SchedulerConfig(
@@ -328,6 +330,7 @@ class Engine:
         """Free an idle cached slot, spilling its state to host RAM first (engine thread, or tests on an
         idle engine)."""
         if self.mover is not None:
-            self.mover.spill(slot)
-        self.runner.apply(self.scheduler.evict(slot))
-        self.stats.evictions += 1
+            self.mover.evict(slot)
+        else:
+            self.runner.apply(self.scheduler.evict(slot))
+            self.stats.evictions += 1

@@ -42,6 +42,7 @@ class CacheEntry:
     last_used: float = 0.0
     reuses: int = 0  # the slot's count (slots.Slot.reuses): later prompts that reused a long prefix of it
     anchors: frozenset[int] | None = field(default=None, repr=False, compare=False)  # reuse.run_anchors
+    load_failures: int = field(default=0, compare=False)  # llama.cpp refused to load it (CacheMover._load)
 
     @property
     def nbytes(self) -> int:

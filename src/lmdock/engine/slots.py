@@ -201,14 +201,17 @@ class SlotPool:
         recently used)."""
         return sorted((s for s in self.slots if not s.busy and s.tokens), key=self._give_way_order)
 
-    def resident_cells(self) -> int:
-        """KV cells all slots hold together: each slot's tokens past the longest prefix it has in common
-        with a slot before it (prefix copies share cells; llama.cpp attends over all of them)."""
+    def resident_cells(self, besides: Slot | None = None) -> int:
+        """KV cells all slots (but `besides`) hold together: each slot's tokens past the longest prefix it
+        has in common with a slot before it (prefix copies share cells; llama.cpp attends over all of
+        them)."""
         total = 0
         held: list[list[int]] = []
         for slot in sorted(self.slots, key=lambda s: -len(s.tokens)):
             if not slot.tokens:
                 break
+            if slot is besides:
+                continue
             total += len(slot.tokens) - max((common_prefix_len(slot.tokens, t) for t in held), default=0)
             held.append(slot.tokens)
         return total
