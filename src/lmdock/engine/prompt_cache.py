@@ -142,11 +142,11 @@ class PromptCache:
         return self.ram_bytes > 0 and n_tokens >= self.min_tokens
 
     def add_ram(self, tokens: list[int], data: bytes, reuses: int = 0) -> None:
-        """Keep an evicted slot's state (unless an entry already extends it); entries it extends go,
+        """Keep an evicted slot's state (unless a loadable entry already extends it); entries it extends go,
         then, while over budget, those no later prompt reused before those reused (a one-off side
         request never pushes out a conversation's prefix), least recently used first; one is kept."""
         for entry in self.ram:
-            if is_prefix(tokens, entry.tokens):  # already kept, and more
+            if is_prefix(tokens, entry.tokens) and not entry.load_failures:  # already kept, and more
                 entry.last_used = self._clock()
                 entry.reuses = max(entry.reuses, reuses)
                 return
