@@ -284,9 +284,12 @@ def lmdock_server(home: Path, log: Path, ctx: int = 32768) -> Server:
 
 
 def claude_env(base_url: str, context_length: int = 32768) -> dict[str, str]:
-    """What `lmdock launch claude` sets (lmdock.cli.launch_cmd) for the default model at `base_url`."""
+    """What `lmdock launch claude` sets (lmdock.cli.launch_cmd) for the default model at `base_url`, and a
+    cap of 1,024 output tokens per request: Claude Code asks for up to 32,000, and a 0.5B model that
+    loses its way writes until then (8,000 tokens in one turn, measured), minutes at 10 tok/s."""
     url = httpx.URL(base_url)
-    return claude_settings(Target(ClientServer(url.host, url.port or 80), MODEL, context_length)).env
+    env = claude_settings(Target(ClientServer(url.host, url.port or 80), MODEL, context_length)).env
+    return {**env, "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1024"}
 
 
 def message_events(
