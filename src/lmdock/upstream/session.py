@@ -63,12 +63,12 @@ class UpstreamChat(PreparedChat):
         chunks = opened.chunks()
         try:
             async for event in self.make_events(chunks):
-                if not isinstance(event, Done):
-                    self.note_output()
                 if isinstance(event, Done):
                     if not event.usage.input_tokens:
                         event.usage.input_tokens = self.input_tokens
                     _account(opened.node, event)
+                else:
+                    self.note_output()
                 yield event
         finally:
             await chunks.aclose()
