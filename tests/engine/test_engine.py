@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from lmdock.core.request import SamplingParams
-from lmdock.engine import EngineRequest, TextChunk
+from lmdock.engine import EngineRequest, Finished, TextChunk
 from tests.engine.conftest import chatml, close, generate, make_engine, run
 
 PROMPTS = [
@@ -71,6 +71,59 @@ def test_ram_and_disk_cache_hits_equal_cold_output(tmp_path):
         assert (second.engine.stats.hits_disk, second.engine.stats.misses) == (1, 0)
     finally:
         close(second)
+
+
+def test_a_prompt_is_saved_to_disk_after_its_first_token_is_sent(tmp_path):
+    """Saving an 11k-token prompt takes most of a second; a Claude Code turn used to wait for it before
+    its first token. The first token goes out (the worker flushes on `on_step`) before the save."""
+    prompt = chatml(
+        "Which rule mentions item 3?",
+        "Reference manual. " + " ".join(f"Rule {i}: keep item {i} dry." for i in range(60)),
+    )
+    client = make_engine(tmp_path, parallel=1)
+    engine = client.engine
+    assert engine.mover is not None
+    flushes: list[int] = []  # tokens generated when the events were flushed, at each flush
+    seen: list[tuple[int, int]] = []  # tokens generated at each save, and at the flush before it
+    persist = engine.mover.persist
+
+    def watched(seq):
+        seen.append((seq.generated, flushes[-1] if flushes else -1))
+        persist(seq)
+
+    engine.on_step = lambda: flushes.append(sum(s.generated for s in engine.scheduler.running))
+    engine.mover.persist = watched
+    try:
+        _, fin = run(generate(client, prompt, 8))
+        assert fin.generated_tokens == 8
+        assert seen == [(1, 1)], seen  # saved once, after the first token was flushed, not before
+        assert engine.cache.disk
+    finally:
+        close(client)
+
+
+def test_a_reply_that_ends_on_its_first_token_is_complete_only_once_its_prompt_is_saved(tmp_path):
+    prompt = chatml(
+        "Which rule mentions item 5?",
+        "Reference manual. " + " ".join(f"Rule {i}: keep item {i} wet." for i in range(60)),
+    )
+    client = make_engine(tmp_path, parallel=1)
+    try:
+
+        async def first_token_only():
+            request = EngineRequest(
+                prompt=client.vocab.tokenize(prompt), max_tokens=1, sampling=SamplingParams(temperature=0)
+            )
+            async for event in await client.submit(request):
+                if isinstance(event, Finished):
+                    return event, list(client.engine.cache.disk)  # as the client sees it on Finished
+            raise AssertionError("no Finished")
+
+        fin, saved = run(first_token_only())
+        assert fin.generated_tokens == 1 and len(saved) == 1
+        assert saved[0].tokens == client.vocab.tokenize(prompt)
+    finally:
+        close(client)
 
 
 def _rules(n: int) -> str:

@@ -88,6 +88,8 @@ class Engine:
             ),
         )
         self.speculator = Speculator(config.speculation, model.params.n_batch, self.stats)
+        # prompts prefilled this step, while their first tokens are sampled (saved once those are out)
+        self._unsaved: list[Sequence] = []
         self._cv = threading.Condition()  # guards the scheduler's waiting queue (shared with submit)
         self._stopping = False
         self.failure: str | None = None  # set if the engine thread stopped on its own
@@ -237,10 +239,32 @@ class Engine:
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens
             if plan.seq.phase is Phase.DECODE and plan.seq.generated == 0 and self.mover is not None:
-                self._isolated(plan.seq, self.mover.persist, plan.seq)
-        for seq in ready:
-            if seq.phase is not Phase.DONE:
-                self._isolated(seq, self._sample, seq)
+                self._unsaved.append(plan.seq)
+        try:
+            for seq in ready:
+                if seq.phase is not Phase.DONE:
+                    self._isolated(seq, self._sample, seq)
+        finally:
+            unsaved, self._unsaved = self._unsaved, []  # only while their KV holds just the prompt
+        self._save_prefilled(unsaved)
+
+    def _save_prefilled(self, unsaved: list[Sequence]) -> None:
+        """Save the prompts prefilled this step to disk once their first tokens have gone out: writing and
+        hashing a long prompt's state takes most of a second (135 MB at 11k tokens on the default
+        model), which every Claude Code turn would otherwise wait for before its first token. The KV
+        holds just the prompt until the next decode, so what is saved is the same. A sequence that ends
+        sooner is saved before its end is sent (`_end`): a finished reply means a saved prompt."""
+        if not unsaved:
+            return
+        if self.on_step is not None:
+            self.on_step()  # the worker sends the first tokens now
+        for seq in unsaved:
+            if seq.slot is not None:  # still holds its prompt's KV
+                self._isolated(seq, self._save, seq)
+
+    def _save(self, seq: Sequence) -> None:
+        assert self.mover is not None  # only queued with a cache
+        self.mover.persist(seq)
 
     def _sample(self, seq: Sequence) -> None:
         """Sample the next token, then each draft position while the draft holds (every position with
@@ -310,6 +334,12 @@ class Engine:
         error: str | None = None,
     ) -> None:
         """Finish a sequence and give back its slot; its KV stays as prefix cache if `keep_cache`."""
+        if seq in self._unsaved:  # ends on its first token: saved before the reply is complete
+            self._unsaved.remove(seq)
+            try:
+                self._save(seq)
+            except Exception:
+                log.exception("request %d: saving its prompt failed", seq.id)
         with self._cv:
             ops = self.scheduler.remove(seq, keep_cache=keep_cache)
         try:
