@@ -184,7 +184,7 @@ class Engine:
         self._splice()
         step = self.scheduler.schedule()
         if step:
-            self.speculator.plan(step)
+            self.speculator.plan(step, self.pool.kv_span(self.runner.kv_version))
             self._step(step)
         if self.on_step is not None:
             self.on_step()
@@ -232,9 +232,10 @@ class Engine:
             if not self.speculator.retract(step):
                 self._make_room(step)
             return
-        if step.decode:  # this step's n_kv: the cells the slots held before it, and its own tokens
-            self.stats.decoded_step(self.pool.kv_span(self.runner.kv_version) + step.n_tokens)
-        self.speculator.timed(step, self.runner.last_seconds)
+        n_kv = self.pool.kv_span(self.runner.kv_version)  # the cells the slots held before this step
+        if step.decode:  # this step's n_kv: those, and its own tokens
+            self.stats.decoded_step(n_kv + step.n_tokens)
+        self.speculator.timed(step, n_kv, self.runner.last_seconds)
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:
             self.stats.prompt_tokens_processed += plan.n_tokens

@@ -7,9 +7,10 @@ n-gram index proposed, what was then sampled and how long steps took, and applie
   in two states: inside a run of right guesses (an agent copying a file: nearly always right) and
   outside one (a fresh lookup: often wrong). Every sampled token that had a proposal is a trial, whether
   it was verified or not, so the estimate stays current while nothing is verified.
-- `StepCost` learns how long one `llama_decode` takes for a batch of B tokens on this machine, from the
-  steps the engine runs (no fixed numbers: a 2-core laptop and a 64-core server differ by far more than
-  any default could cover).
+- `StepCost` learns how long one `llama_decode` takes for a batch of B tokens on this machine, at the KV
+  depth it runs at, from the steps the engine runs (no fixed numbers: a 2-core laptop and a 64-core
+  server differ by far more than any default could cover, and a step over 20k cached tokens costs
+  several times one over none).
 - `plan_drafts` picks the draft lengths that maximise expected emitted tokens per second of the step,
   so a draft is verified only where it is expected to pay for the batch tokens it adds.
 """
@@ -88,17 +89,19 @@ class Acceptance:
         return Acceptance(self.fresh.seed(weight), self.run.seed(weight))
 
 
-class StepCost:
-    """Seconds of one `llama_decode` step as a function of its token count B, learned from decode-only
-    steps: a line `a + b * (B - 1)` fitted by recency-weighted least squares. Until steps of different
-    sizes have been seen, the slope leans on a prior (`PRIOR_SLOPE` of a one-token step per extra
-    token, on the dear side so that drafts start only where acceptance is high)."""
+class CostLine:
+    """Seconds of one `llama_decode` step as a function of its token count B at one KV depth, learned
+    from decode-only steps: a line `a + b * (B - 1)` fitted by recency-weighted least squares. Until
+    steps of different sizes have been seen, the slope leans on a prior (`prior_slope` of a one-token
+    step per extra token: what a shallower depth measured, or `PRIOR_SLOPE`, on the dear side so that
+    drafts start only where acceptance is high)."""
 
     PRIOR_SLOPE = 0.5
     PRIOR_WEIGHT = 4.0  # the prior counts like this much spread in B (in B^2 units)
     DECAY = 0.99  # per observed step: the fit follows the machine as its load changes
 
-    def __init__(self) -> None:
+    def __init__(self, prior_slope: float = PRIOR_SLOPE) -> None:
+        self.prior_slope = prior_slope
         self._w = self._x = self._xx = self._y = self._xy = 0.0
 
     def observe(self, tokens: int, seconds: float) -> None:
@@ -118,7 +121,7 @@ class StepCost:
         mx, my = self._x / self._w, self._y / self._w
         sxx = self._xx - self._w * mx * mx
         sxy = self._xy - self._w * mx * my
-        prior = self.PRIOR_SLOPE * my / (1.0 + self.PRIOR_SLOPE * mx)
+        prior = self.prior_slope * my / (1.0 + self.prior_slope * mx)
         b = max((sxy + self.PRIOR_WEIGHT * prior) / (max(sxx, 0.0) + self.PRIOR_WEIGHT), 0.0)
         a = max(my - b * mx, 1e-6)
         return a, b
@@ -126,6 +129,41 @@ class StepCost:
     def seconds(self, tokens: int) -> float:
         a, b = self.line()
         return a + b * max(tokens - 1, 0) if a > 0 else float(max(tokens, 1))
+
+    def slope(self) -> float:
+        """What each further token costs, as a share of a one-token step (the prior before any step)."""
+        a, b = self.line()
+        return b / a if a > 0 else self.prior_slope
+
+
+class StepCost:
+    """Seconds of a decode step of B tokens at a KV depth of n_kv cells: one `CostLine` per depth band
+    (an octave of n_kv). Attention walks every cell for every token of the batch, so both a one-token
+    step and each token a draft adds cost more the deeper the KV (measured on 2 EPYC cores, default
+    model: a second token adds 0.8 of a step at 70 cells, 1.0 at 8k); one line for all depths, fitted
+    mostly on the short chat decoded before, priced a draft at 8k cells at 0.6. A band's first line
+    starts from the nearest band's slope; a band no step has reached yet borrows the nearest band's line
+    (only its shape matters: drafts are sized by ratios of step costs)."""
+
+    def __init__(self) -> None:
+        self._bands: dict[int, CostLine] = {}
+
+    @staticmethod
+    def band(n_kv: int) -> int:
+        return max(n_kv, 0).bit_length()
+
+    def observe(self, tokens: int, n_kv: int, seconds: float) -> None:
+        band = self.band(n_kv)
+        if band not in self._bands:
+            self._bands[band] = CostLine(self.at(n_kv).slope() if self._bands else CostLine.PRIOR_SLOPE)
+        self._bands[band].observe(tokens, seconds)
+
+    def at(self, n_kv: int) -> CostLine:
+        """The line for steps at `n_kv` cells (a fresh one before any step)."""
+        if not self._bands:
+            return CostLine()
+        want = self.band(n_kv)
+        return self._bands[min(self._bands, key=lambda b: (abs(b - want), -b))]
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ class Speculator:
         self.sizer = plan_drafts  # the draft-length policy (engine tests may verify every proposal whole)
         self._hold = False  # the last step with drafts found the KV cache full: one step without
 
-    def plan(self, step: Step) -> None:
-        """Set `draft` on every decoding sequence of `step` (empty where none pays)."""
+    def plan(self, step: Step, n_kv: int) -> None:
+        """Set `draft` on every decoding sequence of `step` (empty where none pays); the step attends over
+        `n_kv` KV cells besides its own tokens."""
         for seq in step.decode:
             seq.draft = []
         if not self.config.enabled or not step.decode:
@@ -40,7 +41,7 @@ class Speculator:
             self._hold = False
             return
         base = len(step.decode) + sum(p.n_tokens for p in step.prefill)
-        lengths = self.sizer(offers, base, self.n_batch - base, self.cost.seconds)
+        lengths = self.sizer(offers, base, self.n_batch - base, self.cost.at(n_kv).seconds)
         for seq, n in zip(step.decode, lengths, strict=True):
             if n and seq.spec is not None:
                 seq.draft = seq.spec.proposal[:n]
@@ -66,10 +67,10 @@ class Speculator:
         self.stats.spec_proposed_tokens += len(draft)
         self.stats.spec_accepted_tokens += accepted
 
-    def timed(self, step: Step, seconds: float) -> None:
-        """A decoded step took `seconds`: learn the step cost from steps that are decodes only."""
+    def timed(self, step: Step, n_kv: int, seconds: float) -> None:
+        """A decoded step over `n_kv` cells took `seconds`: learn the step cost from decode-only steps."""
         if step.decode and not step.prefill:
-            self.cost.observe(sum(1 + len(s.draft) for s in step.decode), seconds)
+            self.cost.observe(sum(1 + len(s.draft) for s in step.decode), n_kv, seconds)
 
     def retract(self, step: Step) -> bool:
         """llama.cpp found no room for `step`: if it carried drafts, drop them and run the next step

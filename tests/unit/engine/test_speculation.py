@@ -9,7 +9,7 @@ import pytest
 
 from lmdock.engine.ngram import MAX_MATCH, NgramIndex
 from lmdock.engine.spec import SpecConfig
-from lmdock.engine.speculation import Acceptance, DraftState, Offer, Rate, StepCost, plan_drafts
+from lmdock.engine.speculation import Acceptance, CostLine, DraftState, Offer, Rate, StepCost, plan_drafts
 
 # --- n-gram index -----------------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ def test_a_draft_state_counts_verified_and_accepted_tokens_and_indexes_what_was_
 
 
 def test_the_step_cost_fits_a_line_through_what_was_measured():
-    cost = StepCost()
+    cost = CostLine()
     for _ in range(100):
         for tokens in (1, 4, 9):
             cost.observe(tokens, 0.020 + 0.004 * (tokens - 1))
@@ -122,15 +122,50 @@ def test_the_step_cost_fits_a_line_through_what_was_measured():
 
 
 def test_with_one_step_size_seen_the_slope_is_the_prior():
-    cost = StepCost()
+    cost = CostLine()
     for _ in range(50):
         cost.observe(1, 0.030)
     a, b = cost.line()
-    assert a == pytest.approx(0.030) and b == pytest.approx(0.030 * StepCost.PRIOR_SLOPE)
+    assert a == pytest.approx(0.030) and b == pytest.approx(0.030 * CostLine.PRIOR_SLOPE)
 
 
 def test_before_any_step_each_token_costs_a_whole_step():
-    assert StepCost().seconds(1) == 1 and StepCost().seconds(5) == 5
+    assert CostLine().seconds(1) == 1 and CostLine().seconds(5) == 5
+    assert StepCost().at(8000).seconds(5) == 5
+
+
+def test_a_draft_at_depth_is_priced_by_steps_at_that_depth_not_by_the_short_chat_before():
+    """A short chat decoded with drafts (extra tokens at 0.4 of a step), then a long prompt decoded one
+    token at a time: one line over both saw dear one-token steps and cheap drafts, and priced a draft at
+    8k cells as nearly free. The 8k band has its own line: with one step size seen there, the slope the
+    shallow band measured, until drafts at 8k show their own."""
+    cost = StepCost()
+    for _ in range(100):
+        for tokens in (1, 4, 9):
+            cost.observe(tokens, 40, 0.020 + 0.008 * (tokens - 1))
+    for _ in range(60):
+        cost.observe(1, 8000, 0.050)
+    shallow, deep = cost.at(40), cost.at(8100)
+    assert shallow.seconds(2) / shallow.seconds(1) == pytest.approx(1.4, rel=0.05)
+    assert deep.seconds(1) == pytest.approx(0.050)
+    assert deep.seconds(2) / deep.seconds(1) == pytest.approx(1.4, rel=0.05)
+    for _ in range(100):
+        for tokens in (1, 2, 3):
+            cost.observe(tokens, 8000, 0.050 * tokens)  # at depth each token costs a whole step
+    assert deep.seconds(3) / deep.seconds(1) == pytest.approx(3.0, rel=0.05)
+    assert shallow.seconds(2) / shallow.seconds(1) == pytest.approx(1.4, rel=0.05)
+
+
+def test_a_depth_no_step_has_reached_borrows_the_nearest_line():
+    cost = StepCost()
+    for _ in range(50):
+        cost.observe(1, 3000, 0.030)
+        cost.observe(5, 3000, 0.050)
+    assert cost.at(20000) is cost.at(3000) and cost.at(10) is cost.at(3000)
+    for _ in range(5):
+        cost.observe(1, 16000, 0.090)
+    assert cost.at(20000) is not cost.at(3000)
+    assert StepCost.band(0) == 0 and StepCost.band(4095) == StepCost.band(2048) != StepCost.band(4096)
 
 
 # --- planning ---------------------------------------------------------------------------------------
