@@ -264,10 +264,17 @@ class Scheduler:
         return victims
 
     def schedule(self) -> Step:
-        """The next batch: all decodes first, then prefill chunks within the remaining budget (the more
-        urgent class first, oldest first within a class)."""
+        """The next batch: all decodes first, then prefill chunks within the remaining budget: the more
+        urgent class first, and within a class the prompt with the least work left (oldest first on a
+        tie). A short prompt is not stuck behind long ones: Claude Code's main-loop turn with 1,341 new
+        tokens waited 104 s for its first token behind two subagent prompts of ~6k each, oldest first.
+        A prompt counts the tokens computed for those ahead of it against its own work, so it waits for
+        at most about its own length of other prompts' work, however many short ones arrive."""
         decoding = [s for s in self.running if s.phase is Phase.DECODE]
-        prefilling = sorted((s for s in self.running if s.phase is Phase.PREFILL), key=lambda s: s.priority)
+        prefilling = sorted(
+            (s for s in self.running if s.phase is Phase.PREFILL),
+            key=lambda s: (s.priority, s.prefill_work - s.passed_over),
+        )
         plans = plan_prefill(
             prefilling,
             [s.prompt_left for s in prefilling],
@@ -275,6 +282,11 @@ class Scheduler:
             len(decoding),
             self.config.prefill_chunk_while_decoding,
         )
+        ahead = 0  # tokens this step gives to the prompts before each one
+        given = {p.seq.id: p.n_tokens for p in plans}
+        for seq in prefilling:
+            seq.passed_over += ahead
+            ahead += given.get(seq.id, 0)
         return Step(decode=decoding, prefill=plans)
 
     def postprocess(self, step: Step) -> list[Sequence]:
@@ -304,7 +316,7 @@ class Scheduler:
         lower = [s for s in self.running if s.priority > most_urgent]
         if lower:
             return Preempt(max(reversed(lower), key=lambda s: s.priority))
-        newest_first = [p.seq for p in reversed(step.prefill)]
+        newest_first = sorted((p.seq for p in step.prefill), key=lambda s: -s.id)
         if newest_first and len(self.running) > 1:
             return Preempt(max(newest_first, key=lambda s: s.priority))
         return Abort(max(self.running, key=lambda s: s.position))

@@ -57,6 +57,7 @@ class Sequence:
         self.source: Slot | None = None  # chunk reuse: the pinned slot the runs below still sit in
         self.runs: list[Run] = []  # cached runs still to move in, in prompt order (chunk_reuse.py)
         self.cached: int | None = None  # prompt tokens found in the cache at the first admission
+        self.passed_over = 0  # prefill tokens computed for prompts scheduled ahead of this one
         self.queued_at = time.monotonic()
         self.blocked_by: str | None = None  # the first reason the scheduler gave while it waited
         self.nearest: Nearest | None = None  # the resident slot nearest its prompt, seen at admission
@@ -88,6 +89,11 @@ class Sequence:
         """Prompt tokens to compute before the next step can do something else (the next cached run)."""
         end = self.runs[0].dst if self.runs else len(self.prompt)
         return end - self.cursor
+
+    @property
+    def prefill_work(self) -> int:
+        """Prompt tokens still to compute (the cached runs still to move in cost nothing)."""
+        return len(self.prompt) - self.cursor - sum(run.length for run in self.runs)
 
     @property
     def priority(self) -> int:

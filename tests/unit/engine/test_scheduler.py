@@ -145,6 +145,37 @@ def test_decodes_come_first_and_prefill_gets_the_capped_rest():
     assert [(p.seq, p.n_tokens) for p in step.prefill] == [(pre, 16)]
 
 
+def test_the_prompt_with_the_least_work_left_is_prefilled_first():
+    s = scheduler(parallel=3, n_batch=64, cap=16)
+    long, short = seq(list(range(1000, 1400))), seq(list(range(100, 140)))
+    s.add(long)
+    s.add(short)  # arrives second
+    s.admit()
+    assert [(p.seq, p.n_tokens) for p in s.schedule().prefill] == [(short, 40), (long, 24)]
+
+
+def test_a_long_prompt_passed_over_waits_at_most_about_its_own_length_of_other_work():
+    s = scheduler(parallel=2, n_batch=64, cap=16)
+    long = seq(list(range(1000, 1200)))  # 200 tokens of work
+    s.add(long)
+    s.admit()
+    firsts = []
+    for i in itertools.count():  # a stream of 60-token prompts, one after another
+        short = seq([5000 + i] + list(range(59)))
+        s.add(short)
+        s.admit()
+        step = s.schedule()
+        firsts.append(step.prefill[0].seq is long)
+        s.postprocess(step)
+        for x in [p.seq for p in step.prefill if p.seq.phase is Phase.DECODE and p.seq is not long]:
+            s.remove(x, keep_cache=False)
+        if long.phase is Phase.DECODE:
+            break
+    # shorts go first while the long prompt's work left, less what went to those ahead of it, is larger
+    assert firsts == [False, False, False, True, True, True]
+    assert long.passed_over == 3 * 60
+
+
 def test_postprocess_moves_cursors_and_returns_who_samples():
     s = scheduler(n_batch=64, cap=16)
     short = seq([1, 2, 3])
