@@ -259,9 +259,8 @@ class Engine:
             return
         if self.on_step is not None:
             self.on_step()  # the worker sends the first tokens now
-        for seq in unsaved:
-            if seq.slot is not None:  # still holds its prompt's KV
-                self._isolated(seq, self._save, seq)
+        for seq in unsaved:  # none has ended: `_end` takes a sequence out of `_unsaved` and saves it
+            self._isolated(seq, self._save, seq)
 
     def _save(self, seq: Sequence) -> None:
         assert self.mover is not None  # only queued with a cache

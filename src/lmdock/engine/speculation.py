@@ -155,7 +155,7 @@ class StepCost:
     def observe(self, tokens: int, n_kv: int, seconds: float) -> None:
         band = self.band(n_kv)
         if band not in self._bands:
-            self._bands[band] = CostLine(self.at(n_kv).slope() if self._bands else CostLine.PRIOR_SLOPE)
+            self._bands[band] = CostLine(self.at(n_kv).slope())  # the nearest band's, or the prior
         self._bands[band].observe(tokens, seconds)
 
     def at(self, n_kv: int) -> CostLine:
