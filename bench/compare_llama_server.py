@@ -185,6 +185,7 @@ def nonce() -> str:
 @dataclass
 class Reply:
     ttft: float  # seconds from sending the request to the first content_block_delta
+    t_start: float  # perf_counter() when the request went out
     t_first: float  # perf_counter() at the first and the last content_block_delta
     t_last: float
     t_end: float
@@ -197,6 +198,10 @@ class Reply:
     def decode_tps(self) -> float:
         span = self.t_last - self.t_first
         return (self.output_tokens - 1) / span if span > 0 and self.output_tokens > 1 else float("nan")
+
+    @property
+    def seconds(self) -> float:
+        return self.t_end - self.t_start
 
 
 def new_client() -> httpx.Client:
@@ -213,29 +218,31 @@ def send(
     max_tokens: int,
     system: str | None = None,
 ) -> Reply:
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "messages": messages,
-    }
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system is not None:
         body["system"] = system
+    return send_body(client, base, body)
+
+
+def send_body(client: httpx.Client, base: str, body: dict[str, Any]) -> Reply:
+    """Stream one /v1/messages request at temperature 0; the deltas' times (text, thinking or a tool
+    call's JSON) and the usage."""
     usage: dict[str, int] = {}
     text: list[str] = []
     t_first = t_last = 0.0
     t0 = time.perf_counter()
-    for data in message_events(client, base, body, usage):
+    for data in message_events(client, base, {**body, "temperature": 0, "stream": True}, usage):
         if data.get("type") == "content_block_delta":
             t_last = time.perf_counter()
             t_first = t_first or t_last
-            text.append(data["delta"].get("text") or data["delta"].get("thinking") or "")
+            delta = data["delta"]
+            text.append(delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "")
     t_end = time.perf_counter()
     if not t_first:
         t_first = t_last = t_end
     return Reply(
         ttft=t_first - t0,
+        t_start=t0,
         t_first=t_first,
         t_last=t_last,
         t_end=t_end,

@@ -120,7 +120,7 @@ class Settings:
         help="Speculative decoding: ngram (draft tokens looked up in the sequence's own prompt and output, "
         "verified in the batch by the sequence's own sampler) or none.",
     )
-    spec_draft_max: int = setting(16, help="Most draft tokens one sequence verifies per step (0: off).")
+    spec_draft_max: int = setting(48, help="Most draft tokens one sequence verifies per step (0: off).")
     spec_ngram_min: int = setting(3, help="Tokens of the n-gram looked up to propose a draft.")
     cache_dir: Path = setting(
         factory=_default_cache_dir,

@@ -31,7 +31,7 @@ class SpecConfig:
     """Draftless speculative decoding (`--spec-type`, `--spec-draft-max`, `--spec-ngram-min`)."""
 
     type: str = "none"  # core.config.SPEC_TYPES: "ngram" or "none" (the server's default: Settings.spec_type)
-    draft_max: int = 16  # most draft tokens one sequence verifies in one step
+    draft_max: int = 48  # most draft tokens one sequence verifies in one step (bench/speculation.py)
     ngram_min: int = 3  # tokens of the n-gram looked up in the history (a longer match is preferred)
 
     @property
