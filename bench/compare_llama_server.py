@@ -18,7 +18,8 @@ Scenarios:
   restart  first request after a restart, with a 6k prefix seen before the restart, over a cold first
            request; lmdock keeps --cache-dir, llama-server is restarted plainly (no --slot-save-path)
   warm     decode (single stream and 4 streams) after Claude Code's two captured first requests
-           (bench/data/, 11.6k tokens each) were served and stay cached, over the same decode on the
+           (bench/data/, 11.6k tokens each) and alpha's next turn (a reused prefix, as a session's
+           main loop) were served and stay cached, over the same decode on the
            fresh server (32k context); lmdock also reports the mean KV cells a decode step attended
            over (n_kv) and the mean llama_decode time per step, from /metrics
 """
@@ -495,13 +496,24 @@ def step_figures(before: dict[str, float], after: dict[str, float]) -> dict[str,
     return {"n_kv_per_step": cells / steps, "ms_per_step": 1000 * secs / steps}
 
 
+def claude_turns() -> list[tuple[str, dict[str, Any]]]:
+    """Claude Code's two captured first requests, then alpha's next turn: alpha's prefix is then a
+    reused one, as a session's main loop is all day."""
+    alpha, beta = ({**claude_request(n), "max_tokens": 8, "stream": True} for n in ("alpha", "beta"))
+    follow_up = [{"role": "assistant", "content": "Ready."}, {"role": "user", "content": "Go on."}]
+    return [
+        ("alpha", alpha),
+        ("beta", beta),
+        ("alpha_turn2", {**alpha, "messages": alpha["messages"] + follow_up}),
+    ]
+
+
 def sc_warm(c: Ctx) -> dict[str, Any]:
     fresh: dict[str, Any] = {}
     warm: dict[str, Any] = {}
     for phase, out in (("fresh", fresh), ("warm", warm)):
         if phase == "warm":
-            for name in ("alpha", "beta"):  # served, then left in the cache
-                body = {**claude_request(name), "max_tokens": 8, "stream": True}
+            for name, body in claude_turns():  # served, then left in the cache
                 out[f"claude_{name}_ttft_s"] = send_captured(c.base, body)["ttft"]
         for label, scenario in (("decode", sc_decode), ("decode4", sc_decode4)):
             before = engine_counters(c.base)

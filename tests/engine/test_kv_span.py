@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from lmdock.engine.slots import MOVE_REUSED_AFTER
 from tests.engine.conftest import chatml, close, generate, make_engine, run
 
 
@@ -37,6 +38,36 @@ def test_a_short_sequence_does_not_attend_over_unrelated_cached_prefixes():
         warm_text, warm = run(generate(client, long_prompt, 8))
         assert warm.cached_tokens >= cold.prompt_tokens - 1 - 64
         assert warm_text.split()[:2] == cold_text.split()[:2], (warm_text, cold_text)
+    finally:
+        close(client)
+
+
+def test_a_conversations_reused_prefix_moves_out_only_beside_work_that_pays_for_the_move():
+    client = make_engine(parallel=2)
+    engine = client.engine
+
+    def conversation_resident() -> bool:  # a reused prefix, in a slot
+        return any(slot.reuses and slot.tokens for slot in engine.pool.slots)
+
+    try:
+        turn1 = chatml(f"Summarize: {_facts('harbor', 130)}")
+        reply, _ = run(generate(client, turn1, 4))
+        turn2 = f"{turn1}{reply}<|im_end|>\n<|im_start|>user\nIn one line?<|im_end|>\n<|im_start|>assistant\n"
+        _, second = run(generate(client, turn2, 4))
+        assert second.cached_tokens > engine.pool.long_prefix and conversation_resident()
+
+        _, title = run(generate(client, chatml("Name a colour."), 4))  # a move would cost it more
+        assert conversation_resident()
+
+        before = replace(engine.stats)
+        _, side = run(generate(client, chatml("List three prime numbers."), MOVE_REUSED_AFTER))
+        steps = engine.stats.decode_steps - before.decode_steps
+        mean_span = (engine.stats.kv_cells - before.kv_cells) / steps
+        assert engine.stats.demotions > before.demotions and not conversation_resident()
+        own = side.prompt_tokens + side.generated_tokens
+        assert mean_span <= own + title.prompt_tokens + title.generated_tokens, (mean_span, side, title)
+        _, third = run(generate(client, turn2, 4))
+        assert third.cached_tokens >= second.cached_tokens - 64, "restored from host RAM"
     finally:
         close(client)
 

@@ -112,13 +112,14 @@ class CacheMover:
             if data is not None:
                 self.cache.add_ram(slot.tokens, data, slot.reuses)
 
-    def clear_the_way(self) -> int:
+    def clear_the_way(self, new_tokens: int) -> int:
         """Move idle cached prefixes that share nothing with the running sequences out of the KV cache
         (to host RAM, or nowhere when disk holds them) before new prompts take cells: llama.cpp attends
-        over every used cell, so they would slow each decode step (`SlotPool.in_the_way`). A later hit
-        restores them; one the cache can keep nowhere stays resident. Returns how many moved out."""
+        over every used cell, so they would slow each decode step (`SlotPool.in_the_way`, given the
+        admitted work: `new_tokens` to compute and generate). A later hit restores them; one the cache
+        can keep nowhere stays resident. Returns how many moved out."""
         moved = 0
-        for slot in self.pool.in_the_way(self.cache.min_tokens):
+        for slot in self.pool.in_the_way(self.cache.min_tokens, new_tokens):
             if self._keep_elsewhere(slot):
                 self.runner.apply(self.pool.clear(slot))
                 moved += 1

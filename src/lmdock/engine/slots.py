@@ -30,6 +30,13 @@ def is_prefix(short: list[int], long: list[int]) -> bool:
 
 LONG_PREFIX = 1024  # tokens: a prefix this long takes seconds to compute again on a CPU
 
+# Tokens of new work (prompt tokens to compute plus tokens to generate) beside which an idle reused
+# prefix costs more where it is than moved to host RAM and back. Both costs grow with its cells: every
+# token of a step walks each cell (0.31 us per cell, a single stream beside a 12k-token prefix on 2 EPYC
+# cores), a move copies each cell out and in (22 us per cell; up to ten times that on a first copy into
+# fresh memory), so they break even at 70-700 tokens whatever the prefix's length.
+MOVE_REUSED_AFTER = 512
+
 
 @dataclass
 class Slot:
@@ -231,18 +238,23 @@ class SlotPool:
         shared = max((common_prefix_len(slot.tokens, s.tokens) for s in self.slots if s.busy), default=0)
         return len(slot.tokens) - shared
 
-    def in_the_way(self, min_cells: int) -> list[Slot]:
+    def in_the_way(self, min_cells: int, new_tokens: int = 0) -> list[Slot]:
         """Idle slots whose own cells would slow every decode step of the busy ones, largest first.
 
         llama.cpp's unified KV cache attends over every used cell up to the highest one, masking other
         sequences' cells instead of skipping them (measured: a 16k-token idle prefix costs a short chat
         about a fifth of its decode speed). A slot counts when it owns at least `min_cells` cells and
         at least half of its KV: one that mostly shares a busy slot's prefix (an agent conversation
-        beside another on the same system prompt) frees little and would be restored as a full copy."""
+        beside another on the same system prompt) frees little and would be restored as a full copy.
+        A conversation's reused prefix counts only when the admitted work (`new_tokens`) would pay
+        more for it than its move to host RAM and back costs (`MOVE_REUSED_AFTER`): a subagent or a
+        long side request decoding beside an idle Claude Code main loop, not a one-line title."""
         found = []
         for slot in self.slots:
-            if slot.busy or not slot.tokens or self.keep_rank(slot) == 3:
-                continue  # a conversation's reused prefix stays resident for its next turn
+            if slot.busy or not slot.tokens:
+                continue
+            if self.keep_rank(slot) == 3 and new_tokens < MOVE_REUSED_AFTER:
+                continue  # cheaper to keep where its next turn finds it
             own = self.own_cells(slot)
             if own >= min_cells and 2 * own >= len(slot.tokens):
                 found.append((own, slot))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 from lmdock.engine.prompt_cache import PromptCache
-from lmdock.engine.slots import CopyPrefix, Slot, SlotPool
+from lmdock.engine.slots import MOVE_REUSED_AFTER, CopyPrefix, Slot, SlotPool
 
 LONG = 64  # the pool's long-prefix threshold in these tests
 HEADER = [1, 2, 3]  # a chat template's opening tokens, shared by every prompt
@@ -83,6 +83,20 @@ def test_a_conversations_prefix_stays_resident_beside_an_unrelated_short_request
     other = serve(p, [77] * 100)  # long, unrelated, never reused
     p.claim(side(2))  # running now
     assert main not in p.in_the_way(16) and other in p.in_the_way(16)
+
+
+def test_a_conversations_prefix_gives_way_to_work_that_would_pay_more_for_it_than_its_move():
+    """A subagent or a long side request beside an idle main loop walks every cell of the main loop's
+    prefix on each of its steps; past `MOVE_REUSED_AFTER` tokens of work a move to RAM and back is cheaper."""
+    p = pool(4)
+    serve(p, SYSTEM + [7])
+    main = serve(p, SYSTEM + [7, 9, 9, 8])
+    assert p.keep_rank(main) == 3
+    p.claim(side(2))
+    assert main not in p.in_the_way(16, MOVE_REUSED_AFTER - 1)
+    assert p.in_the_way(16, MOVE_REUSED_AFTER)[0] is main  # the largest first
+    p.claim(SYSTEM + [7, 9, 9, 8, 9, 9, 5])  # its next turn runs: sharing a busy prefix, it stays
+    assert main not in p.in_the_way(16, MOVE_REUSED_AFTER)
 
 
 def test_host_ram_drops_one_off_entries_before_a_reused_one():
