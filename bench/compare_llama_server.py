@@ -18,7 +18,7 @@ Scenarios:
   restart  first request after a restart, with a 6k prefix seen before the restart, over a cold first
            request; lmdock keeps --cache-dir, llama-server is restarted plainly (no --slot-save-path)
   warm     decode (single stream and 4 streams) after Claude Code's two captured first requests
-           (bench/data/, 11.6k tokens each) and alpha's next turn (a reused prefix, as a session's
+           (bench/data/, 11.6k tokens each) and beta's next turn (a reused prefix, as a session's
            main loop) were served and stay cached, over the same decode on the
            fresh server (32k context); lmdock also reports the mean KV cells a decode step attended
            over (n_kv) and the mean llama_decode time per step, from /metrics
@@ -497,14 +497,14 @@ def step_figures(before: dict[str, float], after: dict[str, float]) -> dict[str,
 
 
 def claude_turns() -> list[tuple[str, dict[str, Any]]]:
-    """Claude Code's two captured first requests, then alpha's next turn: alpha's prefix is then a
-    reused one, as a session's main loop is all day."""
+    """Claude Code's two captured first requests, then beta's next turn: beta's prefix is then a reused
+    one, as a session's main loop is all day (beta's, since chunk reuse moved the tool block into it)."""
     alpha, beta = ({**claude_request(n), "max_tokens": 8, "stream": True} for n in ("alpha", "beta"))
     follow_up = [{"role": "assistant", "content": "Ready."}, {"role": "user", "content": "Go on."}]
     return [
         ("alpha", alpha),
         ("beta", beta),
-        ("alpha_turn2", {**alpha, "messages": alpha["messages"] + follow_up}),
+        ("beta_turn2", {**beta, "messages": beta["messages"] + follow_up}),
     ]
 
 

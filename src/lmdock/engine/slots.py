@@ -31,11 +31,10 @@ def is_prefix(short: list[int], long: list[int]) -> bool:
 LONG_PREFIX = 1024  # tokens: a prefix this long takes seconds to compute again on a CPU
 
 # Tokens of new work (prompt tokens to compute plus tokens to generate) beside which an idle reused
-# prefix costs more where it is than moved to host RAM and back. Both costs grow with its cells: every
-# token of a step walks each cell (0.31 us per cell, a single stream beside a 12k-token prefix on 2 EPYC
-# cores), a move copies each cell out and in (22 us per cell; up to ten times that on a first copy into
-# fresh memory), so they break even at 70-700 tokens whatever the prefix's length.
-MOVE_REUSED_AFTER = 512
+# prefix costs more where it is than moved to host RAM and back. Both costs grow with its cells: beside a
+# 12k-token prefix each decode step took 4.3 ms more (26.2 against 21.9, one stream, 2 EPYC cores), and
+# moving it out took 0.17 s and back 0.1-0.15 s, so they break even near 100 tokens whatever its length.
+MOVE_REUSED_AFTER = 128
 
 
 @dataclass
