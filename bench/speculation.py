@@ -12,9 +12,8 @@ Scenarios (greedy, streamed, one request at a time after a warm-up run of the sa
   file's first lines, ~140 tokens, and closes the call);
 - 4 streams: two edit and two prose requests at once; aggregate tok/s is all their output tokens over the
   time from the first delta of any to the last delta of any (drafts share each step with other sequences).
-  Measured before the agent scenario: lmdock keeps a reused prefix resident (a conversation's, for its
-  next turn), and the agent's 12k cells would slow every step of the four (llama-server, with a slot per
-  stream, overwrites it).
+  Measured before the agent scenario, so that no server has its 12k cells in the cache then (lmdock
+  moves an idle prefix to host RAM beside this much work; llama-server's slots overwrite it).
 
 Servers: lmdock `--spec-type none`, lmdock with its default (ngram), and with `--llama-server` the vendored
 llama-server without speculation and with `--spec-type ngram-map-k`. Decode tok/s is (output tokens - 1)

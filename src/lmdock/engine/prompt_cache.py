@@ -37,7 +37,7 @@ OTHERS_IDLE_SECONDS = 3600.0  # another folder unused this long may go to keep t
 @dataclass
 class CacheEntry:
     tokens: list[int]
-    data: bytes | None = None  # host-RAM tier: llama_state_seq_get_data bytes
+    data: bytearray | None = None  # host-RAM tier: llama_state_seq_get_data bytes
     file: CacheFile | None = None  # disk tier
     last_used: float = 0.0
     reuses: int = 0  # the slot's count (slots.Slot.reuses): later prompts that reused a long prefix of it
@@ -141,7 +141,7 @@ class PromptCache:
         """Whether an evicted slot of `n_tokens` is worth copying to host RAM."""
         return self.ram_bytes > 0 and n_tokens >= self.min_tokens
 
-    def add_ram(self, tokens: list[int], data: bytes, reuses: int = 0) -> None:
+    def add_ram(self, tokens: list[int], data: bytearray, reuses: int = 0) -> None:
         """Keep an evicted slot's state (unless a loadable entry already extends it); entries it extends go,
         then, while over budget, those no later prompt reused before those reused (a one-off side
         request never pushes out a conversation's prefix), least recently used first; one is kept."""

@@ -141,19 +141,26 @@ class ModelRunner:
         """Bytes of a sequence's KV state (about what a saved state file takes)."""
         return int(L.llama_state_seq_get_size(self.ctx, ctypes.c_int32(seq_id)))
 
-    def read_state(self, seq_id: int, max_bytes: int) -> bytes | None:
-        """A sequence's KV state as bytes (None if empty, unreadable or larger than `max_bytes`)."""
+    def read_state(self, seq_id: int, max_bytes: int) -> bytearray | None:
+        """A sequence's KV state (None if empty, unreadable or larger than `max_bytes`). llama.cpp writes
+        straight into the returned buffer and `write_state` reads straight from it: a 12k-token state
+        is 151 MB on the default model, and each copy of it took 70-85 ms here."""
         size = self.state_size(seq_id)
         if size <= 0 or size > max_bytes:
             return None
-        buf = (ctypes.c_uint8 * size)()
-        written = L.llama_state_seq_get_data(self.ctx, buf, size, ctypes.c_int32(seq_id))
-        return ctypes.string_at(buf, written) if written > 0 else None
+        data = bytearray(size)
+        view = (ctypes.c_uint8 * size).from_buffer(data)
+        written = L.llama_state_seq_get_data(self.ctx, view, size, ctypes.c_int32(seq_id))
+        del view  # a buffer with a ctypes view on it cannot be resized
+        if written <= 0:
+            return None
+        del data[written:]
+        return data
 
-    def write_state(self, seq_id: int, data: bytes) -> bool:
+    def write_state(self, seq_id: int, data: bytearray) -> bool:
         self.kv_version += 1
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        return L.llama_state_seq_set_data(self.ctx, buf, len(data), ctypes.c_int32(seq_id)) > 0
+        view = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        return L.llama_state_seq_set_data(self.ctx, view, len(data), ctypes.c_int32(seq_id)) > 0
 
     def save_file(self, seq_id: int, path: Path, tokens: list[int]) -> bool:
         arr = (L.llama_token * len(tokens))(*tokens)

@@ -33,8 +33,10 @@ LONG_PREFIX = 1024  # tokens: a prefix this long takes seconds to compute again 
 # Tokens of new work (prompt tokens to compute plus tokens to generate) beside which an idle reused
 # prefix costs more where it is than moved to host RAM and back. Both costs grow with its cells: beside a
 # 12k-token prefix each decode step took 4.3 ms more (26.2 against 21.9, one stream, 2 EPYC cores), and
-# moving it out took 0.17 s and back 0.1-0.15 s, so they break even near 100 tokens whatever its length.
-MOVE_REUSED_AFTER = 128
+# moving its 151 MB out took 0.1 s and back 0.015 s, so they break even near 30 tokens whatever its
+# length (several times that where the host RAM it lands in was never touched before: a VM backs such
+# pages on first use, 1.3 s for 151 MB here).
+MOVE_REUSED_AFTER = 64
 
 
 @dataclass
