@@ -180,9 +180,7 @@ class Engine:
         for seq, claim in admitted:
             self._isolated(seq, self._start, seq, claim)
         if admitted and self.mover is not None:  # before the new prompts take cells
-            new_tokens = sum(
-                len(seq.prompt) - seq.cursor + seq.max_tokens - seq.generated for seq, _ in admitted
-            )
+            new_tokens = sum(seq.prefill_work + seq.max_tokens - seq.generated for seq, _ in admitted)
             self.stats.demotions += self.mover.clear_the_way(new_tokens)
         self._splice()
         step = self.scheduler.schedule()
