@@ -48,7 +48,7 @@ def test_specs(text, repo, filename, quant):
 
 @pytest.mark.parametrize(
     "text",
-    ["../../etc/passwd", "/etc/passwd", "acme/Tiny-GGUF/../../../x.gguf", "acme/..", "acme/r/notes.txt"],
+    ["../../etc/passwd", "/etc/passwd", "acme/Tiny-GGUF/../../../x.gguf", "acme/..", "acme/r/notes.txt", "["],
 )
 def test_path_like_specs_are_refused(text):
     with pytest.raises(InvalidRequest):

@@ -65,7 +65,10 @@ def parse_spec(text: str, quantization: str | None = None) -> DownloadSpec:
     """`publisher/repo[/file.gguf][@quant]` or a huggingface.co URL; anything path-like is refused."""
     raw = text.strip()
     revision = "main"
-    url = urlsplit(raw if "://" in raw else f"https://{raw}")
+    try:
+        url = urlsplit(raw if "://" in raw else f"https://{raw}")
+    except ValueError:  # an unbalanced "[" reads as a broken IPv6 host
+        raise _not_a_repo(text) from None
     if url.hostname in _HF_HOSTS:
         raw = unquote(url.path).strip("/")
         for marker in ("/blob/", "/resolve/", "/tree/"):
@@ -77,13 +80,17 @@ def parse_spec(text: str, quantization: str | None = None) -> DownloadSpec:
         raw, _, quantization = raw.rpartition("@")
     parts = raw.split("/")
     if len(parts) < 2 or not all(_NAME_PART.match(p) for p in parts[:2]) or ".." in parts[:2]:
-        raise InvalidRequest(
-            f"model: '{text}' is not a Hugging Face repo; expected publisher/repo[/file.gguf]", param="model"
-        )
+        raise _not_a_repo(text)
     filename = "/".join(parts[2:]) or None
     if filename is not None:
         _check_filename(filename)
     return DownloadSpec(f"{parts[0]}/{parts[1]}", filename, revision or "main", quantization or None)
+
+
+def _not_a_repo(text: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"model: '{text}' is not a Hugging Face repo; expected publisher/repo[/file.gguf]", param="model"
+    )
 
 
 def _check_filename(filename: str) -> None:
