@@ -26,7 +26,9 @@ import httpx
 from lmdock.cli.client import Server as ClientServer
 from lmdock.cli.launch_cmd import Target, claude_settings
 from lmdock.core.config import default_models_dir
+from lmdock.engine.cpu_check import decide_repack
 from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
+from lmdock.models.store import read_metadata
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 REPO = Path(__file__).resolve().parent.parent
@@ -158,6 +160,15 @@ def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 2.0) -> 
         time.sleep(10)
 
 
+def llama_server_repack_flags(threads: int) -> list[str]:
+    """`--no-repack` where lmdock's CPU self-check found llama.cpp's extra buffer types crash (Xeons with
+    AMX, say): both servers then run the same kernels, and llama-server does not die at its first decode."""
+    verdict = decide_repack(
+        DEFAULT_MODEL, DEFAULT_MODEL_KEY, read_metadata(DEFAULT_MODEL).quantization, threads
+    )
+    return [] if verdict.repack else ["--no-repack"]
+
+
 @dataclass
 class ServerSpec:
     """How to start one server; `ctx`, `threads` and `parallel` are the same for both."""
@@ -192,6 +203,7 @@ class ServerSpec:
                 "--port",
                 str(port),
                 "--no-webui",
+                *llama_server_repack_flags(self.threads),
                 *self.extra,
             ]
         assert self.cache_dir is not None

@@ -114,9 +114,9 @@ def spec_counts(base: str) -> tuple[float, float]:
 def decode_after(first: Reply, reply: Reply) -> float:
     """Decode tok/s of `reply` from its time less that of the same request cut at one token (`first`).
 
-    A tool call's JSON arrives in deltas as the model writes it from llama-server but at once, when the
-    call is complete, from lmdock (it parses the call before it streams it), so the agent scenario cannot
-    time its deltas: both requests read the same cached prompt, and the difference is the other tokens."""
+    A tool call's first delta comes only once the model has written the call's name and opened its
+    arguments (both servers send the name in content_block_start), so the span of its deltas misses those
+    tokens: both requests read the same cached prompt, and the difference is the other tokens."""
     span = reply.seconds - first.seconds
     return (reply.output_tokens - 1) / span if span > 0 and reply.output_tokens > 1 else float("nan")
 

@@ -5,13 +5,13 @@ explains (equal, or departing only at a near-tie of the reference run)."""
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from anthropic.types import Message
 
 from lmdock.core.events import TokenLogprob
 from tests.conftest import Server, start_server
@@ -89,67 +89,62 @@ def test_openai_answers_are_the_same_streamed_and_not(server: Server, reference)
     assert usage is not None and usage.completion_tokens == reply.usage.completion_tokens == N
 
 
+HEAD = "\n".join(SOURCE.splitlines()[:36])
+RENAMED = HEAD.replace("load_items", "read_items")
+# The content is held to the renamed file by the schema: which text a small model would choose differs
+# between CPUs' numerics (some write CSV rows instead), while a draft token the grammar forbids, if
+# speculation let one through, would change the text.
 WRITE_FILE = {
     "name": "write_file",
     "description": "Write a file to disk, replacing its contents.",
     "input_schema": {
         "type": "object",
-        "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+        "properties": {"path": {"type": "string"}, "content": {"type": "string", "enum": [RENAMED]}},
         "required": ["path", "content"],
+        "additionalProperties": False,
     },
 }
+WRITE_ASK = [
+    {
+        "role": "user",
+        "content": f"inventory.py:\n```python\n{HEAD}\n```\nRename load_items to read_items and write the "
+        "whole file back to inventory.py.",
+    }
+]
 
 
-def test_a_forced_tool_call_copies_the_same_file(server: Server, plain: Server):
-    head = "\n".join(SOURCE.splitlines()[:36])
-    messages = [
-        {
-            "role": "user",
-            "content": f"inventory.py:\n```python\n{head}\n```\nRename load_items to read_items and "
-            "write the whole file back to inventory.py.",
-        }
-    ]
-    calls = []
+def test_a_forced_tool_call_copies_the_file_through_verified_drafts(server: Server, plain: Server):
     for srv in (plain, server):
-        reply = srv.anthropic().messages.create(
-            model=QWEN,
+        reply, entry = logged_messages_request(
+            srv,
             max_tokens=600,
-            extra_body=GREEDY,
-            messages=messages,
+            messages=WRITE_ASK,
             tools=[WRITE_FILE],
             tool_choice={"type": "tool", "name": "write_file"},
         )
-        # Without speculation the call ends by itself. With it, a near-tie can send the greedy text
-        # another way (README), and on this prompt that way closes the JSON object and then runs on to
-        # max_tokens before the call's end tag; the object is whole either way.
-        assert reply.stop_reason == "tool_use" or (srv is server and reply.stop_reason == "max_tokens"), reply
-        calls.append((reply.content[-1].input, reply.usage.output_tokens))
-    # Tool input carries no logprobs to tell a near-tie from a fault (tests/greedy.py), so the copies are
-    # compared as text: the same file, where a broken verification would garble it.
-    (plain_input, _), (spec_input, spec_tokens) = calls
-    assert spec_input["path"] == plain_input["path"]
-    assert difflib.SequenceMatcher(None, plain_input["content"], spec_input["content"]).ratio() > 0.9
-    assert spec_tokens > 100
+        assert reply.stop_reason == "tool_use" and reply.content[-1].input["content"] == RENAMED
+        accepted = entry["spec_accepted_tokens"]
+        assert accepted > 100 if srv is server else accepted == 0  # most of the copy came from drafts
 
 
 def spec_counters(server: Server) -> tuple[float, float]:
     return counter(server, "lmdock_spec_proposed_tokens"), counter(server, "lmdock_spec_accepted_tokens")
 
 
-def logged_messages_request(server: Server, max_tokens: int) -> dict:
-    """The request log's entry for one /v1/messages request of the edit prompt."""
+def logged_messages_request(server: Server, **params) -> tuple[Message, dict]:
+    """A /v1/messages reply (greedy, the edit prompt unless `params` say otherwise) and its request-log
+    entry."""
+    params = {"model": QWEN, "messages": MESSAGES, "extra_body": GREEDY, **params}
     with request_log(server) as entries:
-        server.anthropic().messages.create(
-            model=QWEN, max_tokens=max_tokens, messages=MESSAGES, extra_body=GREEDY
-        )
+        reply = server.anthropic().messages.create(**params)
         while (entry := entries.get(timeout=300))["path"] != "/v1/messages":
             pass
-    return entry
+    return reply, entry
 
 
 def test_the_request_log_and_metrics_count_draft_tokens(server: Server, plain: Server):
     before = spec_counters(server)
-    entry = logged_messages_request(server, N)
+    _, entry = logged_messages_request(server, max_tokens=N)
     proposed, accepted = entry["spec_proposed_tokens"], entry["spec_accepted_tokens"]
     assert 0 <= accepted <= proposed and accepted <= entry["output_tokens"]
     for _ in range(50):  # the worker's counters arrive with its next state report
@@ -158,5 +153,5 @@ def test_the_request_log_and_metrics_count_draft_tokens(server: Server, plain: S
             break
         time.sleep(0.1)
     assert (after[0] - before[0], after[1] - before[1]) == (proposed, accepted)
-    assert logged_messages_request(plain, 8)["spec_proposed_tokens"] == 0
+    assert logged_messages_request(plain, max_tokens=8)[1]["spec_proposed_tokens"] == 0
     assert counter(plain, "lmdock_spec_proposed_tokens") == 0

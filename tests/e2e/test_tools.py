@@ -121,6 +121,55 @@ def test_streamed_tool_call_accumulates_to_the_json_answer(client: anthropic.Ant
     assert json.loads("".join(partials)) == _tool_uses(final)[0].input
 
 
+WRITE = {
+    "name": "write_file",
+    "description": "Write text to a file",
+    "input_schema": {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["path", "content"],
+    },
+}
+WRITE_ASK = [{"role": "user", "content": "Save a one-sentence greeting for new users to welcome.txt."}]
+
+
+def _streamed_input(client: anthropic.Anthropic, **params):
+    """The input_json pieces and the final message."""
+    pieces = []
+    with client.messages.stream(
+        model="default", tools=[WRITE], tool_choice={"type": "tool", "name": "write_file"}, **params, **GREEDY
+    ) as stream:
+        for event in stream:
+            if event.type == "input_json":
+                pieces.append(event.partial_json)
+        return pieces, stream.get_final_message()
+
+
+def test_a_tool_calls_input_streams_while_the_model_writes_it(client: anthropic.Anthropic):
+    pieces, final = _streamed_input(client, max_tokens=300, messages=WRITE_ASK)
+    call = _tool_uses(final)[0]
+    assert final.stop_reason == "tool_use" and call.input["content"]
+    # as the Anthropic API does: many deltas, each a piece of the text the model wrote, not one at the end
+    assert len(pieces) >= 5 and not any(call.input["content"] in piece for piece in pieces)
+    assert json.loads("".join(pieces)) == call.input
+
+
+def test_a_tool_call_cut_by_max_tokens_still_ends_as_valid_json(client: anthropic.Anthropic):
+    pieces, final = _streamed_input(client, max_tokens=24, messages=WRITE_ASK)
+    plain = client.messages.create(
+        model="default",
+        max_tokens=24,
+        tools=[WRITE],
+        tool_choice={"type": "tool", "name": "write_file"},
+        messages=WRITE_ASK,
+        **GREEDY,
+    )
+    assert final.stop_reason == plain.stop_reason == "max_tokens"
+    call = _tool_uses(final)[0]
+    assert json.loads("".join(pieces)) == call.input == _tool_uses(plain)[0].input
+    assert isinstance(call.input, dict) and call.input
+
+
 SCHEMAS = [
     {
         "type": "object",

@@ -149,3 +149,142 @@ def _complete_literal(text: str) -> str:
             if lit.startswith(m.group()):
                 return text[: m.start()] + lit
     return text.rstrip("-+.eE") if re.search(r"[0-9][-+.eE]+$|-$", text) else text
+
+
+_VALUE, _KEY, _COLON, _AFTER, _STRING, _ESCAPE, _UNICODE, _NUMBER, _LITERAL = range(9)
+_STRING_RUN = re.compile(r'[^"\\\x00-\x1f]*')
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_BLANK = frozenset(" \t\r\n")
+_ESCAPABLE = frozenset('"\\/bfnrt')
+
+
+class JsonPrefix:
+    """One JSON value read as it streams: what of it may be sent on, and how to close it if it stops.
+
+    Strict JSON only (`failed` once the text is not). `feed` releases text up to the last point where
+    appending `closing` gives a valid document (inside a string value, after a value, in an empty
+    container), so a value cut short (max_tokens) still ends as valid JSON holding all that was sent.
+    Text after the value's end is not read (`done`).
+    """
+
+    def __init__(self) -> None:
+        self._closers = ""  # what closes the open containers, innermost first
+        self._state = _VALUE
+        self._empty = False  # just inside `{` or `[`: closing now is valid
+        self._key = False  # the string being read is a member name
+        self._token = ""  # a number, literal or \\u escape read so far
+        self._held = ""  # text read but not yet released
+        self.closing = ""  # appended to the released text, makes valid JSON
+        self.done = False
+        self.failed = False
+
+    def feed(self, text: str) -> str:
+        """Read more of the value; return the text that may now be sent on."""
+        if self.done or self.failed:
+            return ""
+        held = self._held + text
+        at, safe = len(self._held), 0
+        while at < len(held) and not self.done:
+            at = self._step(held, at)
+            if self.failed:
+                break
+            if self._is_safe():
+                safe = at
+                self.closing = ('"' if self._state == _STRING else "") + self._closers
+        self._held = "" if self.done else held[safe:at]
+        return held[:safe]
+
+    def _is_safe(self) -> bool:
+        state = self._state
+        return (
+            (state == _STRING and not self._key)
+            or state == _AFTER
+            or (self._empty and state in (_KEY, _VALUE))
+        )
+
+    def _step(self, text: str, at: int) -> int:
+        """Read from `at`; return where reading stopped (one token, or a run of string characters)."""
+        state, ch = self._state, text[at]
+        if state == _STRING:
+            run = _STRING_RUN.match(text, at)
+            if run and run.end() > at:
+                return run.end()
+            if ch == '"':
+                self._state = _COLON if self._key else self._after_value()
+            elif ch == "\\":
+                self._state = _ESCAPE
+            else:
+                self.failed = True
+            return at + 1
+        if state == _ESCAPE:
+            self._state, self._token = (_UNICODE, "") if ch == "u" else (_STRING, "")
+            self.failed = ch not in _ESCAPABLE and ch != "u"
+            return at + 1
+        if state == _UNICODE:
+            self._token += ch
+            self.failed = ch not in _HEX
+            if len(self._token) == 4:
+                self._state = _STRING
+            return at + 1
+        if state == _NUMBER:
+            if ch in _NUMBER_CHARS:
+                self._token += ch
+                return at + 1
+            self.failed = _NUMBER_TEXT.fullmatch(self._token) is None
+            self._state = self._after_value()
+            return at
+        if state == _LITERAL:
+            self._token += ch
+            literal = next((lit for lit in _LITERALS if lit.startswith(self._token)), None)
+            self.failed = literal is None
+            if literal == self._token:
+                self._state = self._after_value()
+            return at + 1
+        if ch in _BLANK:
+            return at + 1
+        self._structural(state, ch)
+        return at + 1
+
+    def _structural(self, state: int, ch: str) -> None:
+        """A character outside strings, numbers and literals."""
+        empty, self._empty = self._empty, False
+        if state == _VALUE:
+            if ch in "{[":
+                self._closers = _CLOSERS[ch] + self._closers
+                self._state, self._empty = (_KEY if ch == "{" else _VALUE), True
+            elif ch == '"':
+                self._state, self._key = _STRING, False
+            elif ch == "-" or ch.isdigit():
+                self._state, self._token = _NUMBER, ch
+            elif ch in "tfn":
+                self._state, self._token = _LITERAL, ch
+            elif ch == "]" and empty:
+                self._close()
+            else:
+                self.failed = True
+        elif state == _KEY:
+            if ch == '"':
+                self._state, self._key = _STRING, True
+            elif ch == "}" and empty:
+                self._close()
+            else:
+                self.failed = True
+        elif state == _COLON:
+            self._state = _VALUE
+            self.failed = ch != ":"
+        elif ch == ",":
+            self._state = _KEY if self._closers[0] == "}" else _VALUE
+        elif ch == self._closers[0]:
+            self._close()
+        else:
+            self.failed = True
+
+    def _close(self) -> None:
+        self._closers = self._closers[1:]
+        self._state = self._after_value()
+
+    def _after_value(self) -> int:
+        self.done = not self._closers
+        return _AFTER

@@ -2,8 +2,9 @@
 
 Families describe their output with a ParserSpec (reasoning markers, tool-call sections, markers to
 drop); the shared machinery here streams text and thinking, holds back anything that may still become a
-marker, buffers each tool call until it is complete, and recognises a bare JSON object that names a
-declared tool as a call (small models often answer that way).
+marker, streams a tool call's arguments as they are written once its name is known (other call shapes
+are read whole), and recognises a bare JSON object that names a declared tool as a call (small models
+often answer that way).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmdock.chat.calls import RawCall, call_events, calls_from_value
+from lmdock.chat.calls import CallHead, RawCall, StreamedCall, call_events, call_head, calls_from_value
 from lmdock.chat.jsonutil import JsonScanner, loads_prefix, repair_json
 from lmdock.chat.sections import SectionReader
 from lmdock.core.events import GenerationEvent, TextDelta, ThinkingDelta
@@ -59,6 +60,7 @@ class OutputParser:
         self._opener = ""
         self._bare: JsonScanner | None = None
         self._bare_at = 0
+        self._call: StreamedCall | None = None  # the call whose arguments are being streamed
         self._skip = ""  # a closer to swallow if it comes next (a ```json fence's end, say)
         triggers = list(spec.drop)
         if spec.think:
@@ -178,11 +180,14 @@ class OutputParser:
 
     def _step_section(self, final: bool, out: list[GenerationEvent]) -> bool:
         assert self._reader is not None
+        self._stream_call(self._reader.head, out)
         result = self._reader.read(self._buf, final)
         if result is None:
             return False
         used, calls = result
-        if calls is None:
+        if self._call is not None:
+            self._end_call(out)
+        elif calls is None:
             self._emit(out, TextDelta, self._opener + self._buf[:used])
         else:
             self._emit_calls(out, calls)
@@ -199,20 +204,45 @@ class OutputParser:
             self._buf = self._buf[at + 1 :]
             self._mode, self._line_start = "text", False
             return True
+        self._stream_call(self._bare_head, out)
         end = self._bare.scan(self._buf)
         if end is None and not final:
             return False
         used = len(self._buf) if end is None else end
-        calls = self._bare_value_calls(self._buf[at:used], complete=end is not None)
+        streamed = self._call is not None
+        calls = [] if streamed else self._bare_value_calls(self._buf[at:used], complete=end is not None)
         if calls is None:
             self._emit(out, TextDelta, self._buf[:used])
         else:
+            if streamed:
+                self._end_call(out)
             self._emit_calls(out, calls)
             self._skip = _FENCE_CLOSE if "`" in self._buf[:at] else ""
         self._buf = self._buf[used:]
         self._bare = None
         self._resume()
         return True
+
+    def _stream_call(self, head: Callable[[str], CallHead | None], out: list[GenerationEvent]) -> None:
+        """Start streaming the call once `head` finds its name and arguments; send what has arrived."""
+        if self._call is None:
+            found = head(self._buf)
+            if found is None:
+                return
+            self._call = StreamedCall(self.tool_calls, found)
+            out.extend(self._call.start())
+        out.extend(self._call.feed(self._buf))
+
+    def _end_call(self, out: list[GenerationEvent]) -> None:
+        assert self._call is not None
+        out.extend(self._call.end())
+        self._call = None
+        self.tool_calls += 1
+
+    def _bare_head(self, buf: str) -> CallHead | None:
+        """A bare object streams as a call only once it names a declared tool."""
+        found = call_head(buf, self._bare_at)
+        return found if found is not None and found.name in self.tool_names else None
 
     def _resume(self) -> None:
         """Back to text after a reasoning section or a call; blanks opening the next run are dropped."""

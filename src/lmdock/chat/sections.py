@@ -2,7 +2,9 @@
 
 A reader is made fresh for each section and is handed the whole buffered section text on every call
 (the buffer only grows). It answers None (need more text) or (characters consumed, calls), where calls
-is None when the section is malformed and its raw text should be shown as text instead.
+is None when the section is malformed and its raw text should be shown as text instead. A reader that
+can tell early which tool a call names, and where its arguments begin, says so from `head`: the parser
+then streams those arguments as they are written.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Protocol
 
-from lmdock.chat.calls import RawCall, calls_from_text, coerce_arguments
+from lmdock.chat.calls import CallHead, RawCall, call_head, calls_from_text, coerce_arguments
 from lmdock.chat.jsonutil import JsonScanner, in_string_at
 
 SectionResult = tuple[int, list[RawCall] | None] | None
@@ -20,6 +22,8 @@ _HEADER_LIMIT = 256  # a header longer than this without matching is not a heade
 
 class SectionReader(Protocol):
     def read(self, buf: str, final: bool) -> SectionResult: ...
+
+    def head(self, buf: str) -> CallHead | None: ...
 
 
 class JsonSection:
@@ -64,6 +68,15 @@ class JsonSection:
             return len(buf), self._calls(buf[start:])
         return None
 
+    def head(self, buf: str) -> CallHead | None:
+        """The call's name and where its arguments object begins, once both are in the buffer."""
+        if self._start is None and not self._match_header(buf):
+            return None
+        if self._name is None:
+            return call_head(buf, self._start or 0)
+        at = len(buf) - len(buf[self._start or 0 :].lstrip())
+        return CallHead(self._name, at) if buf[at : at + 1] == "{" else None
+
     def _match_header(self, buf: str) -> bool:
         assert self._header is not None
         m = self._header.match(buf)
@@ -101,3 +114,6 @@ class MarkerSection:
         if at >= 0:
             return at + len(self._end), self._parse(buf[:at])
         return (len(buf), self._parse(buf)) if final else None
+
+    def head(self, buf: str) -> CallHead | None:
+        return None  # the family's parse function reads the calls only once the section is closed

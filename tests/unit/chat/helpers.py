@@ -71,7 +71,8 @@ def parse_all_ways(make: Callable[[], OutputParser], text: str) -> list[tuple[st
 
 
 def check_invariants(events: list[GenerationEvent]) -> None:
-    """Calls are contiguous Start, ArgsDelta+, End runs with ids `toolu_`+24, args deltas = json.dumps."""
+    """Calls are contiguous Start, ArgsDelta+, End runs with ids `toolu_`+24; the deltas add up to JSON
+    text of the End's arguments."""
     index = 0
     i = 0
     while i < len(events):
@@ -86,7 +87,7 @@ def check_invariants(events: list[GenerationEvent]) -> None:
                 i += 1
             end = events[i]
             assert isinstance(end, ToolCallEnd) and end.index == index
-            assert args == json.dumps(end.arguments)
+            assert json.loads(args) == end.arguments
             index += 1
         else:
             assert isinstance(e, TextDelta | ThinkingDelta) and e.text

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lmdock.chat.formats.hermes import HermesFormat
+from lmdock.core.events import ToolCallArgsDelta, ToolCallEnd, ToolCallStart
 
-from .helpers import parse_all_ways
+from .helpers import check_invariants, parse_all_ways
 
 QWEN3 = HermesFormat("{{ '<tool_call>' }}{{ '<think>' }}")
 QWEN25 = HermesFormat("{{ '<tool_call>' }}")
@@ -139,3 +140,48 @@ def test_function_tag_variant():
 
 def test_qwen25_has_no_reasoning_markers():
     assert parse("<think>x</think>", fmt=QWEN25) == [("text", "<think>x</think>")]
+
+
+def _token_by_token(text: str, tokens: list[str]):
+    """Feed `text` cut at the given token boundaries; the events each token produced, then finish's."""
+    parser = QWEN3.new_parser(("get_weather", "get_time"), False)
+    assert "".join(tokens) == text
+    steps = [parser.feed(token) for token in tokens] + [parser.finish()]
+    check_invariants([e for events in steps for e in events])
+    return steps
+
+
+def test_a_calls_arguments_stream_as_the_model_writes_them():
+    tokens = [
+        "<tool_call>",
+        '\n{"name": "get_weather", "arguments": ',
+        '{"',
+        "city",
+        '": "',
+        "Par",
+        "is",
+        '"}}',
+        "\n</tool_call>",
+    ]
+    steps = _token_by_token("".join(tokens), tokens)
+    assert isinstance(steps[2][0], ToolCallStart) and steps[2][0].name == "get_weather"
+    deltas = [[e.json for e in events if isinstance(e, ToolCallArgsDelta)] for events in steps]
+    assert deltas[2:8] == [["{"], [], ['"city": "'], ["Par"], ["is"], ['"}']]
+    ends = [e for events in steps for e in events if isinstance(e, ToolCallEnd)]
+    assert [e.arguments for e in ends] == [{"city": "Paris"}]
+
+
+def test_a_streamed_call_cut_short_closes_its_arguments():
+    tokens = ["<tool_call>", '{"name": "get_weather", "arguments": {"city": "Par', 'is", "unit']
+    steps = _token_by_token("".join(tokens), tokens)
+    assert [e.json for e in steps[-1] if isinstance(e, ToolCallArgsDelta)] == ["}"]
+    assert [e.arguments for e in steps[-1] if isinstance(e, ToolCallEnd)] == [{"city": "Paris"}]
+
+
+def test_a_bare_call_streams_only_once_it_names_a_declared_tool():
+    tokens = ['{"name": "get_weather", "arguments": {"city": "', "Lyon", '"}}']
+    steps = _token_by_token("".join(tokens), tokens)
+    assert [type(e).__name__ for e in steps[0]] == ["ToolCallStart", "ToolCallArgsDelta"]
+    assert [e.json for e in steps[1]] == ["Lyon"]
+    other = '{"name": "not_a_tool", "arguments": {"city": "Lyon"}}'
+    assert parse(other) == [("text", other)]

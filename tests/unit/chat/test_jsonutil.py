@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from lmdock.chat.calls import call_from_object, coerce_arguments, new_tool_id
-from lmdock.chat.jsonutil import JsonScanner, in_string_at, repair_json
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lmdock.chat.calls import call_from_object, call_head, coerce_arguments, new_tool_id
+from lmdock.chat.jsonutil import JsonPrefix, JsonScanner, in_string_at, repair_json
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+_VALUES = st.recursive(
+    _SCALARS | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_OBJECTS = st.dictionaries(st.text(max_size=8), _VALUES, max_size=5)
 
 
 def test_scanner_finds_the_end_fed_piecewise():
@@ -71,3 +83,49 @@ def test_call_shapes():
 def test_tool_ids_are_fresh():
     ids = {new_tool_id() for _ in range(100)}
     assert len(ids) == 100 and all(len(i) == 30 and i.startswith("toolu_") and i[6:].isalnum() for i in ids)
+
+
+@given(
+    value=_OBJECTS,
+    indent=st.sampled_from([None, 0, 2]),
+    ascii_only=st.booleans(),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=6),
+)
+def test_a_streamed_object_is_sent_as_its_own_text_and_closes_where_it_stops(value, indent, ascii_only, cuts):
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    for cut in sorted({min(c, len(text)) for c in cuts}):
+        stream = JsonPrefix()
+        sent = "".join(stream.feed(piece) for piece in _pieces(text[:cut], 3))
+        assert text.startswith(sent) and not stream.failed
+        json.loads(sent + stream.closing)  # cut anywhere, it still closes as valid JSON
+    stream = JsonPrefix()
+    sent = "".join(stream.feed(piece) for piece in _pieces(text + ' {"after": 1}', 5))
+    assert stream.done and sent == text and json.loads(sent) == value
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[at : at + size] for at in range(0, len(text), size)]
+
+
+def test_a_streamed_value_is_held_where_closing_would_be_invalid():
+    stream = JsonPrefix()
+    assert stream.feed('{"path": "a.py", "n": 1') == '{"path": "a.py"'  # a number may still grow
+    assert stream.feed('2, "content": "def f') == ', "n": 12, "content": "def f'
+    assert stream.closing == '"}'
+    assert stream.feed("\\") == ""  # an escape cut in half is held
+    assert stream.feed("n(x)") == "\\n(x)"
+
+
+def test_sloppy_json_stops_the_stream_where_it_went_wrong():
+    stream = JsonPrefix()
+    assert stream.feed("{\"a\": 'single'}") == "{"
+    assert stream.failed and json.loads("{" + stream.closing) == {}
+
+
+def test_call_head_needs_the_name_first_and_an_object_of_arguments():
+    text = '<tool_call> {"name": "get_weather", "arguments": {"city"'
+    head = call_head(text, len("<tool_call>"))
+    assert head is not None and head.name == "get_weather" and text[head.args_at] == "{"
+    assert call_head('{"name": "f", "arguments": "{}"}') is None  # arguments as a JSON string
+    assert call_head('{"arguments": {}, "name": "f"}') is None
+    assert call_head('{"name": "f", "argu') is None

@@ -7,6 +7,7 @@ import hashlib
 import re
 import string
 
+from lmdock.chat.calls import CallHead
 from lmdock.chat.formats.base import ChatFormat
 from lmdock.chat.grammar import WS, CallSyntax, GrammarBuilder, lit
 from lmdock.chat.parser import ParserSpec
@@ -32,6 +33,9 @@ class _ToolCallsSection:
                 return (len(buf), None) if final else None
             self._inner = JsonSection() if head[0] in "[{" else JsonSection(header=_NAMED_HEADER)
         return self._inner.read(buf, final)
+
+    def head(self, buf: str) -> CallHead | None:
+        return None if self._inner is None else self._inner.head(buf)
 
 
 class MistralFormat(ChatFormat):
