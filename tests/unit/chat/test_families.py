@@ -12,8 +12,9 @@ from lmdock.chat.formats.harmony import HarmonyFormat
 from lmdock.chat.formats.hermes import HermesFormat
 from lmdock.chat.formats.llama3 import Llama3Format
 from lmdock.chat.formats.mistral import MistralFormat
+from lmdock.core.events import ToolCallArgsDelta
 
-from .helpers import parse_all_ways
+from .helpers import check_invariants, parse_all_ways
 
 NAMES = ("get_weather", "get_time")
 PARIS = [("start", "get_weather"), ("call", {"city": "Paris"})]
@@ -158,6 +159,35 @@ class TestHarmony:
 
     def test_plain_text_without_headers(self):
         assert parse(self.fmt, "just text") == [("text", "just text")]
+
+
+STREAMED_CALLS = [
+    (
+        HarmonyFormat("<|channel|>"),
+        "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>",
+    ),
+    (MistralFormat("[TOOL_CALLS] [ARGS]"), "[TOOL_CALLS]get_weather[ARGS]"),
+    (
+        Llama3Format("<|start_header_id|>ipython<|end_header_id|>"),
+        '<|python_tag|>{"name": "get_weather", "parameters": ',
+    ),
+    (HermesFormat("<tool_call>"), '<tool_call>{"name": "get_weather", "arguments": '),
+]
+
+
+@pytest.mark.parametrize(("fmt", "head"), STREAMED_CALLS, ids=lambda v: getattr(v, "name", ""))
+def test_a_call_streams_its_arguments_in_every_family_that_names_the_tool_first(fmt, head):
+    parser = fmt.new_parser(NAMES, False)
+    args = '{"city": "Paris, the capital of France"}'
+    steps = [parser.feed(ch) for ch in head + args] + [parser.finish()]
+    sent = [
+        e.json
+        for events in steps[: len(head) + len(args)]
+        for e in events
+        if isinstance(e, ToolCallArgsDelta)
+    ]
+    assert len(sent) > 20 and "".join(sent) == args  # character by character, before the call ends
+    check_invariants([e for events in steps for e in events])
 
 
 class TestGeneric:
