@@ -160,13 +160,12 @@ def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 2.0) -> 
         time.sleep(10)
 
 
-def llama_server_repack_flags(threads: int) -> list[str]:
-    """`--no-repack` where lmdock's CPU self-check found llama.cpp's extra buffer types crash (Xeons with
-    AMX, say): both servers then run the same kernels, and llama-server does not die at its first decode."""
-    verdict = decide_repack(
-        DEFAULT_MODEL, DEFAULT_MODEL_KEY, read_metadata(DEFAULT_MODEL).quantization, threads
-    )
-    return [] if verdict.repack else ["--no-repack"]
+def default_model_repack(threads: int) -> bool:
+    """Whether the default model may use llama.cpp's extra buffer types here, decided by lmdock's CPU
+    self-check as `lmdock serve` decides: where they crash (Xeons with AMX) an in-process engine would
+    die, and llama-server is run with `--no-repack` so that both servers run the same kernels."""
+    quantization = read_metadata(DEFAULT_MODEL).quantization
+    return decide_repack(DEFAULT_MODEL, DEFAULT_MODEL_KEY, quantization, threads).repack
 
 
 @dataclass
@@ -203,7 +202,7 @@ class ServerSpec:
                 "--port",
                 str(port),
                 "--no-webui",
-                *llama_server_repack_flags(self.threads),
+                *([] if default_model_repack(self.threads) else ["--no-repack"]),
                 *self.extra,
             ]
         assert self.cache_dir is not None

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from llguidance import LLMatcher
 
@@ -29,6 +31,9 @@ from lmdock.engine import (
     make_client,
 )
 from lmdock.models.default_model import default_model_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import default_model_repack  # noqa: E402
 
 PROMPT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -63,7 +68,13 @@ def main() -> None:
     spec = EngineSpec(
         key="default",
         path=str(default_model_path(default_models_dir())),
-        params=ContextParams(n_ctx=4096, n_batch=512, n_seq_max=2, n_threads=args.threads),
+        params=ContextParams(
+            n_ctx=4096,
+            n_batch=512,
+            n_seq_max=2,
+            n_threads=args.threads,
+            use_extra_bufts=default_model_repack(args.threads),
+        ),
         engine=EngineConfig(parallel=1, max_queue=64),
         cache_ram_bytes=0,
         cache_dir=None,

@@ -4,6 +4,7 @@ server and its strict Anthropic client (`server`, `client`)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -19,10 +20,23 @@ import openai
 import pytest
 
 from lmdock.core.config import default_models_dir
-from lmdock.models.default_model import default_model_path
+from lmdock.engine.cpu_check import decide_repack
+from lmdock.models.default_model import DEFAULT_MODEL_KEY, default_model_path
+from lmdock.models.store import read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = default_model_path(default_models_dir())
+
+
+@functools.cache
+def default_model_repack() -> bool:
+    """Whether the default model may use llama.cpp's extra buffer types here, decided as `lmdock serve`
+    decides (its CPU self-check): an engine in the test process would crash where they crash (Xeons with
+    AMX), taking the whole test run with it."""
+    quantization = read_metadata(DEFAULT_MODEL).quantization
+    return decide_repack(DEFAULT_MODEL, DEFAULT_MODEL_KEY, quantization, n_threads=2).repack
+
+
 # this checkout's CLI, through the test's Python (`-P`: like the `lmdock` script, nothing of the current
 # directory on the import path)
 LMDOCK = [sys.executable, "-P", "-m", "lmdock.cli.main"]

@@ -21,7 +21,7 @@ from lmdock.engine import (
     make_client,
 )
 from lmdock.engine.inproc import InProcessClient
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, default_model_repack
 
 
 def chatml(user: str, system: str = "You are a helpful assistant.") -> str:
@@ -44,7 +44,12 @@ def engine_spec(
         key="default",
         path=str(DEFAULT_MODEL),
         params=ContextParams(
-            n_ctx=n_ctx, n_batch=512, n_seq_max=parallel + 4, n_threads=2, kv=kv or KvCacheConfig()
+            n_ctx=n_ctx,
+            n_batch=512,
+            n_seq_max=parallel + 4,
+            n_threads=2,
+            kv=kv or KvCacheConfig(),
+            use_extra_bufts=default_model_repack(),
         ),
         engine=EngineConfig(parallel=parallel, max_queue=64, speculation=speculation or SpecConfig()),
         cache_ram_bytes=ram_bytes,

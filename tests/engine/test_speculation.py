@@ -24,7 +24,7 @@ from lmdock.engine.inproc import InProcessClient
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.logprobs import logits_row
 from lmdock.engine.speculation import Offer
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, default_model_repack
 from tests.engine.conftest import chatml, close, make_engine, run
 from tests.greedy import assert_greedy_rows, assert_same_or_tied
 
@@ -194,7 +194,10 @@ def test_draft_tokens_cannot_change_the_row_before_them():
     """Exact, with the same batch shape both times: the pending token's logits are bit for bit the same
     whatever draft follows it in the batch, so a rejected draft never leaked into what was sampled. (The
     same row computed in a one-token batch may differ in its last bits: tests/greedy.py.)"""
-    llama = LlamaModel(DEFAULT_MODEL, ContextParams(n_ctx=1024, n_batch=64, n_seq_max=1, n_threads=2))
+    params = ContextParams(
+        n_ctx=1024, n_batch=64, n_seq_max=1, n_threads=2, use_extra_bufts=default_model_repack()
+    )
+    llama = LlamaModel(DEFAULT_MODEL, params)
     batch = Batch(64)
     try:
         prompt = llama.tokenize(chatml("Give me the file back, unchanged."))
