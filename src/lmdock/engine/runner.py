@@ -15,7 +15,7 @@ from lmdock.engine.gguf_header import read_gguf_header
 from lmdock.engine.llama_model import LlamaModel
 from lmdock.engine.logprobs import logits_row, token_logprob
 from lmdock.engine.reuse import shift_blocker
-from lmdock.engine.sampling import build_sampler_chain, free_sampler_chain
+from lmdock.engine.sampling import Sampler
 from lmdock.engine.scheduler import Step
 from lmdock.engine.sequence import Sequence
 from lmdock.engine.slots import CopyPrefix, KvOp, MoveRun, Truncate
@@ -120,7 +120,7 @@ class ModelRunner:
         assert seq.sampler is not None  # start_sampler ran at admission
         if seq.constraint is not None:
             seq.constraint.apply(L.llama_get_logits_ith(self.ctx, seq.batch_index))
-        return L.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index)
+        return seq.sampler.sample(self.ctx, seq.batch_index)
 
     def logprob(self, seq: Sequence, token: int, top: int) -> TokenLogprob:
         """The sampled token's log-probability and the `top` alternatives, from the logits row the
@@ -129,10 +129,11 @@ class ModelRunner:
         return token_logprob(row, token, top, self.model.token_piece)
 
     def start_sampler(self, seq: Sequence) -> None:
-        seq.sampler = build_sampler_chain(seq.request.sampling, self.model.n_vocab)
+        seq.sampler = Sampler(seq.request.sampling, self.model.n_vocab)
 
     def free_sampler(self, seq: Sequence) -> None:
-        free_sampler_chain(seq.sampler)
+        if seq.sampler is not None:
+            seq.sampler.close()
         seq.sampler = None
 
     # --- prompt state bytes ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Per-request llama.cpp sampler chains, in llama.cpp's default order."""
+"""Per-request token choice: llama.cpp sampler chains in llama.cpp's default order, or an argmax over the
+logits row where that is all the chain would do."""
 
 from __future__ import annotations
 
@@ -8,8 +9,39 @@ from typing import TypeVar
 import llama_cpp as L
 
 from lmdock.core.request import SamplingParams
+from lmdock.engine.logprobs import logits_row
 
 T = TypeVar("T")
+
+
+class Sampler:
+    """One request's sampler. Greedy without penalties is an argmax over the row: llama.cpp's greedy
+    chain first copies the whole vocabulary into a candidate array, which took 390 us a token on the
+    default model's 152k vocabulary against 40 us for the argmax (one stream decodes a token in ~25 ms,
+    so that is 1.4% of a step, and four times that with four streams). Ties go to the lowest token id in
+    both, so the output is the same."""
+
+    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self.chain = None if is_plain_greedy(params) else build_sampler_chain(params, n_vocab)
+
+    def sample(self, ctx, index: int) -> int:
+        """The token chosen at row `index` of the context's logits (after any grammar mask)."""
+        if self.chain is None:
+            return int(logits_row(L.llama_get_logits_ith(ctx, index), self.n_vocab).argmax())
+        return L.llama_sampler_sample(self.chain, ctx, index)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            L.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+def is_plain_greedy(params: SamplingParams) -> bool:
+    """Whether the chain would be llama.cpp's greedy sampler alone (no penalty sampler before it)."""
+    p = params.resolved()
+    penalised = p.repeat_penalty != 1.0 or bool(p.frequency_penalty) or bool(p.presence_penalty)
+    return _filled(p.temperature) <= 0 and not penalised
 
 
 def build_sampler_chain(params: SamplingParams, n_vocab: int):
@@ -46,8 +78,3 @@ def _filled(value: T | None) -> T:
     if value is None:
         raise ValueError("a sampling parameter was left unresolved")
     return value
-
-
-def free_sampler_chain(chain) -> None:
-    if chain:
-        L.llama_sampler_free(chain)

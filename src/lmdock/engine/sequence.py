@@ -26,7 +26,7 @@ from lmdock.engine.types import (
 )
 
 if TYPE_CHECKING:
-    import llama_cpp as L
+    from lmdock.engine.sampling import Sampler
 
 _ids = itertools.count(1)
 
@@ -66,7 +66,7 @@ class Sequence:
         self.draft: list[int] = []  # proposed tokens verified after `pending` in the step under way
         self.spec: DraftState | None = None  # speculation state (None: speculation off)
         self.batch_index = -1  # the logits row to sample next (a draft's rows follow the pending token's)
-        self.sampler: L.llama_sampler_p | None = None  # the sampler chain, owned by the model runner
+        self.sampler: Sampler | None = None  # owned by the model runner
         self.constraint: Constraint | None = None
         self._decoder = IncrementalDecoder()
         self._stops = StopMatcher(request.stop)

@@ -153,7 +153,10 @@ class EngineStats:
 
     def __add__(self, other: EngineStats) -> EngineStats:
         """Field by field (a restarted worker counts from zero; the server adds what came before)."""
-        return EngineStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return EngineStats(**{name: getattr(self, name) + getattr(other, name) for name in _STATS_FIELDS})
+
+
+_STATS_FIELDS = tuple(f.name for f in fields(EngineStats))
 
 
 @dataclass

@@ -58,7 +58,8 @@ class WorkerClient(EngineClient):
             on_failed=lambda: on_failed(self) if on_failed is not None else None,
         )
         self._vocab: Vocab | None = None
-        self._state = EngineState(last_activity=time.monotonic())
+        self._reported = EngineState(last_activity=time.monotonic())  # the worker's, as it last said
+        self._state: EngineState | None = None  # that, with the counters of the workers before it
         self._earlier = EngineState().stats  # counters of the workers before this one
         self._pending: dict[int, asyncio.Queue[EngineEvent]] = {}
         self._acks: dict[int, asyncio.Future[Ack]] = {}
@@ -164,6 +165,13 @@ class WorkerClient(EngineClient):
 
     @property
     def state(self) -> EngineState:
+        """The worker's state with every worker's counters, summed when read: the worker reports every
+        step, and adding ~30 counters each time was a tenth of the server's CPU per streamed token."""
+        if self._state is None:
+            now = self._reported
+            self._state = EngineState(
+                now.queue_depth, now.active_count, now.last_activity, self._earlier + now.stats
+            )
         return self._state
 
     @property
@@ -195,9 +203,7 @@ class WorkerClient(EngineClient):
 
     def _on_message(self, msg: FromWorker) -> None:
         if isinstance(msg, Events):
-            state = msg.state
-            state.stats = self._earlier + state.stats
-            self._state = state
+            self._reported, self._state = msg.state, None
             pending = self._pending
             for rid, events in msg.events.items():
                 inbox = pending.get(rid)
@@ -214,8 +220,8 @@ class WorkerClient(EngineClient):
 
     def _on_lost(self, message: str, retry: LmdockError | None) -> int:
         """The worker is gone: end every request in flight; fail those still waiting for an answer."""
-        self._earlier = self._state.stats
-        self._state = EngineState(last_activity=time.monotonic(), stats=self._earlier)
+        self._earlier = self.state.stats
+        self._reported, self._state = EngineState(last_activity=time.monotonic()), None
         ended = len(self._pending)
         for rid in list(self._pending):
             self._end(rid, message)
