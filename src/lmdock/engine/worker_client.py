@@ -166,7 +166,7 @@ class WorkerClient(EngineClient):
     @property
     def state(self) -> EngineState:
         """The worker's state with every worker's counters, summed when read: the worker reports every
-        step, and adding ~30 counters each time was a tenth of the server's CPU per streamed token."""
+        step, and the counters are read far less often (metrics, health, the model list)."""
         if self._state is None:
             now = self._reported
             self._state = EngineState(
