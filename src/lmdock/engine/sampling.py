@@ -40,8 +40,12 @@ class Sampler:
 def is_plain_greedy(params: SamplingParams) -> bool:
     """Whether the chain would be llama.cpp's greedy sampler alone (no penalty sampler before it)."""
     p = params.resolved()
-    penalised = p.repeat_penalty != 1.0 or bool(p.frequency_penalty) or bool(p.presence_penalty)
-    return _filled(p.temperature) <= 0 and not penalised
+    return _filled(p.temperature) <= 0 and not _penalised(p)
+
+
+def _penalised(p: SamplingParams) -> bool:
+    """Whether the chain starts with llama.cpp's penalties sampler."""
+    return p.repeat_penalty != 1.0 or bool(p.frequency_penalty) or bool(p.presence_penalty)
 
 
 def build_sampler_chain(params: SamplingParams, n_vocab: int):
@@ -52,11 +56,10 @@ def build_sampler_chain(params: SamplingParams, n_vocab: int):
     """
     p = params.resolved()
     temperature = _filled(p.temperature)
-    repeat, frequency, presence = p.repeat_penalty, p.frequency_penalty, p.presence_penalty
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
-    if repeat != 1.0 or frequency or presence:
-        penalties = [_filled(v) for v in (repeat, frequency, presence)]
+    if _penalised(p):
+        penalties = [_filled(v) for v in (p.repeat_penalty, p.frequency_penalty, p.presence_penalty)]
         add(chain, L.llama_sampler_init_penalties(n_vocab, _filled(p.penalty_last_n), *penalties))
     if temperature <= 0:
         add(chain, L.llama_sampler_init_greedy())
