@@ -65,7 +65,7 @@ def test_anthropic_answers_are_the_same_streamed_and_not(server: Server, referen
     with client.messages.stream(model=QWEN, max_tokens=N, messages=MESSAGES, extra_body=GREEDY) as stream:
         streamed = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert streamed == reply.content[0].text
+    assert_same_or_tied(reference, streamed)  # the stream's prompt came from the cache: other batch shapes
     assert final.usage.output_tokens == reply.usage.output_tokens == N  # emitted tokens, not proposals
 
 
@@ -85,7 +85,7 @@ def test_openai_answers_are_the_same_streamed_and_not(server: Server, reference)
     for chunk in chunks:
         parts.extend(c.delta.content or "" for c in chunk.choices)
         usage = chunk.usage or usage
-    assert "".join(parts) == reply.choices[0].message.content
+    assert_same_or_tied(reference, "".join(parts))
     assert usage is not None and usage.completion_tokens == reply.usage.completion_tokens == N
 
 
