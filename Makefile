@@ -14,7 +14,7 @@ serve: model webapp
 
 # Everything: the fast tier's checks, then every test (unit, engine, e2e, upstream; ~35 min on 2 cores).
 test: model clients web browser lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=30 $(PYTEST_ARGS)
 
 # The fast tier, no model loaded (well under two minutes): lint, types, the layer contract, tests/unit.
 check: lint

@@ -4,8 +4,10 @@ server and its strict Anthropic client (`server`, `client`)."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +42,13 @@ def default_model_repack() -> bool:
 # this checkout's CLI, through the test's Python (`-P`: like the `lmdock` script, nothing of the current
 # directory on the import path)
 LMDOCK = [sys.executable, "-P", "-m", "lmdock.cli.main"]
+
+
+def die_with_pytest() -> None:
+    """Run in the child before exec: the kernel sends it SIGTERM when pytest goes, even by SIGKILL (a CI
+    timeout), so no server outlives the run that started it and holds its port and two cores."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -144,6 +153,7 @@ def start_server(
         env=full_env,
         start_new_session=new_session,
         cwd=cwd,
+        preexec_fn=die_with_pytest if sys.platform == "linux" else None,
     )
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path, api_key=api_key)
     deadline = (
