@@ -69,7 +69,7 @@ SNAPSHOT = EngineSnapshot(1, 2, "every KV slot is busy", None, [SlotState(0, Tru
 EVENTS = {
     1: [
         Admitted(prompt_tokens=10, cached_tokens=4),
-        TextChunk("hi", 1, [TokenLogprob("hi", -0.1, [("hi", -0.1), ("yo", -2.0)])]),
+        TextChunk("hi", [TokenLogprob("hi", -0.1, [("hi", -0.1), ("yo", -2.0)])]),
     ],
     2: [Finished("stop", 10, 4, 3, stop_sequence="\n\n")],
 }
@@ -100,6 +100,29 @@ def test_every_message_crosses_the_codec_unchanged(msg):
     frame = encode(msg)
     assert frame[0] == type(msg).kind
     assert decode(frame) == msg
+
+
+def test_a_step_sends_a_requests_text_as_one_chunk():
+    """A step that accepted a draft emitted a chunk per token: they cross as one, logprobs in order."""
+    entries = [TokenLogprob(t, -0.5, [(t, -0.5)]) for t in ("a", "b", "c")]
+    step: list = []
+    for event in (
+        Admitted(prompt_tokens=10, cached_tokens=4),
+        TextChunk("a", [entries[0]]),
+        TextChunk("", [entries[1]]),  # text held back (a possible stop string): its entry still travels
+        TextChunk("bc", [entries[2]]),
+        Finished("length", 10, 4, 3),
+    ):
+        protocol.add_event(step, event)
+    assert step == [
+        Admitted(prompt_tokens=10, cached_tokens=4),
+        TextChunk("abc", entries),
+        Finished("length", 10, 4, 3),
+    ]
+    plain: list = []
+    for text in ("x", "y"):
+        protocol.add_event(plain, TextChunk(text))
+    assert plain == [TextChunk("xy")]
 
 
 def test_embeddings_cross_as_arrays():

@@ -90,7 +90,6 @@ class TextChunk:
     string is held back)."""
 
     text: str
-    n_tokens: int = 1
     logprobs: list[TokenLogprob] | None = None
 
 

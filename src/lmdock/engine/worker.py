@@ -39,6 +39,7 @@ from lmdock.engine.protocol import (
     Reply,
     Submit,
     WireError,
+    add_event,
 )
 from lmdock.engine.sequence import Phase, Sequence
 from lmdock.engine.types import EngineEvent, Finished
@@ -64,7 +65,7 @@ class Worker:
 
     def _emitter(self, rid: int) -> Callable[[EngineEvent], None]:
         def emit(event: EngineEvent) -> None:
-            self._outbox.setdefault(rid, []).append(event)
+            add_event(self._outbox.setdefault(rid, []), event)
             if isinstance(event, Finished):
                 self._seqs.pop(rid, None)
 
