@@ -231,6 +231,51 @@ def test_cancelling_mid_draft_frees_the_sequence_and_its_kv(spec):
     kv_matches_tokens(spec)
 
 
+def test_a_batch_sequence_preempted_while_copying_resumes_where_it_was(edit_reference):
+    """One slot, a batch request copying the file with drafts, then an interactive request: the batch
+    sequence leaves its slot between two draft steps and comes back reading its own output as prompt;
+    its text goes on where it stopped (nothing lost, nothing repeated) and its KV holds what it emitted."""
+    solo = make_engine(parallel=1, speculation=SpecConfig(type="ngram", draft_max=8, ngram_min=3))
+    solo.engine.speculator.sizer = verify_whole
+    ref_text, ref_entries, _ = edit_reference
+    n = 100
+    try:
+
+        async def scenario() -> tuple[str, list[TokenLogprob], Finished]:
+            request = EngineRequest(
+                prompt=solo.vocab.tokenize(EDIT),
+                max_tokens=n,
+                sampling=SamplingParams(temperature=0),
+                logprobs=2,
+                priority=1,
+            )
+            text: list[str] = []
+            entries: list[TokenLogprob] = []
+            interactive = None
+            async for event in await solo.submit(request):
+                if isinstance(event, TextChunk):
+                    text.append(event.text)
+                    entries.extend(event.logprobs or [])
+                    if interactive is None and solo.engine.stats.spec_accepted_tokens > 10:
+                        interactive = asyncio.ensure_future(generate(solo, PROSE, 8))  # inside the copy
+                elif isinstance(event, Finished):
+                    assert interactive is not None, "no draft was accepted before the end"
+                    await interactive
+                    return "".join(text), entries, event
+
+            raise AssertionError("stream ended without Finished")
+
+        text, entries, fin = run(scenario())
+        assert solo.engine.stats.preemptions >= 1
+        assert fin.reason == "length" and fin.generated_tokens == n == len(entries)
+        assert_greedy_rows(entries)
+        assert_same_or_tied(ref_entries[:n], text)
+        assert fin.spec_accepted > 10
+        kv_matches_tokens(solo)
+    finally:
+        close(solo)
+
+
 def test_draft_tokens_cannot_change_the_row_before_them():
     """Exact, with the same batch shape both times: the pending token's logits are bit for bit the same
     whatever draft follows it in the batch, so a rejected draft never leaked into what was sampled. (The
