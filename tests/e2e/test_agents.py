@@ -19,6 +19,9 @@ QWEN = "qwen2.5-coder-0.5b-instruct"
 # Codex features that add tools beside the shell (`codex features list`)
 EXTRA_TOOLS = ("goals", "multi_agent", "image_generation", "view_image", "apps", "plugins", "sleep_tool")
 AGENT_TIMEOUT = 2400  # the first prompt (7-10k tokens) is read on one shared CPU core: minutes
+# pytest's 900 s per test is less than one agent run may take here (Codex took 606 s in one CI run, on
+# a slow VM, and gets a second attempt): the agents' own deadlines above decide, not that cap.
+pytestmark = pytest.mark.timeout(2 * AGENT_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
