@@ -12,7 +12,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 serve: model webapp
 	$(VENV)/bin/lmdock serve $(ARGS)
 
-# Everything: the fast tier's checks, then every test (unit, engine, e2e, upstream; ~35 min on 2 cores).
+# Everything: the fast tier's checks, then every test (unit, engine, e2e, upstream; 25-60 min on 2 cores, by VM).
 test: model clients web browser lint
 	$(VENV)/bin/pytest --durations=30 $(PYTEST_ARGS)
 
