@@ -145,10 +145,11 @@ def test_a_seed_draws_the_same_text_with_drafts_as_without(plain, spec):
     """Sampled, every emitted token is one draw of the sequence's own seeded chain, draft or no draft (a
     draft token is kept only while it is the token drawn), so a seed's text is the one-token-per-step
     text, and the distribution over seeds is the target's. The allowance is a draw that falls within
-    batch-shape noise (tests/greedy.py) of the boundary between two likely tokens, in a row computed behind
-    a draft: 2 seeds of 12 in each of two runs here, at rows whose two best tokens were close (" the complete" / " the
-    whole"; the docstring or not after "```python"). Drafts that consumed or skipped draws would shift
-    every later draw: then most seeds differ at the first uncertain row after their first draft."""
+    batch-shape noise (tests/greedy.py) of the boundary between two likely tokens, in a row computed
+    behind a draft: 2 seeds of 12 in each of three runs here, at rows whose two best tokens were close
+    (" the complete" / " the whole"; the docstring or not after "```python"). Drafts that consumed or
+    skipped draws would shift every later draw: then most seeds differ at the first uncertain row after
+    their first draft."""
     reference = run(sampled_texts(plain))
     drafted = run(sampled_texts(spec))
     assert len({text for text, _ in reference}) >= 4, "temperature 0.8 should give different texts"
@@ -237,7 +238,7 @@ def test_a_batch_sequence_preempted_while_copying_resumes_where_it_was(edit_refe
     its text goes on where it stopped (nothing lost, nothing repeated) and its KV holds what it emitted."""
     solo = make_engine(parallel=1, speculation=SpecConfig(type="ngram", draft_max=8, ngram_min=3))
     solo.engine.speculator.sizer = verify_whole
-    ref_text, ref_entries, _ = edit_reference
+    _, ref_entries, _ = edit_reference
     n = 100
     try:
 
