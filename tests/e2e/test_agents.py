@@ -20,7 +20,7 @@ QWEN = "qwen2.5-coder-0.5b-instruct"
 EXTRA_TOOLS = ("goals", "multi_agent", "image_generation", "view_image", "apps", "plugins", "sleep_tool")
 AGENT_TIMEOUT = 2400  # the first prompt (7-10k tokens) is read on one shared CPU core: minutes
 # pytest's 900 s per test is less than one agent run may take here (Codex took 606 s in one CI run, on
-# a slow VM, and gets a second attempt): the agents' own deadlines above decide, not that cap.
+# a slow VM, and may get more attempts): the agents' own deadlines above decide, not that cap.
 pytestmark = pytest.mark.timeout(2 * AGENT_TIMEOUT)
 
 
@@ -107,13 +107,14 @@ def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
     home.mkdir()
     work.mkdir()
     target = work / "hello.txt"
-    # Up to two runs. The sampled 0.5B model often ends its turn without the file, every request
-    # answered and no error event: it prints "hi" instead of writing it, or puts `sandbox_permissions:
-    # "require_escalated"` on its shell call, which Codex itself refuses under approval policy "never".
-    # That is the model's choice, not a fault of lmdock or launch, so such a run earns one more try (on
-    # a warm prompt cache). A failed turn or an error event is never retried: that is what this test is
-    # for.
-    for attempt in (1, 2):
+    # Up to four runs. The sampled 0.5B model often ends its turn without the file, every request
+    # answered and no error event: it prints "hi" instead of writing it, puts `sandbox_permissions:
+    # "require_escalated"` on its shell call, which Codex itself refuses under approval policy "never",
+    # or (one CI run in about ten) answers in prose twice in a row without calling a tool at all.
+    # That is the model's choice, not a fault of lmdock or launch, so such a run earns another try (on
+    # a warm prompt cache: each costs seconds, not the first run's minutes). A failed turn or an error
+    # event is never retried: that is what this test is for.
+    for attempt in range(1, 5):
         log = tmp_path / f"launch-{attempt}.err"
         events = _codex_exec(agent_server, home, work, target, log)
         printed = _printed(log.read_text(errors="replace"))
@@ -121,14 +122,14 @@ def test_launch_codex_exec_creates_a_file(agent_server: Server, tmp_path: Path):
         assert 'model_providers.lmdock.wire_api="responses"' in printed, printed
         failures = [e for e in events if e.get("type") in ("error", "turn.failed")]
         assert not failures, failures
-        if target.exists():
+        if target.exists() or _tool_round_trips(home):
             break
     assert 'POST /v1/responses HTTP/1.1" 200' in agent_server.log()  # through lmdock
     assert not (home / "config.toml").exists()  # launch wrote no configuration
     if target.exists():
         assert target.read_text().strip() == "hi", target.read_text()
     else:
-        # Two runs without the file: the model's choice, as above. What lmdock and launch owe Codex
+        # No run wrote the file: the model's choice, as above. What lmdock and launch owe Codex
         # still holds or fails here: a tool call streamed through the Responses API that Codex
         # parsed and ran (or refused by its own policy), its output sent back, and an answer to that.
         round_trips = _tool_round_trips(home)
