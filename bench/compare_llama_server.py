@@ -473,7 +473,7 @@ WARM_CTX = 32768  # two of Claude Code's first requests and the decodes beside t
 
 def engine_counters(base: str) -> dict[str, float]:
     """lmdock's decode-step counters from /metrics (empty for llama-server, which has none)."""
-    wanted = {"lmdock_decode_steps_total", "lmdock_kv_cells_total", "lmdock_decode_seconds_total"}
+    wanted = {"lmdock_decode_steps_total", "lmdock_kv_cells_total", "lmdock_decode_step_seconds_total"}
     try:
         r = httpx.get(base + "/metrics", headers=HEADERS, timeout=30)
     except httpx.HTTPError:
@@ -487,12 +487,13 @@ def engine_counters(base: str) -> dict[str, float]:
 
 
 def step_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Mean KV cells per decode step (the attention span, n_kv) and mean llama_decode ms per step."""
+    """Mean KV cells per decode step (the attention span, n_kv) and mean llama_decode ms per decode step
+    (the steps that only read prompts are left out of both)."""
     steps = after.get("lmdock_decode_steps_total", 0.0) - before.get("lmdock_decode_steps_total", 0.0)
     if steps <= 0:
         return {}
     cells = after["lmdock_kv_cells_total"] - before["lmdock_kv_cells_total"]
-    secs = after["lmdock_decode_seconds_total"] - before["lmdock_decode_seconds_total"]
+    secs = after["lmdock_decode_step_seconds_total"] - before["lmdock_decode_step_seconds_total"]
     return {"n_kv_per_step": cells / steps, "ms_per_step": 1000 * secs / steps}
 
 

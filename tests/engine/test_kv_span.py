@@ -22,6 +22,8 @@ def test_a_short_sequence_does_not_attend_over_unrelated_cached_prefixes():
         cold_text, cold = run(generate(client, long_prompt, 8))
         assert cold.prompt_tokens > 600
         assert engine.pool.resident_cells() >= cold.prompt_tokens  # cached, idle
+        # the decode steps' own llama_decode time leaves out the steps that only read the prompt
+        assert 0 < engine.stats.decode_step_seconds < engine.stats.decode_seconds
 
         before = replace(engine.stats)
         _, short = run(generate(client, chatml("List three prime numbers."), 16))

@@ -235,7 +235,7 @@ class Engine:
             return
         n_kv = self.pool.kv_span(self.runner.kv_version)  # the cells the slots held before this step
         if step.decode:  # this step's n_kv: those, and its own tokens
-            self.stats.decoded_step(n_kv + step.n_tokens)
+            self.stats.decoded_step(n_kv + step.n_tokens, self.runner.last_seconds)
         self.speculator.timed(step, n_kv, self.runner.last_seconds)
         ready = self.scheduler.postprocess(step)
         for plan in step.prefill:

@@ -125,6 +125,7 @@ class EngineStats:
     decode_seconds: float = 0.0
     decode_steps: int = 0  # llama_decode calls that evaluated a batch
     kv_cells: int = 0  # summed over those steps: the KV cells each step's attention spans (n_kv)
+    decode_step_seconds: float = 0.0  # llama_decode time of those steps (prefill-only steps left out)
     demotions: int = 0  # idle cached prefixes moved out of the KV cache for a running sequence (to RAM)
     hits_slot: int = 0  # admitted prompts whose reused prefix was resident in a KV slot
     hits_ram: int = 0  # ... restored from the host-RAM tier
@@ -133,10 +134,12 @@ class EngineStats:
     spec_proposed_tokens: int = 0  # draft tokens verified
     spec_accepted_tokens: int = 0  # draft tokens emitted
 
-    def decoded_step(self, kv_cells: int) -> None:
-        """Count a step that decoded generating sequences, attending over `kv_cells` KV cells."""
+    def decoded_step(self, kv_cells: int, seconds: float) -> None:
+        """Count a step that decoded generating sequences, attending over `kv_cells` KV cells, whose
+        `llama_decode` took `seconds`."""
         self.decode_steps += 1
         self.kv_cells += kv_cells
+        self.decode_step_seconds += seconds
 
     def counted(self, prompt_tokens: int, lookup: CacheLookup) -> CacheLookup:
         """Count an admitted prompt, its cached prefix, and its lookup as a hit of its tier or a miss

@@ -42,6 +42,10 @@ class _EngineCollector:
                 "KV cells those steps attended over, summed (divide by decode steps: mean n_kv)",
             ),
             "decode_seconds": ("lmdock_decode_seconds", "Seconds spent in llama_decode"),
+            "decode_step_seconds": (
+                "lmdock_decode_step_seconds",
+                "Seconds of llama_decode in the decode steps (divide by decode steps: mean step time)",
+            ),
             "demotions": (
                 "lmdock_cache_demotions",
                 "Idle cached prefixes moved to host RAM so running sequences decode over fewer cells",
