@@ -10,7 +10,8 @@ must not help and are identical where it should. Prints a markdown table (lmdock
 
 Scenarios:
   decode   single-stream decode tok/s, a long-code prompt with max_tokens 200 (median of --repeats)
-  decode4  4 concurrent streams: sum of output tokens / (last delta - first delta over all streams)
+  decode4  4 concurrent streams: the sum of their decode tok/s (each as in decode); also end to end,
+           all output tokens / (last delta - requests sent), and the spread of the first deltas
   prefill  uncached prompt tokens / TTFT for a ~3.5k-token prompt (max_tokens 4)
   turn2    TTFT of turn 2 / TTFT of the cold turn 1, with a ~6k-token system prompt
   agents   two agent conversations and one subagent sharing the 6k system prompt, 6 turns each,
@@ -324,7 +325,7 @@ def sc_decode(c: Ctx) -> dict[str, Any]:
 
 
 def sc_decode4(c: Ctx) -> dict[str, Any]:
-    def one_round() -> tuple[float, int]:
+    def one_round() -> dict[str, float]:
         replies: list[Reply | BaseException] = [RuntimeError("not run")] * 4
         barrier = threading.Barrier(4)
 
@@ -344,15 +345,34 @@ def sc_decode4(c: Ctx) -> dict[str, Any]:
         ok = [r for r in replies if isinstance(r, Reply)]
         if len(ok) < 4:
             raise RuntimeError(f"4-stream round failed: {[r for r in replies if not isinstance(r, Reply)]}")
-        tokens = sum(r.output_tokens for r in ok)
-        return tokens / (max(r.t_last for r in ok) - min(r.t_first for r in ok)), tokens
+        return decode4_figures(ok)
 
     rounds = [one_round() for _ in range(max(1, c.sizes.repeats - 1))]
     return {
-        "value": statistics.median(tps for tps, _ in rounds),
+        "value": statistics.median(r["tps"] for r in rounds),
         "unit": "tok/s",
-        "runs_tps": [tps for tps, _ in rounds],
-        "output_tokens": [n for _, n in rounds],
+        "runs_tps": [r["tps"] for r in rounds],
+        "end_to_end_tps": statistics.median(r["end_to_end_tps"] for r in rounds),
+        "first_delta_spread_s": statistics.median(r["first_delta_spread_s"] for r in rounds),
+        "output_tokens": [r["output_tokens"] for r in rounds],
+    }
+
+
+def decode4_figures(replies: list[Reply]) -> dict[str, float]:
+    """One round of concurrent streams: the sum of the streams' decode rates, and the round end to end.
+
+    Each stream's rate is its own (tokens - 1) over its first-to-last delta, as `decode` measures one
+    stream. Their sum is the aggregate. It is not taken over the span from the earliest first delta to
+    the latest last one: a server that starts a stream while it still reads the other prompts would be
+    charged that prefill as decode time, and one that holds every stream back until all prompts are read
+    would not. End to end (all output tokens over the time from sending to the last delta) counts the
+    prefill for both servers alike."""
+    return {
+        "tps": sum(r.decode_tps for r in replies),
+        "end_to_end_tps": sum(r.output_tokens for r in replies)
+        / (max(r.t_last for r in replies) - min(r.t_start for r in replies)),
+        "first_delta_spread_s": max(r.t_first for r in replies) - min(r.t_first for r in replies),
+        "output_tokens": sum(r.output_tokens for r in replies),
     }
 
 
@@ -644,6 +664,8 @@ def detail(sc: Scenario, r: dict[str, Any]) -> str:
         return f" ({ms(r['restart_ttft_s'])} / {ms(r['cold_ttft_s'])} ms)"
     if sc.name == "warm":
         return warm_detail(r)
+    if sc.name == "decode4":
+        return f" (end to end {r['end_to_end_tps']:.1f} tok/s; first deltas within {ms(r['first_delta_spread_s'])} ms)"
     return ""
 
 
